@@ -1,0 +1,16 @@
+"""napari-rpsam2: stable point-prompt segmentation with SAM2 (RP-SAM2).
+
+The compute library (``napari_rpsam2.model``, ``.training``, ``.evaluation``)
+imports neither Qt nor napari; the dock widgets live in ``._widgets``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("napari-rpsam2")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+from .model import RPSAM2, SegmentResult
+
+__all__ = ["RPSAM2", "SegmentResult", "__version__"]

@@ -1,0 +1,199 @@
+"""A frozen SAM2 model: image encoder, prompt encoder and mask decoder.
+
+The decoder path here is plain autograd (no ``torch.no_grad``), so training
+can push gradients back to the click coordinates.  Mixed precision is used on
+CUDA only, inside the calls that benefit from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .coords import normalized_to_prompt
+from .embedding import ImageEmbedding
+from .weights import BackboneSpec, WeightsError, fetch_weights, read_state_dict, resolve_backbone
+
+__all__ = ["SAM2Backbone", "pick_device"]
+
+_PIXEL_MEAN = (0.485, 0.456, 0.406)
+_PIXEL_STD = (0.229, 0.224, 0.225)
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; anything else is used as given."""
+    if str(device) != "auto":
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise WeightsError(f"device {device!r} was asked for but no CUDA GPU is available; use 'cpu'")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class SAM2Backbone:
+    """A frozen SAM2 / SAM2.1 model resident on one device.
+
+    Use :meth:`build` rather than the constructor.
+    """
+
+    def __init__(self, model: torch.nn.Module, spec: BackboneSpec, weights_signature: str) -> None:
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.spec = spec
+        self.weights_signature = weights_signature
+        self.input_size = int(model.image_size)
+        self.device = next(model.parameters()).device
+        mean = torch.tensor(_PIXEL_MEAN, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(_PIXEL_STD, device=self.device).view(1, 3, 1, 1)
+        self._mean, self._std = mean, std
+
+    @classmethod
+    def build(
+        cls,
+        backbone: str = "sam2.1_hiera_tiny",
+        sam2_weights: str | os.PathLike = "random",
+        device: str | torch.device = "auto",
+        seed: int = 0,
+    ) -> "SAM2Backbone":
+        """Build a SAM2 model from the ``sam2`` package configs.
+
+        Parameters
+        ----------
+        backbone : str
+            ``sam2.1_hiera_tiny`` / ``_small`` / ``_base_plus`` / ``_large`` (or the
+            ``sam2_`` versions, or a short name such as ``tiny``).
+        sam2_weights : str or path
+            ``"random"``, a local ``.pt``/``.safetensors`` file, or a HF model id.
+        device : str
+            ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        seed : int
+            Seed of the random weights (only used with ``"random"``).
+        """
+        from sam2.build_sam import build_sam2  # importing sam2 sets up its own hydra
+
+        spec = resolve_backbone(backbone)
+        path, signature = fetch_weights(spec, sam2_weights)
+        dev = pick_device(device)
+        state = read_state_dict(path) if path is not None else None
+        fork = torch.random.fork_rng(devices=[]) if state is None else contextlib.nullcontext()
+        with fork:
+            if state is None:
+                torch.manual_seed(seed)
+                signature = f"random:{seed}"
+            model = build_sam2(spec.config, ckpt_path=None, device="cpu", mode="eval")
+        if state is not None:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise WeightsError(
+                    f"SAM2 weights {path} do not fit backbone {spec.name}: "
+                    f"{len(missing)} missing keys (e.g. {missing[:2]}), "
+                    f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]}). "
+                    "Pick the backbone size the checkpoint was made for."
+                )
+        return cls(model.to(dev), spec, f"{spec.name}|{signature}")
+
+    @property
+    def name(self) -> str:
+        """Backbone name, e.g. ``sam2.1_hiera_tiny``."""
+        return self.spec.name
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA, nothing elsewhere; use around encoder/decoder calls."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def parameter_count(self) -> int:
+        """Number of (frozen) backbone parameters."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    # ------------------------------------------------------------------ encoder
+    @torch.no_grad()
+    def encode(self, rgb: np.ndarray) -> ImageEmbedding:
+        """Run the image encoder on an ``(H, W, 3)`` float picture in ``[0, 1]``."""
+        if rgb.ndim != 3 or rgb.shape[-1] != 3:
+            raise ValueError(f"encode expects an (H, W, 3) picture, got {rgb.shape}")
+        h, w = rgb.shape[:2]
+        x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).to(self.device)
+        x = x.permute(2, 0, 1).unsqueeze(0)
+        x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        x = (x - self._mean) / self._std
+        m = self.model
+        with self.autocast():
+            out = m.forward_image(x)
+            _, feats, _, sizes = m._prepare_backbone_features(out)
+            if m.directly_add_no_mem_embed:
+                feats[-1] = feats[-1] + m.no_mem_embed
+        maps = [f.permute(1, 2, 0).reshape(1, -1, *s).float() for f, s in zip(feats, sizes)]
+        return ImageEmbedding(maps[-1].contiguous(), [f.contiguous() for f in maps[:-1]], (h, w))
+
+    # ------------------------------------------------------------------ prompts
+    def point_tokens(self, points_xy: torch.Tensor) -> torch.Tensor:
+        """Prompt-encoder token ``ξ(P)`` of single positive clicks, (B, 256).
+
+        Differentiable in ``points_xy`` (B, 2), normalized frame.
+        """
+        coords = normalized_to_prompt(points_xy.float(), self.input_size).unsqueeze(1)
+        labels = torch.ones(coords.shape[:2], dtype=torch.int, device=coords.device)
+        sparse, _ = self.model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        return sparse[:, 0]
+
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        points_xy: torch.Tensor,
+        labels: torch.Tensor,
+        multimask: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res mask logits from prompts on one image (differentiable).
+
+        Parameters
+        ----------
+        embedding : ImageEmbedding
+            The image's encoder output.
+        points_xy : tensor (B, K, 2)
+            ``B`` prompts of ``K`` points each, normalized frame.
+        labels : tensor (B, K)
+            1 positive, 0 negative, -1 padding.
+        multimask : bool
+            Ask for SAM2's three masks and keep the one with the highest
+            predicted IoU (SAM2's advice for a single click).
+
+        Returns
+        -------
+        logits : tensor (B, 256, 256)
+        iou : tensor (B,)
+        """
+        m = self.model
+        coords = normalized_to_prompt(points_xy.float(), self.input_size)
+        with self.autocast():
+            sparse, dense = m.sam_prompt_encoder(points=(coords, labels.int()), boxes=None, masks=None)
+            low_res, iou, _, _ = m.sam_mask_decoder(
+                image_embeddings=embedding.image_embed,
+                image_pe=m.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+                repeat_image=True,
+                high_res_features=embedding.high_res_feats,
+            )
+        low_res, iou = low_res.float(), iou.float()
+        best = iou.argmax(dim=1)
+        rows = torch.arange(low_res.shape[0], device=low_res.device)
+        return low_res[rows, best], iou[rows, best]
+
+
+def logits_to_image(logits: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """Upsample low-res logits (B, h, w) to the image size, as SAM2 does."""
+    return F.interpolate(logits.unsqueeze(1), size=image_hw, mode="bilinear", align_corners=False)[:, 0]

@@ -1,0 +1,63 @@
+"""What SAM2's image encoder yields for one 2D image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["ImageEmbedding"]
+
+
+@dataclass
+class ImageEmbedding:
+    """Encoder output for one image, ready for the prompt decoder.
+
+    Attributes
+    ----------
+    image_embed : tensor (1, 256, 64, 64)
+        Lowest-resolution features with ``no_mem_embed`` added.
+    high_res_feats : list of tensors
+        ``(1, 32, 256, 256)`` and ``(1, 64, 128, 128)`` skip features.
+    image_hw : (int, int)
+        Size of the original image; masks come back at this size.
+    """
+
+    image_embed: torch.Tensor
+    high_res_feats: list[torch.Tensor]
+    image_hw: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the tensors."""
+        tensors = [self.image_embed, *self.high_res_feats]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
+    def device(self) -> torch.device:
+        """Device the tensors live on."""
+        return self.image_embed.device
+
+    def to(self, device: torch.device | str) -> "ImageEmbedding":
+        """Copy onto ``device`` (returns ``self`` when already there)."""
+        device = torch.device(device)
+        if self.image_embed.device == device:
+            return self
+        return ImageEmbedding(
+            self.image_embed.to(device),
+            [f.to(device) for f in self.high_res_feats],
+            self.image_hw,
+        )
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Flat name → tensor mapping, for safetensors."""
+        out = {"image_embed": self.image_embed.contiguous()}
+        for i, feat in enumerate(self.high_res_feats):
+            out[f"high_res_{i}"] = feat.contiguous()
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], image_hw: tuple[int, int]) -> "ImageEmbedding":
+        """Inverse of :meth:`tensors`."""
+        n = sum(1 for k in tensors if k.startswith("high_res_"))
+        return cls(tensors["image_embed"], [tensors[f"high_res_{i}"] for i in range(n)], image_hw)

@@ -1,0 +1,160 @@
+"""Embeddings kept between clicks: an LRU memory budget plus an optional disk cache.
+
+Memory entries are keyed by ``(image identity, backbone)``; the identity is a
+caller's key (a layer id and slice index) or, by default, the slice's content
+signature.  Disk entries are always keyed by content: a reopened stack is not
+encoded again, an edited one is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_write
+from .embedding import ImageEmbedding
+
+__all__ = ["EmbeddingCache", "CacheStats", "slice_signature"]
+
+_DISK_FORMAT = "napari-rpsam2-embedding"
+_DISK_VERSION = "1"
+
+
+def slice_signature(
+    image: np.ndarray,
+    contrast_limits: Sequence[float] | None,
+    gamma: float = 1.0,
+    rgb: bool | None = None,
+) -> str:
+    """Content signature of one slice and the display mapping applied to it."""
+    arr = np.ascontiguousarray(image)
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{arr.shape}|{arr.dtype.str}|{contrast_limits and [float(c) for c in contrast_limits]}"
+             f"|{gamma}|{rgb}".encode())
+    h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+@dataclass
+class CacheStats:
+    """Counters a user (or a test) can read to see what the cache did."""
+
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    disk_hits: int = 0
+    disk_writes: int = 0
+
+
+class EmbeddingCache:
+    """Least-recently-used embedding store with a byte budget.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Memory budget; the least recently used embeddings go first.  One
+        SAM2 embedding is about 16 MiB in float32.  At least one entry is kept.
+    disk_dir : path, optional
+        Folder for embeddings written to disk (one safetensors file each).
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30, disk_dir: str | os.PathLike | None = None) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self.disk_dir = Path(disk_dir) if disk_dir is not None else None
+        if self.disk_dir is not None:
+            self.disk_dir.mkdir(parents=True, exist_ok=True)
+        self.stats = CacheStats()
+        self._entries: OrderedDict[Hashable, ImageEmbedding] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._entries
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory now."""
+        return self._bytes
+
+    def get(self, key: Hashable) -> ImageEmbedding | None:
+        """The embedding under ``key`` (marked most recently used), or ``None``."""
+        with self._lock:
+            emb = self._entries.get(key)
+            if emb is None:
+                self.stats.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.stats.hits += 1
+            return emb
+
+    def put(self, key: Hashable, embedding: ImageEmbedding) -> None:
+        """Store ``embedding``; evict least recently used ones beyond the budget."""
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._entries[key] = embedding
+            self._bytes += embedding.nbytes
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped.nbytes
+                self.stats.evictions += 1
+
+    def clear(self) -> None:
+        """Forget every in-memory embedding (the disk cache stays)."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    # ------------------------------------------------------------------ disk
+    def _disk_path(self, signature: str) -> Path:
+        assert self.disk_dir is not None
+        return self.disk_dir / f"{signature}.safetensors"
+
+    def load_from_disk(self, signature: str, device) -> ImageEmbedding | None:
+        """Read the embedding with this content signature, if the disk has a good one."""
+        if self.disk_dir is None:
+            return None
+        path = self._disk_path(signature)
+        if not path.is_file():
+            return None
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != _DISK_FORMAT or meta.get("version") != _DISK_VERSION:
+                    return None
+                if meta.get("signature") != signature:
+                    return None
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            hw = tuple(json.loads(meta["image_hw"]))
+        except Exception:  # a damaged cache file is only a miss; it gets rewritten
+            return None
+        self.stats.disk_hits += 1
+        return ImageEmbedding.from_tensors(tensors, hw).to(device)
+
+    def save_to_disk(self, signature: str, embedding: ImageEmbedding) -> None:
+        """Write atomically (temp file, then rename); failures leave no partial file."""
+        if self.disk_dir is None:
+            return
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in embedding.tensors().items()}
+        meta = {"format": _DISK_FORMAT, "version": _DISK_VERSION, "signature": signature,
+                "image_hw": json.dumps(list(embedding.image_hw))}
+        atomic_write(self._disk_path(signature), lambda tmp: save_file(tensors, tmp, metadata=meta))
+        self.stats.disk_writes += 1

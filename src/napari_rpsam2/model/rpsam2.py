@@ -1,0 +1,373 @@
+"""RP-SAM2: a frozen SAM2 plus a shift block that moves each positive click."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbone import SAM2Backbone, logits_to_image
+from .checkpoint import load_checkpoint, save_checkpoint
+from .coords import clamp_straight_through, normalized_to_pixels, pixels_to_normalized
+from .embedding import ImageEmbedding
+from .embedding_cache import EmbeddingCache, slice_signature
+from .image_adapter import ImageError, split_stack, to_rgb_float
+from .shift_block import ImageContext, ShiftBlock, ShiftBlockConfig
+
+__all__ = ["RPSAM2", "SegmentResult", "PromptError"]
+
+ProgressCallback = Callable[[int, int], None]
+CancelFlag = Callable[[], bool]
+
+
+class PromptError(ValueError):
+    """Clicks that cannot be used; the message says which and why."""
+
+
+@dataclass
+class SegmentResult:
+    """What one prompt gives.
+
+    Attributes
+    ----------
+    mask : ndarray (H, W) bool
+        The mask at the image's own size.
+    points : ndarray (N, 2) float
+        The clicks after refinement, ``(row, col)``; equal to ``clicks`` for
+        negative clicks and when refinement is off.
+    score : float
+        SAM2's predicted IoU of the returned mask.
+    clicks : ndarray (N, 2) float
+        The clicks as given.
+    labels : ndarray (N,) int
+        1 positive, 0 negative.
+    """
+
+    mask: np.ndarray
+    points: np.ndarray
+    score: float
+    clicks: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+
+
+class RPSAM2:
+    """Point-prompt segmentation with click refinement.
+
+    Build with :meth:`load`.  The model stays on its device between clicks;
+    embeddings are cached (memory LRU, optionally on disk).
+    """
+
+    def __init__(
+        self,
+        backbone: SAM2Backbone,
+        shift_block: ShiftBlock | None = None,
+        cache: EmbeddingCache | None = None,
+        shift_block_header: dict | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.cache = cache or EmbeddingCache()
+        self.shift_block_header: dict = shift_block_header or {}
+        self._encode_lock = threading.Lock()
+        self._contexts: OrderedDict[Hashable, ImageContext] = OrderedDict()
+        self._block_version = 0
+        self.shift_block = self._adopt(shift_block or ShiftBlock(ShiftBlockConfig()))
+
+    # ---------------------------------------------------------------- set-up
+    @classmethod
+    def load(
+        cls,
+        backbone: str = "sam2.1_hiera_tiny",
+        sam2_weights: str | os.PathLike = "random",
+        shift_block: str | os.PathLike | None = None,
+        device: str = "auto",
+        *,
+        seed: int = 0,
+        cache_bytes: int = 1 << 30,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> "RPSAM2":
+        """Build a model.
+
+        Parameters
+        ----------
+        backbone : str
+            SAM2 size, e.g. ``sam2.1_hiera_tiny`` (see ``BACKBONES``).
+        sam2_weights : str or path
+            ``"random"`` (seeded, for tests), a local checkpoint, or a HF id.
+        shift_block : path, optional
+            A shift-block ``.safetensors`` checkpoint; ``None`` gives a fresh
+            (identity) block, so RP-SAM2 equals plain SAM2.
+        device : str
+            ``"auto"`` (cuda > mps > cpu) or an explicit torch device.
+        seed : int
+            Seed for random SAM2 weights and the fresh shift block.
+        cache_bytes, cache_dir
+            Embedding cache memory budget and optional disk folder.
+        """
+        sam = SAM2Backbone.build(backbone, sam2_weights, device=device, seed=seed)
+        model = cls(sam, cache=EmbeddingCache(cache_bytes, cache_dir))
+        if shift_block is not None:
+            model.load_shift_block(shift_block)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model.set_shift_block(ShiftBlock(ShiftBlockConfig()))
+        return model
+
+    def _adopt(self, block: ShiftBlock) -> ShiftBlock:
+        self._block_version += 1
+        self._contexts.clear()
+        return block.to(self.device).eval()
+
+    def set_shift_block(self, block: ShiftBlock, header: dict | None = None) -> None:
+        """Use ``block`` for refinement from now on."""
+        self.shift_block = self._adopt(block)
+        self.shift_block_header = header or {}
+
+    def load_shift_block(self, path: str | os.PathLike) -> dict:
+        """Load a checkpoint (must match this backbone); returns its header."""
+        block, header, _ = load_checkpoint(path, backbone=self.backbone.name)
+        self.set_shift_block(block, header)
+        return header
+
+    def save_shift_block(self, path: str | os.PathLike, *, training: dict | None = None,
+                         metrics: dict | None = None) -> Path:
+        """Write the current shift block as safetensors + JSON header (atomically)."""
+        return save_checkpoint(path, self.shift_block, self.backbone.name,
+                               training=training, metrics=metrics)
+
+    @property
+    def device(self) -> torch.device:
+        """Device holding the backbone and the shift block."""
+        return self.backbone.device
+
+    def summary(self) -> str:
+        """Human-readable model summary with parameter counts."""
+        c = self.shift_block.config
+        trained = self.shift_block_header.get("training", {}).get("epochs")
+        lines = [
+            f"RP-SAM2 on {self.device}",
+            f"  backbone        {self.backbone.name} ({self.backbone.weights_signature.split('|')[1]})",
+            f"  frozen params   {self.backbone.parameter_count():,}",
+            f"  shift block     {self.shift_block.parameter_count():,} trainable parameters "
+            f"({c.depth} blocks, {c.heads} heads, dim {c.dim}, MLP {c.mlp_dim})",
+            f"  max shift (x,y) {tuple(round(v, 4) for v in self.shift_block.max_shift.tolist())}",
+            f"  shift block     {'trained, ' + str(trained) + ' epochs' if trained else 'untrained (identity)'}",
+            f"  embedding cache {len(self.cache)} slices, {self.cache.nbytes / 2**20:.0f} MiB "
+            f"of {self.cache.max_bytes / 2**20:.0f} MiB",
+        ]
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- encoder
+    def _keys(self, image: np.ndarray, contrast_limits, gamma, rgb, key) -> tuple[Hashable, str]:
+        signature = slice_signature(image, contrast_limits, gamma, rgb) + "|" + self.backbone.weights_signature
+        memory_key = (key, self.backbone.weights_signature) if key is not None else signature
+        return memory_key, signature
+
+    def embed(
+        self,
+        image: np.ndarray,
+        *,
+        contrast_limits: Sequence[float] | None = None,
+        gamma: float = 1.0,
+        rgb: bool | None = None,
+        key: Hashable | None = None,
+    ) -> ImageEmbedding:
+        """Encoder output for one 2D slice, from the cache when possible.
+
+        ``key`` names the slice (e.g. ``(layer_id, index)``) so the cache can
+        skip hashing its content; without it the content signature is used.
+        """
+        memory_key, signature = self._keys(np.asarray(image), contrast_limits, gamma, rgb, key)
+        return self._embed(image, memory_key, signature, contrast_limits, gamma, rgb)
+
+    def _embed(self, image, memory_key, signature, contrast_limits, gamma, rgb) -> ImageEmbedding:
+        emb = self.cache.get(memory_key)
+        if emb is not None:
+            return emb
+        with self._encode_lock:
+            emb = self.cache.get(memory_key)  # another thread may have just made it
+            if emb is not None:
+                return emb
+            emb = self.cache.load_from_disk(signature, self.device)
+            if emb is None:
+                picture = to_rgb_float(image, contrast_limits, gamma, rgb)
+                emb = self.backbone.encode(picture)
+                self.cache.save_to_disk(signature, emb)
+            self.cache.put(memory_key, emb)
+        return emb
+
+    def is_cached(self, image: np.ndarray, *, contrast_limits=None, gamma: float = 1.0,
+                  rgb: bool | None = None, key: Hashable | None = None) -> bool:
+        """Whether a click on this slice would skip the encoder (memory cache)."""
+        memory_key, _ = self._keys(np.asarray(image), contrast_limits, gamma, rgb, key)
+        return memory_key in self.cache
+
+    def precompute(
+        self,
+        stack: np.ndarray,
+        *,
+        contrast_limits: Sequence[float] | None = None,
+        gamma: float = 1.0,
+        rgb: bool | None = None,
+        key: Hashable | None = None,
+        indices: Sequence[int] | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelFlag | None = None,
+    ) -> int:
+        """Embed every slice of a stack ``(N, H, W[, C])`` (or one image).
+
+        Calls ``progress(done, total)`` after each slice and stops early when
+        ``cancel()`` is true.  With ``key``, slice ``i`` is cached under
+        ``(key, i)``.  Returns the number of slices now embedded.
+        """
+        n, _ = split_stack(stack, rgb)
+        is_stack = np.ndim(stack) - (1 if _ else 0) == 3
+        order = list(range(n)) if indices is None else [int(i) for i in indices]
+        done = 0
+        for i in order:
+            if cancel is not None and cancel():
+                break
+            plane = np.asarray(stack[i]) if is_stack else np.asarray(stack)
+            self.embed(plane, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb,
+                       key=None if key is None else (key, i))
+            done += 1
+            if progress is not None:
+                progress(done, len(order))
+        return done
+
+    # ---------------------------------------------------------------- refinement
+    def image_context(self, embedding: ImageEmbedding, memo_key: Hashable | None = None) -> ImageContext:
+        """Shift-block keys/values for an image (memoised for the last two images)."""
+        if memo_key is None:
+            return self.shift_block.image_context(embedding.image_embed)
+        full_key = (memo_key, self._block_version)
+        ctx = self._contexts.get(full_key)
+        if ctx is None:
+            ctx = self.shift_block.image_context(embedding.image_embed)
+            self._contexts[full_key] = ctx
+            while len(self._contexts) > 2:
+                self._contexts.popitem(last=False)
+        return ctx
+
+    def refine_normalized(self, embedding: ImageEmbedding, points_xy: torch.Tensor,
+                          context: ImageContext | None = None) -> torch.Tensor:
+        """Refined positions ``P'`` (B, 2) of single positive clicks, normalized frame.
+
+        Differentiable; the result is kept inside the image with a
+        straight-through clamp (gradients pass the border unchanged).
+        """
+        if context is None:
+            context = self.shift_block.image_context(embedding.image_embed)
+        tokens = self.backbone.point_tokens(points_xy)
+        moved = self.shift_block(points_xy, tokens, context)
+        return clamp_straight_through(moved, embedding.image_hw)
+
+    # ---------------------------------------------------------------- segmentation
+    def _check_points(self, points, labels, image_hw) -> tuple[np.ndarray, np.ndarray]:
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) if np.size(points) else np.zeros((0, 2))
+        if pts.shape[0] == 0:
+            raise PromptError("no clicks given; click on the object first")
+        if not np.all(np.isfinite(pts)):
+            raise PromptError("a click has a non-finite coordinate (NaN or inf)")
+        lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).ravel()
+        if lab.shape[0] != pts.shape[0]:
+            raise PromptError(f"{pts.shape[0]} clicks but {lab.shape[0]} labels; give one label per click")
+        if not np.isin(lab, (0, 1)).all():
+            raise PromptError("labels must be 1 (positive) or 0 (negative)")
+        h, w = image_hw
+        outside = (pts[:, 0] < -0.5) | (pts[:, 0] > h - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > w - 0.5)
+        if outside.any():
+            bad = pts[np.argmax(outside)]
+            raise PromptError(
+                f"click at (row {bad[0]:.1f}, col {bad[1]:.1f}) is outside the {h}×{w} image; "
+                "click inside the image"
+            )
+        return pts, lab
+
+    def segment(
+        self,
+        image: np.ndarray,
+        points: Sequence[Sequence[float]] | np.ndarray,
+        labels: Sequence[int] | None = None,
+        refine: bool = True,
+        *,
+        multimask: bool | str = "auto",
+        contrast_limits: Sequence[float] | None = None,
+        gamma: float = 1.0,
+        rgb: bool | None = None,
+        key: Hashable | None = None,
+    ) -> SegmentResult:
+        """Segment one object from clicks on one 2D slice.
+
+        Parameters
+        ----------
+        image : array (H, W) or (H, W, C)
+            The slice (any dtype; mapped with ``contrast_limits``).
+        points : array-like (N, 2)
+            Clicks ``(row, col)`` in image pixels.
+        labels : array-like (N,), optional
+            1 positive (default), 0 negative.
+        refine : bool
+            Move each positive click with the shift block first (RP-SAM2);
+            ``False`` is plain SAM2.  Negative clicks are never moved.
+        multimask : bool or "auto"
+            Choose among SAM2's three masks by predicted IoU; ``"auto"`` does
+            so for a single click, as SAM2 recommends.
+        """
+        image = np.asarray(image)
+        memory_key, signature = self._keys(image, contrast_limits, gamma, rgb, key)
+        emb = self._embed(image, memory_key, signature, contrast_limits, gamma, rgb)
+        pts, lab = self._check_points(points, labels, emb.image_hw)
+        if multimask == "auto":
+            multimask = len(pts) == 1
+        with torch.inference_mode():
+            xy = torch.as_tensor(pixels_to_normalized(pts, emb.image_hw), dtype=torch.float64,
+                                 device=self.device)
+            positive = torch.as_tensor(lab == 1, device=self.device)
+            if refine and bool(positive.any()):
+                ctx = self.image_context(emb, memo_key=memory_key)
+                xy = xy.clone()
+                xy[positive] = self.refine_normalized(emb, xy[positive], ctx)
+            logits, iou = self.backbone.decode(
+                emb, xy.unsqueeze(0), torch.as_tensor(lab, device=self.device).unsqueeze(0), bool(multimask)
+            )
+            mask = logits_to_image(logits, emb.image_hw)[0] > 0
+        refined = normalized_to_pixels(xy.cpu().numpy(), emb.image_hw) if refine else pts.copy()
+        refined[lab == 0] = pts[lab == 0]
+        return SegmentResult(mask.cpu().numpy(), refined, float(iou[0]), pts, lab)
+
+    def iter_single_clicks(
+        self,
+        embedding: ImageEmbedding,
+        points_rc: np.ndarray,
+        refine: bool,
+        chunk_size: int = 32,
+        context: ImageContext | None = None,
+        multimask: bool = True,
+    ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Decode many independent single positive clicks on one image, in chunks.
+
+        Yields ``(index slice, refined xy (b, 2), logits (b, 256, 256), iou (b,))``;
+        memory stays bounded by ``chunk_size`` whatever the number of clicks.
+        Runs without gradients (use the backbone directly to train).
+        """
+        with torch.inference_mode():
+            xy = torch.as_tensor(pixels_to_normalized(np.asarray(points_rc), embedding.image_hw),
+                                 dtype=torch.float64, device=self.device)
+            if refine and context is None:
+                context = self.shift_block.image_context(embedding.image_embed)
+            for start in range(0, xy.shape[0], chunk_size):
+                sl = slice(start, min(xy.shape[0], start + chunk_size))
+                pts = xy[sl]
+                if refine:
+                    pts = self.refine_normalized(embedding, pts, context)
+                ones = torch.ones((pts.shape[0], 1), dtype=torch.int, device=self.device)
+                logits, iou = self.backbone.decode(embedding, pts.unsqueeze(1), ones, multimask)
+                yield sl, pts, logits, iou
+
