@@ -92,14 +92,7 @@ class SAM2Backbone:
                 signature = f"random:{seed}"
             model = build_sam2(spec.config, ckpt_path=None, device="cpu", mode="eval")
         if state is not None:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise WeightsError(
-                    f"SAM2 weights {path} do not fit backbone {spec.name}: "
-                    f"{len(missing)} missing keys (e.g. {missing[:2]}), "
-                    f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]}). "
-                    "Pick the backbone size the checkpoint was made for."
-                )
+            _load_matching_state(model, state, path, spec)
         return cls(model.to(dev), spec, f"{spec.name}|{signature}")
 
     @property
@@ -192,6 +185,22 @@ class SAM2Backbone:
         best = iou.argmax(dim=1)
         rows = torch.arange(low_res.shape[0], device=low_res.device)
         return low_res[rows, best], iou[rows, best]
+
+
+def _load_matching_state(model: torch.nn.Module, state: dict, path, spec: BackboneSpec) -> None:
+    """Load ``state`` into ``model`` or say plainly why the file does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    resized = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or resized:
+        raise WeightsError(
+            f"SAM2 weights {path} do not fit backbone {spec.name}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected and {len(resized)} differently shaped tensors "
+            f"(e.g. {(missing + unexpected + resized)[:2]}). "
+            "Pick the backbone size the checkpoint was made for."
+        )
+    model.load_state_dict(state, strict=True)
 
 
 def logits_to_image(logits: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ __all__ = [
     "fetch_weights",
     "read_state_dict",
 ]
+
+
+_HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 class WeightsError(RuntimeError):
@@ -98,7 +102,7 @@ def fetch_weights(spec: BackboneSpec, sam2_weights: str | os.PathLike) -> tuple[
             raise WeightsError(f"SAM2 weights {path} is a folder; pick the checkpoint file ({spec.filename})")
         stat = path.stat()
         return path, f"file:{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
-    if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.suffix:
+    if _HF_ID.fullmatch(text) and path.suffix not in (".pt", ".pth", ".safetensors"):
         return _download(spec, text)
     raise WeightsError(
         f"SAM2 weights file {path} does not exist. Download {spec.filename} from "
