@@ -6,6 +6,10 @@ an embedding shares these session-scoped fixtures.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +18,25 @@ from napari_rpsam2 import RPSAM2
 from napari_rpsam2.sample_data import make_instrument_stack
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+_GUI_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "viewer_model"}
+
+
+def _display_available() -> bool:
+    """A real display, or Xvfb for pytest-xvfb to start (napari needs OpenGL)."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or shutil.which("Xvfb") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip GUI tests, with the reason, where no display can be had."""
+    if _display_available():
+        return
+    skip = pytest.mark.skip(reason="no display: install Xvfb and Mesa (see .ci/run) to run the GUI tests")
+    for item in items:
+        if _GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
