@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write, verify_safetensors
 from .shift_block import ShiftBlock, ShiftBlockConfig
 
 __all__ = ["CheckpointError", "FORMAT", "FORMAT_VERSION", "save_checkpoint", "load_checkpoint",
@@ -74,7 +74,7 @@ def save_checkpoint(
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     meta = {_HEADER_KEY: json.dumps(header)}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), verify=verify_safetensors)
 
 
 def _check_container(path: Path) -> None:
@@ -85,20 +85,31 @@ def _check_container(path: Path) -> None:
         raise CheckpointError(f"shift-block checkpoint {path} is a folder, not a file")
     size = path.stat().st_size
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = fh.read(9)
+    # safetensors: 8-byte little-endian header length, then a JSON object.  Test
+    # that first: a header length whose low byte is 0x80 must not look like a pickle.
+    looks_safetensors = len(head) == 9 and head[8:9] == b"{"
+    is_zip = head[:2] == b"PK"
+    is_pickle = head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5
+    if not looks_safetensors and (is_zip or is_pickle):
         raise CheckpointError(
             f"{path} is a PyTorch pickle file, which is never opened here (it could run code); "
             "shift-block checkpoints are .safetensors files written by napari-rpsam2"
         )
     if len(head) < 8:
         raise CheckpointError(f"{path} is too short ({size} bytes) to be a safetensors checkpoint")
-    (header_len,) = struct.unpack("<Q", head)
+    (header_len,) = struct.unpack("<Q", head[:8])
     if header_len + 8 > size:
         raise CheckpointError(
             f"{path} is truncated or not a safetensors file (header says {header_len} bytes, "
             f"file has {size}); save the checkpoint again"
         )
+    try:
+        verify_safetensors(path)
+    except ValueError as err:
+        raise CheckpointError(
+            f"{path} is truncated or damaged ({err}); use an earlier checkpoint or save it again"
+        ) from None
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -163,7 +174,8 @@ def load_checkpoint(
     except Exception as err:
         raise CheckpointError(f"{path} is damaged and cannot be read ({err})") from err
     state = {k[len(_BLOCK_PREFIX):]: v for k, v in tensors.items() if k.startswith(_BLOCK_PREFIX)}
-    extras = {k: v for k, v in tensors.items() if not k.startswith(_BLOCK_PREFIX)}
+    # copies, not views of the file's memory map (the file may be replaced while training)
+    extras = {k: v.clone() for k, v in tensors.items() if not k.startswith(_BLOCK_PREFIX)}
     block = ShiftBlock(config)
     expected = {k: tuple(v.shape) for k, v in block.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}

@@ -82,4 +82,5 @@ def clamp_straight_through(points_xy: torch.Tensor, image_hw: tuple[int, int]) -
     lo_t = points_xy.new_tensor(lo)
     hi_t = points_xy.new_tensor(hi)
     clamped = torch.maximum(torch.minimum(points_xy, hi_t), lo_t)
-    return points_xy + (clamped - points_xy).detach()
+    # value: exactly ``clamped``; gradient: the identity (the added term is 0)
+    return clamped.detach() + (points_xy - points_xy.detach())

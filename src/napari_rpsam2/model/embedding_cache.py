@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_write
+from .._atomic import OutputError, atomic_write, verify_safetensors
 from .embedding import ImageEmbedding
 
-__all__ = ["EmbeddingCache", "CacheStats", "slice_signature"]
+__all__ = ["EmbeddingCache", "CacheStats", "CacheWarning", "slice_signature"]
 
 _DISK_FORMAT = "napari-rpsam2-embedding"
 _DISK_VERSION = "1"
@@ -52,6 +53,11 @@ class CacheStats:
     evictions: int = 0
     disk_hits: int = 0
     disk_writes: int = 0
+    disk_errors: int = 0
+
+
+class CacheWarning(UserWarning):
+    """The disk cache could not be written; clicks keep working from memory."""
 
 
 class EmbeddingCache:
@@ -122,7 +128,9 @@ class EmbeddingCache:
     # ------------------------------------------------------------------ disk
     def _disk_path(self, signature: str) -> Path:
         assert self.disk_dir is not None
-        return self.disk_dir / f"{signature}.safetensors"
+        # the signature holds '|' and ':' (not allowed in Windows file names): hash it
+        name = hashlib.blake2b(signature.encode(), digest_size=20).hexdigest()
+        return self.disk_dir / f"{name}.safetensors"
 
     def load_from_disk(self, signature: str, device) -> ImageEmbedding | None:
         """Read the embedding with this content signature, if the disk has a good one."""
@@ -134,13 +142,15 @@ class EmbeddingCache:
         from safetensors import safe_open
 
         try:
+            verify_safetensors(path)
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 meta = f.metadata() or {}
                 if meta.get("format") != _DISK_FORMAT or meta.get("version") != _DISK_VERSION:
                     return None
                 if meta.get("signature") != signature:
                     return None
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                # copy out of the memory map: a file changed later must not crash the viewer (SIGBUS)
+                tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
             hw = tuple(json.loads(meta["image_hw"]))
         except Exception:  # a damaged cache file is only a miss; it gets rewritten
             return None
@@ -148,7 +158,11 @@ class EmbeddingCache:
         return ImageEmbedding.from_tensors(tensors, hw).to(device)
 
     def save_to_disk(self, signature: str, embedding: ImageEmbedding) -> None:
-        """Write atomically (temp file, then rename); failures leave no partial file."""
+        """Write atomically (temp file, then rename); failures leave no partial file.
+
+        A failed write (full disk, read-only folder) only warns
+        (:class:`CacheWarning`): the embedding stays usable from memory.
+        """
         if self.disk_dir is None:
             return
         from safetensors.torch import save_file
@@ -156,5 +170,12 @@ class EmbeddingCache:
         tensors = {k: v.detach().cpu().contiguous() for k, v in embedding.tensors().items()}
         meta = {"format": _DISK_FORMAT, "version": _DISK_VERSION, "signature": signature,
                 "image_hw": json.dumps(list(embedding.image_hw))}
-        atomic_write(self._disk_path(signature), lambda tmp: save_file(tensors, tmp, metadata=meta))
+        try:
+            atomic_write(self._disk_path(signature), lambda tmp: save_file(tensors, tmp, metadata=meta),
+                         verify=verify_safetensors)
+        except OutputError as err:  # the disk cache is optional: keep working from memory
+            self.stats.disk_errors += 1
+            warnings.warn(f"embedding not saved to the disk cache {self.disk_dir}: {err}",
+                          CacheWarning, stacklevel=2)
+            return
         self.stats.disk_writes += 1

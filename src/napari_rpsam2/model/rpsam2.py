@@ -17,12 +17,13 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .coords import clamp_straight_through, normalized_to_pixels, pixels_to_normalized
 from .embedding import ImageEmbedding
 from .embedding_cache import EmbeddingCache, slice_signature
-from .image_adapter import ImageError, split_stack, to_rgb_float
+from .image_adapter import ImageError, check_image, encoder_picture, split_stack
 from .shift_block import ImageContext, ShiftBlock, ShiftBlockConfig
 
 __all__ = ["RPSAM2", "SegmentResult", "PromptError"]
 
 ProgressCallback = Callable[[int, int], None]
+_REFINE_CHUNK = 64  # clicks refined at once in one prompt
 CancelFlag = Callable[[], bool]
 
 
@@ -71,7 +72,7 @@ class RPSAM2:
         shift_block_header: dict | None = None,
     ) -> None:
         self.backbone = backbone
-        self.cache = cache or EmbeddingCache()
+        self.cache = cache if cache is not None else EmbeddingCache()  # an empty cache is falsy
         self.shift_block_header: dict = shift_block_header or {}
         self._encode_lock = threading.Lock()
         self._contexts: OrderedDict[Hashable, ImageContext] = OrderedDict()
@@ -165,6 +166,7 @@ class RPSAM2:
 
     # ---------------------------------------------------------------- encoder
     def _keys(self, image: np.ndarray, contrast_limits, gamma, rgb, key) -> tuple[Hashable, str]:
+        check_image(image, rgb)  # refuse bad images before hashing them
         signature = slice_signature(image, contrast_limits, gamma, rgb) + "|" + self.backbone.weights_signature
         memory_key = (key, self.backbone.weights_signature) if key is not None else signature
         return memory_key, signature
@@ -196,8 +198,12 @@ class RPSAM2:
                 return emb
             emb = self.cache.load_from_disk(signature, self.device)
             if emb is None:
-                picture = to_rgb_float(image, contrast_limits, gamma, rgb)
+                picture = encoder_picture(image, contrast_limits, gamma, rgb)
                 emb = self.backbone.encode(picture)
+                del picture
+                image_hw = tuple(int(n) for n in np.shape(image)[:2])
+                if emb.image_hw != image_hw:  # a big image was downscaled for the encoder
+                    emb = ImageEmbedding(emb.image_embed, emb.high_res_feats, image_hw)
                 self.cache.save_to_disk(signature, emb)
             self.cache.put(memory_key, emb)
         return emb
@@ -270,12 +276,27 @@ class RPSAM2:
 
     # ---------------------------------------------------------------- segmentation
     def _check_points(self, points, labels, image_hw) -> tuple[np.ndarray, np.ndarray]:
-        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) if np.size(points) else np.zeros((0, 2))
+        try:
+            pts = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PromptError("clicks must be numbers, (row, col) pairs in image pixels") from None
+        if pts.size == 0:
+            pts = np.zeros((0, 2))
+        elif pts.ndim == 1 and pts.shape[0] == 2:
+            pts = pts[None]
+        elif pts.ndim != 2 or pts.shape[1] != 2:
+            raise PromptError(
+                f"clicks must be (row, col) pairs, an array of shape (N, 2); got shape {pts.shape}"
+                + ("; drop the slice index and click on one 2D slice" if pts.ndim == 2 and pts.shape[1] > 2 else "")
+            )
         if pts.shape[0] == 0:
             raise PromptError("no clicks given; click on the object first")
         if not np.all(np.isfinite(pts)):
             raise PromptError("a click has a non-finite coordinate (NaN or inf)")
-        lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).ravel()
+        try:
+            lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).ravel()
+        except (TypeError, ValueError):
+            raise PromptError("labels must be 1 (positive) or 0 (negative), one per click") from None
         if lab.shape[0] != pts.shape[0]:
             raise PromptError(f"{pts.shape[0]} clicks but {lab.shape[0]} labels; give one label per click")
         if not np.isin(lab, (0, 1)).all():
@@ -333,12 +354,19 @@ class RPSAM2:
             if refine and bool(positive.any()):
                 ctx = self.image_context(emb, memo_key=memory_key)
                 xy = xy.clone()
-                xy[positive] = self.refine_normalized(emb, xy[positive], ctx)
+                which = torch.nonzero(positive).flatten()
+                for start in range(0, which.numel(), _REFINE_CHUNK):  # memory bounded for many clicks
+                    idx = which[start:start + _REFINE_CHUNK]
+                    xy[idx] = self.refine_normalized(emb, xy[idx], ctx).to(xy.dtype)
             logits, iou = self.backbone.decode(
                 emb, xy.unsqueeze(0), torch.as_tensor(lab, device=self.device).unsqueeze(0), bool(multimask)
             )
             mask = logits_to_image(logits, emb.image_hw)[0] > 0
         refined = normalized_to_pixels(xy.cpu().numpy(), emb.image_hw) if refine else pts.copy()
+        if refine:  # rounding in the frame change must not put a point a hair outside the image
+            h, w = emb.image_hw
+            np.clip(refined[:, 0], 0, h - 1, out=refined[:, 0])
+            np.clip(refined[:, 1], 0, w - 1, out=refined[:, 1])
         refined[lab == 0] = pts[lab == 0]
         return SegmentResult(mask.cpu().numpy(), refined, float(iou[0]), pts, lab)
 
