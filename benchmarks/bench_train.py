@@ -1,0 +1,73 @@
+"""Training speed: cached embeddings + candidates vs recomputing them every step.
+
+Prints one JSON line last: ``speedup_vs_on_the_fly`` (epoch time on the fly /
+epoch time cached; goal ≥ 10) and ``step_to_limit_ratio`` (cached step time /
+decoder forward+backward alone for the same clicks; goal ≤ 1.5).
+Sample stack, random SAM2 tiny, CPU unless CUDA is present.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+
+from napari_rpsam2 import RPSAM2
+from napari_rpsam2.model.coords import pixels_to_normalized
+from napari_rpsam2.sample_data import CLASS_NAMES, make_instrument_stack
+from napari_rpsam2.training.candidates import CandidateCache
+from napari_rpsam2.training.data import stack_from_arrays
+from napari_rpsam2.training.trainer import TrainConfig, prepare_slices, training_step
+
+
+def main() -> None:
+    model = RPSAM2.load("sam2.1_hiera_tiny", "random", device="auto", seed=0)
+    image, labels = make_instrument_stack(n_slices=2)
+    stack = stack_from_arrays(image, labels, class_names=CLASS_NAMES)
+    config = TrainConfig(batch_size=2, clicks_per_object=4, grid_stride=None)
+    rng = np.random.default_rng(0)
+
+    t0 = time.perf_counter()
+    slices = prepare_slices(model, stack, config)  # once: embeddings + candidates
+    prep = time.perf_counter() - t0
+    model.shift_block.train()
+    training_step(model, slices, config, rng)  # warm-up
+    t0 = time.perf_counter()
+    reps = 2
+    for _ in range(reps):
+        model.shift_block.zero_grad(set_to_none=True)
+        training_step(model, slices, config, rng)
+    step = (time.perf_counter() - t0) / reps
+
+    # the limit: decoder forward + backward for the same number of clicks, nothing else
+    k = config.clicks_per_object
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        for item in slices:
+            rows = np.concatenate([o.inside[rng.integers(len(o.inside), size=k)] for o in item.objects])
+            xy = torch.as_tensor(pixels_to_normalized(rows, item.embedding.image_hw), dtype=torch.float32,
+                                 device=model.device).requires_grad_(True)
+            ones = torch.ones((xy.shape[0], 1), dtype=torch.int, device=model.device)
+            logits, _ = model.backbone.decode(item.embedding, xy.unsqueeze(1), ones, True)
+            logits.sigmoid().mean().backward()
+    limit = (time.perf_counter() - t0) / reps
+
+    # on the fly: every step re-encodes its images and recomputes candidates (one step per epoch here)
+    model.cache.clear()
+    t0 = time.perf_counter()
+    fly_slices = prepare_slices(model, stack, config, candidate_cache=CandidateCache())
+    training_step(model, fly_slices, config, rng)
+    on_the_fly = time.perf_counter() - t0
+    result = {
+        "device": str(model.device), "slices": len(slices), "objects": sum(len(s.objects) for s in slices),
+        "clicks_per_object": k, "prepare_once_s": round(prep, 3), "epoch_cached_s": round(step, 3),
+        "epoch_on_the_fly_s": round(on_the_fly, 3), "decoder_limit_s": round(limit, 3),
+        "speedup_vs_on_the_fly": round(on_the_fly / step, 2), "step_to_limit_ratio": round(step / limit, 3),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

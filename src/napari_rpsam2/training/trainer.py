@@ -1,0 +1,365 @@
+"""Train the shift block with the compound loss (SPEC "Training").
+
+The backbone is frozen and in ``eval()``.  Embeddings and candidate sets are
+computed once (:func:`prepare_slices`) and reused every step.  A step runs,
+per image, the shift block's image context (with gradients), the refinement
+and SAM2's mask decoder (differentiable, ``multimask=True`` keeping the best
+predicted-IoU mask as at inference).  **The Dice loss is computed at SAM2's
+low resolution**: the 256×256 logits against the object mask resized to the
+same 256×256 frame, so a step costs about what the decoder alone costs.
+
+Resume and reproducibility: the clicks of epoch ``e`` come from
+``numpy.random.default_rng([seed, e, rank])`` and nothing else is random, so a
+run resumed from ``<out>.last.safetensors`` (weights + AdamW state) gives the
+same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..model.checkpoint import load_checkpoint, read_header, save_checkpoint
+from ..model.coords import pixels_to_normalized
+from ..model.embedding import ImageEmbedding
+from ..model.embedding_cache import slice_signature
+from . import distributed as ddp
+from .candidates import CandidateCache, Cancelled
+from .data import AnnotatedStack, DataError
+from .losses import compound_loss, signed_distance_map
+
+__all__ = ["TrainConfig", "EpochLog", "TrainResult", "ObjectTarget", "SliceTargets", "prepare_slices",
+           "training_step", "train_shift_block", "last_checkpoint_path", "CANDIDATES"]
+
+LOW_RES = 256
+CANDIDATES = CandidateCache()
+"""Candidate sets shared by every training run of this process."""
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (defaults follow the paper; ``eval_clicks`` seeds for validation)."""
+
+    epochs: int = 1500
+    lr: float = 1e-4
+    batch_size: int = 4
+    clicks_per_object: int = 10
+    alpha: float = 1.0
+    beta: float = 0.1
+    gamma: float = 1.0
+    theta: float = 15.0
+    epsilon: float = 0.005
+    seed: int = 0
+    grid_stride: int | None = None
+    eval_clicks: int = 10
+    weight_decay: float = 0.01
+    out_temperature: float = 2.0
+
+
+@dataclass
+class EpochLog:
+    """One line of the training log."""
+
+    epoch: int
+    loss: float
+    dice_loss: float
+    dist_loss: float
+    out_loss: float
+    val_mdsc: float | None
+    val_mhd95: float | None
+    is_best: bool
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """What a training run left behind."""
+
+    checkpoint: Path | None
+    best_epoch: int
+    history: list[EpochLog] = field(default_factory=list)
+    cancelled: bool = False
+
+
+@dataclass
+class ObjectTarget:
+    """Everything the loss needs about one object (computed once)."""
+
+    inside: np.ndarray  # (A, 2) int32 pixels (row, col) to draw clicks from
+    candidates: torch.Tensor  # (M, 2) normalized (x, y)
+    target: torch.Tensor  # (256, 256) float mask in SAM2's low-res frame
+    signed_distance: torch.Tensor  # (256, 256) signed distance, low-res pixels
+
+
+@dataclass
+class SliceTargets:
+    """One training image: its embedding and its objects."""
+
+    index: int
+    embedding: ImageEmbedding
+    objects: list[ObjectTarget]
+
+
+def last_checkpoint_path(out: str | os.PathLike) -> Path:
+    """``<out>.last.safetensors``: the resumable checkpoint written every epoch."""
+    out = Path(out)
+    stem = out.name[: -len(".safetensors")] if out.name.endswith(".safetensors") else out.name
+    return out.with_name(stem + ".last.safetensors")
+
+
+def _object_target(mask: np.ndarray, grid, config: TrainConfig, device: torch.device) -> ObjectTarget:
+    hw = mask.shape
+    low = F.interpolate(torch.as_tensor(mask, dtype=torch.float32)[None, None], size=(LOW_RES, LOW_RES),
+                        mode="bilinear", align_corners=False, antialias=True)[0, 0]
+    sd = signed_distance_map((low > 0.5).numpy())
+    cands = pixels_to_normalized(grid.candidates(config.epsilon), hw)
+    return ObjectTarget(np.argwhere(mask).astype(np.int32),
+                        torch.as_tensor(cands, dtype=torch.float32, device=device),
+                        low.to(device), torch.as_tensor(sd, device=device))
+
+
+def prepare_slices(model, stack: AnnotatedStack, config: TrainConfig, *, indices=None,
+                   candidate_cache: CandidateCache | None = CANDIDATES,
+                   progress: Callable[[str, int, int], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> list[SliceTargets]:
+    """Embeddings and candidate sets of the slices (with objects) of ``stack``.
+
+    ``progress(stage, done, total)`` with stage ``"embeddings"`` then
+    ``"candidates"``; raises :class:`Cancelled` when ``cancel()`` turns true.
+    """
+    objects = stack.objects()
+    chosen = sorted({o.slice_index for o in objects}) if indices is None else list(indices)
+    embeddings = {}
+    for done, i in enumerate(chosen, 1):
+        if cancel is not None and cancel():
+            raise Cancelled("training was cancelled while embedding")
+        embeddings[i] = model.embed(np.asarray(stack.images[i]), contrast_limits=stack.contrast_limits,
+                                    rgb=stack.rgb)
+        if progress is not None:
+            progress("embeddings", done, len(chosen))
+    todo = [o for o in objects if o.slice_index in embeddings]
+    per_slice: dict[int, list[ObjectTarget]] = {i: [] for i in chosen}
+    signatures: dict[int, str] = {}
+    cache = candidate_cache if candidate_cache is not None else CandidateCache()
+    for done, obj in enumerate(todo, 1):
+        if cancel is not None and cancel():
+            raise Cancelled("training was cancelled while computing candidates")
+        i = obj.slice_index
+        if i not in signatures:
+            signatures[i] = slice_signature(np.asarray(stack.images[i]), stack.contrast_limits, 1.0, stack.rgb)
+        mask = stack.object_mask(obj)
+        grid = cache.grid_dice(model, embeddings[i], mask, image_signature=signatures[i],
+                               object_id=obj.object_id, stride=config.grid_stride, refine=False)
+        per_slice[i].append(_object_target(mask, grid, config, model.device))
+        if progress is not None:
+            progress("candidates", done, len(todo))
+    return [SliceTargets(i, embeddings[i], per_slice[i]) for i in chosen if per_slice[i]]
+
+
+def training_step(model, batch: list[SliceTargets], config: TrainConfig, rng: np.random.Generator) -> dict:
+    """Forward and backward for one batch of images (gradients accumulate; no optimizer step).
+
+    Returns the batch's loss terms (means over all clicks in the batch).
+    """
+    block, backbone = model.shift_block, model.backbone
+    k = config.clicks_per_object
+    total_clicks = sum(len(s.objects) for s in batch) * k
+    sums = {"loss": 0.0, "dice_loss": 0.0, "dist_loss": 0.0, "out_loss": 0.0}
+    for item in batch:
+        emb = item.embedding
+        rows = [obj.inside[rng.integers(len(obj.inside), size=k)] for obj in item.objects]
+        clicks = torch.as_tensor(pixels_to_normalized(np.concatenate(rows), emb.image_hw),
+                                 dtype=torch.float32, device=model.device)
+        context = block.image_context(emb.image_embed)
+        refined = model.refine_normalized(emb, clicks, context)
+        ones = torch.ones((refined.shape[0], 1), dtype=torch.int, device=model.device)
+        logits, _ = backbone.decode(emb, refined.unsqueeze(1), ones, True)
+        loss = refined.new_zeros(())
+        for j, obj in enumerate(item.objects):
+            part = slice(j * k, (j + 1) * k)
+            terms = compound_loss(logits[part], refined[part], obj.target, obj.candidates, obj.signed_distance,
+                                  alpha=config.alpha, beta=config.beta, gamma=config.gamma, theta=config.theta,
+                                  temperature=config.out_temperature)
+            share = k / total_clicks
+            loss = loss + terms.total * share
+            for name, value in (("loss", terms.total), ("dice_loss", terms.dice), ("dist_loss", terms.dist),
+                                ("out_loss", terms.out)):
+                sums[name] += float(value.detach()) * share
+        loss.backward()
+    return sums
+
+
+# ------------------------------------------------------------------ checkpoints
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for idx, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                out[f"optim.{idx}.{name}"] = value.reshape(-1) if value.dim() == 0 else value
+    return out
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, extras: dict[str, torch.Tensor]) -> bool:
+    state: dict[int, dict] = {}
+    for key, value in extras.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value.reshape(()) if name == "step" else value
+    if not state:
+        return False
+    current = optimizer.state_dict()
+    device = optimizer.param_groups[0]["params"][0].device
+    state = {i: {n: (v if n == "step" else v.to(device)) for n, v in s.items()} for i, s in state.items()}
+    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
+    return True
+
+
+def _copy_state(block: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in block.state_dict().items()}
+
+
+# ------------------------------------------------------------------ the loop
+def train_shift_block(
+    model,
+    train: AnnotatedStack,
+    out: str | os.PathLike,
+    config: TrainConfig = TrainConfig(),
+    *,
+    val: AnnotatedStack | None = None,
+    resume: str | os.PathLike | None = None,
+    log_path: str | os.PathLike | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    candidate_cache: CandidateCache | None = CANDIDATES,
+) -> TrainResult:
+    """Train ``model.shift_block`` on ``train``; keep the best checkpoint at ``out``.
+
+    Parameters
+    ----------
+    model : RPSAM2
+        Its backbone stays frozen; its shift block is trained in place.
+    train, val : AnnotatedStack
+        Training data and optional validation data (best = highest val mDSC;
+        without ``val``, lowest training loss).
+    out : path
+        Best checkpoint (``.safetensors``); ``<out>.last.safetensors`` is
+        written each epoch with the optimizer state for ``resume``.
+    config : TrainConfig
+    resume : path, optional
+        A ``.last`` checkpoint to continue from (a best checkpoint also works,
+        with a fresh optimizer).
+    log_path : path, optional
+        JSON-lines log, one line per epoch (appended on resume).
+    progress : callable(stage, done, total), optional
+        Stages ``"embeddings"``, ``"candidates"``, ``"epoch"``.
+    on_epoch : callable(EpochLog), optional
+    cancel : callable() -> bool, optional
+        Checked before every step; the last written checkpoints stay intact.
+
+    Returns
+    -------
+    TrainResult
+        Afterwards ``model.shift_block`` holds the best weights.
+    """
+    rank, world = ddp.rank_and_world()
+    out = Path(out)
+    last_path = last_checkpoint_path(out)
+    if rank == 0 and not out.parent.is_dir():
+        raise DataError(f"cannot write the checkpoint: folder {out.parent} does not exist")
+    block = model.shift_block
+    optimizer = torch.optim.AdamW([p for p in block.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    start_epoch, best_epoch, best_score, history = 0, 0, -math.inf, []
+    best_state = _copy_state(block)
+    if resume is not None:
+        saved, header, extras = load_checkpoint(resume, backbone=model.backbone.name)
+        block.load_state_dict(saved.state_dict())
+        _restore_optimizer(optimizer, extras)
+        info = header.get("training", {})
+        start_epoch = int(info.get("epoch", 0))
+        best_epoch, best_score = int(info.get("best_epoch", start_epoch)), float(info.get("best_score", -math.inf))
+        history = [EpochLog(**h) for h in info.get("history", [])]
+        best_state = _copy_state(block)
+        if best_epoch != start_epoch and out.exists() and read_header(out).get("training", {}).get("epoch") == best_epoch:
+            best_state = _copy_state(load_checkpoint(out, backbone=model.backbone.name)[0])
+    stopped = False
+    try:
+        slices = prepare_slices(model, train, config, candidate_cache=candidate_cache, progress=progress,
+                                cancel=cancel)
+    except Cancelled:
+        slices, stopped = [], True
+    if not stopped and not slices:
+        raise DataError("the training data have no objects; paint at least one object")
+    mine = ddp.shard(slices, rank, world)
+    steps = math.ceil(math.ceil(len(slices) / world) / config.batch_size)
+    log_file = Path(log_path) if log_path is not None else None
+    if rank == 0 and log_file is not None and resume is None and log_file.exists():
+        log_file.unlink()
+    summary = {"data": train.summary(), "val_data": val.summary() if val is not None else None,
+               "config": asdict(config), "world_size": world}
+    block.train()
+    epoch = start_epoch
+    while not stopped and epoch < config.epochs:
+        began = time.perf_counter()
+        rng = np.random.default_rng([config.seed, epoch, rank])
+        order = rng.permutation(len(mine))
+        sums = np.zeros(4)
+        for step in range(steps):
+            if ddp.any_rank(cancel is not None and bool(cancel()), model.device):
+                stopped = True
+                break
+            optimizer.zero_grad(set_to_none=True)
+            batch = [mine[i] for i in order[step * config.batch_size:(step + 1) * config.batch_size]]
+            terms = training_step(model, batch, config, rng) if batch else dict.fromkeys(
+                ("loss", "dice_loss", "dist_loss", "out_loss"), 0.0)
+            ddp.average_gradients(block.parameters())
+            optimizer.step()
+            sums += np.array([terms["loss"], terms["dice_loss"], terms["dist_loss"], terms["out_loss"]]) / steps
+        if stopped:
+            break
+        loss, dice_l, dist_l, out_l = ddp.all_reduce_mean(sums.tolist(), model.device)
+        epoch += 1
+        val_mdsc = val_mhd95 = None
+        if rank == 0:
+            if val is not None:
+                from ..evaluation.protocol import evaluate
+
+                block.eval()
+                report = evaluate(model, val, clicks=config.eval_clicks, methods=("rpsam2",))
+                block.train()
+                val_mdsc, val_mhd95 = report["rpsam2"]["mDSC"]["mean"], report["rpsam2"]["mHD95"]["mean"]
+            score = val_mdsc if val_mdsc is not None else -loss
+            is_best = score > best_score
+            log = EpochLog(epoch, loss, dice_l, dist_l, out_l, val_mdsc, val_mhd95, is_best,
+                           time.perf_counter() - began)
+            history.append(log)
+            metrics = {"train_loss": loss, "val_mDSC": val_mdsc, "val_mHD95": val_mhd95}
+            if is_best:
+                best_score, best_epoch, best_state = score, epoch, _copy_state(block)
+                save_checkpoint(out, block, model.backbone.name, metrics=metrics,
+                                training={**summary, "epoch": epoch, "epochs": epoch, "best_epoch": epoch})
+            save_checkpoint(last_path, block, model.backbone.name, metrics=metrics,
+                            training={**summary, "epoch": epoch, "epochs": epoch, "best_epoch": best_epoch,
+                                      "best_score": best_score, "history": [asdict(h) for h in history]},
+                            extra_tensors=_optimizer_tensors(optimizer))
+            if log_file is not None:
+                with open(log_file, "a") as fh:
+                    fh.write(json.dumps(asdict(log)) + "\n")
+            if on_epoch is not None:
+                on_epoch(log)
+        ddp.barrier()
+        if progress is not None:
+            progress("epoch", epoch, config.epochs)
+    block.load_state_dict(best_state)
+    model.set_shift_block(block, model.shift_block_header)
+    return TrainResult(out if out.exists() else None, best_epoch, history, stopped)
