@@ -8,6 +8,7 @@ import torch
 from scipy import ndimage
 
 from napari_rpsam2 import RPSAM2
+from napari_rpsam2.model import ShiftBlock, ShiftBlockConfig
 from napari_rpsam2.model.checkpoint import load_checkpoint, read_header
 from napari_rpsam2.model.coords import normalized_to_pixels
 from napari_rpsam2.training.data import DataError, stack_from_arrays
@@ -31,11 +32,15 @@ CFG = TrainConfig(epochs=2, batch_size=1, clicks_per_object=3, grid_stride=12, e
 
 
 def _probe(model, stack, slices, config):
-    """Mean distance (px) of refined near-miss clicks to the nearest candidate, share inside, loss."""
+    """Mean distance (px) of refined near-miss clicks to the nearest candidate, share inside, loss.
+
+    The loss is the compound loss of 48 fixed clicks inside the object (same
+    clicks before and after training), so sampling noise cannot fake a drop.
+    """
     target = slices[0]
     mask = stack.object_mask(stack.objects()[0])
     band = np.argwhere(ndimage.binary_dilation(mask, iterations=4))
-    pts = band[np.random.default_rng(5).integers(len(band), size=24)].astype(float)
+    pts = band[np.random.default_rng(5).integers(len(band), size=48)].astype(float)
     emb = target.embedding
     cands = normalized_to_pixels(target.objects[0].candidates.double().numpy(), emb.image_hw)
     moved = np.concatenate([normalized_to_pixels(xy.double().cpu().numpy(), emb.image_hw)
@@ -43,24 +48,33 @@ def _probe(model, stack, slices, config):
     dist = np.sqrt(((moved[:, None] - cands[None]) ** 2).sum(-1)).min(1).mean()
     idx = np.clip(np.round(moved).astype(int), 0, np.array(mask.shape) - 1)
     inside = mask[idx[:, 0], idx[:, 1]].mean()
-    loss = training_step(model, slices, config, np.random.default_rng(11))["loss"]
+    probe = TrainConfig(**{**config.__dict__, "clicks_per_object": 48})
+    loss = training_step(model, slices, probe, np.random.default_rng(11))["loss"]
     model.shift_block.zero_grad(set_to_none=True)
     return dist, inside, loss
 
 
 def test_training_moves_clicks_towards_candidates(model, forceps, tmp_path):
+    """A short run through the real SAM2 decoder learns (random tiny backbone).
+
+    A 2-block shift block keeps the run short on a CPU; the full 6-block block
+    trains with exactly the same code.  Measured on the last weights.
+    """
     m = fresh(model)
-    config = TrainConfig(epochs=6, lr=1e-3, batch_size=1, clicks_per_object=8, grid_stride=12)
+    m.set_shift_block(ShiftBlock(ShiftBlockConfig(depth=2, mlp_dim=512)))
+    config = TrainConfig(epochs=40, lr=1e-3, batch_size=1, clicks_per_object=8, grid_stride=12)
     slices = prepare_slices(m, forceps, config)
     before = _probe(m, forceps, slices, config)
     log = tmp_path / "log.jsonl"
-    result = train_shift_block(m, forceps, tmp_path / "best.safetensors", config, log_path=log)
+    out = tmp_path / "best.safetensors"
+    result = train_shift_block(m, forceps, out, config, log_path=log)
+    assert len(log.read_text().splitlines()) == 40
+    assert result.checkpoint == out and result.best_epoch >= 1
+    m.set_shift_block(load_checkpoint(last_checkpoint_path(out))[0])
     after = _probe(m, forceps, slices, config)
-    assert len(log.read_text().splitlines()) == 6
-    assert after[2] < before[2], (before, after)  # compound loss down
-    assert after[0] < before[0], (before, after)  # closer to the candidate set
-    assert after[1] >= before[1], (before, after)  # no fewer clicks inside the object
-    assert result.checkpoint is not None and result.best_epoch >= 1
+    assert after[2] < before[2] - 0.1, (before, after)  # compound loss down
+    assert after[0] < before[0] - 3.0, (before, after)  # closer to the candidate set (px)
+    assert after[1] > before[1], (before, after)  # more near-miss clicks end inside the object
 
 
 def test_reproducible_and_resume_is_exact(model, forceps, tmp_path):

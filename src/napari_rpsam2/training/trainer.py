@@ -361,5 +361,6 @@ def train_shift_block(
         if progress is not None:
             progress("epoch", epoch, config.epochs)
     block.load_state_dict(best_state)
-    model.set_shift_block(block, model.shift_block_header)
+    header = read_header(out) if rank == 0 and out.exists() else model.shift_block_header
+    model.set_shift_block(block, header)
     return TrainResult(out if out.exists() else None, best_epoch, history, stopped)
