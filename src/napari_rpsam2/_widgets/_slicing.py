@@ -1,0 +1,79 @@
+"""Which 2D slice of a napari layer the user is looking at."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._logic import slice_index
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["SliceError", "ImageSlice", "image_slice", "labels_plane", "layer_shape"]
+
+
+class SliceError(ValueError):
+    """The current view cannot be used; the message says what to do."""
+
+
+@dataclass
+class ImageSlice:
+    """One displayed 2D slice of an image layer.
+
+    Attributes
+    ----------
+    layer : napari.layers.Image
+    plane : ndarray (H, W) or (H, W, C)
+    index : tuple of int
+        Index of the leading (non-displayed) axes; ``()`` for a 2D image.
+    key : hashable
+        Embedding-cache key of the slice.
+    rgb : bool
+    """
+
+    layer: Any
+    plane: np.ndarray
+    index: tuple[int, ...]
+    key: Any
+    rgb: bool
+
+
+def layer_shape(layer: Any) -> tuple[int, ...]:
+    """Spatial shape of a layer (without an RGB channel axis; first level if multiscale)."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return tuple(int(n) for n in np.shape(data)[: layer.ndim])
+
+
+def image_slice(viewer: "napari.viewer.Viewer", layer: Any, index: tuple[int, ...] | None = None) -> ImageSlice:
+    """The slice of ``layer`` shown in ``viewer`` (or the one at ``index``)."""
+    if layer is None:
+        raise SliceError("No image layer: open an image (or File ▸ Open Sample ▸ RP-SAM2).")
+    data = layer.data[0] if layer.multiscale else layer.data
+    shape = layer_shape(layer)
+    if index is None:
+        index = ()
+        if layer.ndim > 2:
+            dims = viewer.dims
+            if dims.ndisplay != 2 or tuple(dims.displayed[-2:]) != (dims.ndim - 2, dims.ndim - 1):
+                raise SliceError("Show the image in 2D with its last two axes displayed (reset the axis order).")
+            index = slice_index(layer.world_to_data(dims.point), shape)
+    plane = np.asarray(data[index]) if index else np.asarray(data)
+    base = ("napari", id(layer), id(layer.data))
+    key = (base, index[0]) if len(index) == 1 else (base, index)
+    return ImageSlice(layer, plane, tuple(index), key, bool(layer.rgb))
+
+
+def labels_plane(labels: Any, index: tuple[int, ...], hw: tuple[int, int]) -> np.ndarray:
+    """The 2D plane of a Labels layer matching an image slice."""
+    shape = layer_shape(labels)
+    if shape[-2:] != tuple(hw):
+        raise SliceError(f"The Labels layer '{labels.name}' is {shape[-2:]} per slice but the image is {tuple(hw)}; "
+                         "pick the labels made for this image.")
+    data = labels.data[0] if labels.multiscale else labels.data
+    lead = index[len(index) - (len(shape) - 2):] if len(shape) > 2 else ()
+    if len(lead) != len(shape) - 2:
+        raise SliceError(f"The Labels layer '{labels.name}' has more slice axes than the image.")
+    return np.asarray(data[lead]) if lead else np.asarray(data)
