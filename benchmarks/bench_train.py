@@ -26,7 +26,7 @@ def main() -> None:
     model = RPSAM2.load("sam2.1_hiera_tiny", "random", device="auto", seed=0)
     image, labels = make_instrument_stack(n_slices=2)
     stack = stack_from_arrays(image, labels, class_names=CLASS_NAMES)
-    config = TrainConfig(batch_size=2, clicks_per_object=4, grid_stride=None)
+    config = TrainConfig(batch_size=2, clicks_per_object=10, grid_stride=None)  # paper: 10 clicks
     rng = np.random.default_rng(0)
 
     t0 = time.perf_counter()

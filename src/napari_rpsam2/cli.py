@@ -1,0 +1,446 @@
+"""The ``rpsam2`` command: embed, train, evaluate, heatmap and info.
+
+Every subcommand calls the same library functions as the napari widgets.
+Bad input ends with exit status 2 and one line on stderr,
+``rpsam2: error: <what is wrong and what to do>``; Ctrl-C ends with status 130
+(``train`` first finishes its step and keeps the last good checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "UsageError", "read_image", "read_labels", "image_files"]
+
+_PKG_DIR = str(Path(__file__).resolve().parent)
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message says what to change."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ------------------------------------------------------------------ files
+def _folder(path: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise UsageError(f"{what} folder {p} does not exist" if not p.exists() else f"{what} {p} is not a folder")
+    return p
+
+
+def _input_file(path: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"{what} file {p} does not exist" if not p.exists() else f"{what} {p} is not a file")
+    return p
+
+
+def _output_file(path: str, suffix: str) -> Path:
+    p = Path(path).expanduser()
+    if p.suffix.lower() != suffix:
+        raise UsageError(f"output {p} should end in {suffix}")
+    if p.is_dir():
+        raise UsageError(f"output {p} is a folder; give a file name ending in {suffix}")
+    if not p.parent.is_dir():
+        raise UsageError(f"output folder {p.parent} does not exist; create it first")
+    return p
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files of a folder (PNG, TIFF), sorted by name."""
+    from .training.data import IMAGE_SUFFIXES
+
+    files = sorted(f for f in folder.iterdir()
+                   if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+    if not files:
+        raise UsageError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One image file as the training data reader sees it: (H, W) or (H, W, 3)."""
+    from .training.data import _image_plane, _read_file
+
+    return _image_plane(_read_file(path), path)
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """One label file (RGB with three equal channels is read as one channel)."""
+    from .training.data import _label_plane, _read_file
+
+    return _label_plane(_read_file(path), path)
+
+
+# ------------------------------------------------------------------ model
+def _make_model(args: argparse.Namespace, base=None, cache_dir: Path | None = None):
+    """Load the model from the options; ``base`` (tests) lends its backbone and cache."""
+    import torch
+
+    from .model import RPSAM2, EmbeddingCache
+    from .model.weights import resolve_backbone
+
+    shift_block = getattr(args, "shift_block", None)
+    if shift_block is not None:
+        _input_file(shift_block, "shift-block checkpoint")
+    if base is None:
+        weights = args.sam2_weights or resolve_backbone(args.backbone).hf_id
+        return RPSAM2.load(args.backbone, weights, shift_block=shift_block, device=args.device,
+                           seed=0, cache_dir=cache_dir)
+    cache = base.cache if cache_dir is None else EmbeddingCache(base.cache.max_bytes, cache_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = RPSAM2(base.backbone, cache=cache)
+    if shift_block is not None:
+        model.load_shift_block(shift_block)
+    return model
+
+
+class _Bars:
+    """tqdm bars for ``progress(done, total)`` or ``progress(stage, done, total)`` callbacks."""
+
+    def __init__(self, quiet: bool, default: str = "") -> None:
+        self.quiet, self.default, self.bars = quiet, default, {}
+
+    def __call__(self, *args) -> None:
+        stage, (done, total) = (args[0] if len(args) == 3 else self.default), args[-2:]
+        from tqdm.auto import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None or bar.total != total or done < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, disable=True if self.quiet else None,
+                                          file=sys.stderr, leave=False, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+@contextlib.contextmanager
+def _sigint_cancel() -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C asks the running job to stop cleanly; a second one aborts at once."""
+    presses = [0]
+
+    def handler(signum, frame) -> None:
+        presses[0] += 1
+        if presses[0] > 1:
+            raise KeyboardInterrupt
+        print("rpsam2: stopping after this step (Ctrl-C again to abort now)", file=sys.stderr)
+
+    try:
+        old = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: no signal handling
+        old = None
+    try:
+        yield lambda: presses[0] > 0
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
+def _stack(images: str, labels: str, class_map: str | None, what: str = ""):
+    from .training.data import stack_from_folders
+
+    img_dir = _folder(images, f"{what}images")
+    lab_dir = _folder(labels, f"{what}labels")
+    if class_map is not None:
+        _input_file(class_map, "class map")
+    stack = stack_from_folders(img_dir, lab_dir, class_map=class_map)
+    for warning in stack.warnings:
+        print(f"rpsam2: warning: {warning}", file=sys.stderr)
+    return stack
+
+
+# ------------------------------------------------------------------ commands
+def cmd_info(args: argparse.Namespace, base=None) -> int:
+    model = _make_model(args, base)
+    print(model.summary())
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace, base=None) -> int:
+    files = image_files(_folder(args.images, "images"))
+    cache_dir = Path(args.cache).expanduser()
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise UsageError(f"cache {cache_dir} is a file, not a folder")
+    model = _make_model(args, base, cache_dir=cache_dir)
+    bars, before = _Bars(args.quiet, "embeddings"), model.cache.stats.disk_writes
+    slices = 0
+    try:
+        for i, f in enumerate(files):
+            arr = read_image(f)
+            slices += model.precompute(arr, rgb=arr.ndim == 3)
+            bars(i + 1, len(files))
+    finally:
+        bars.close()
+    computed = model.cache.stats.disk_writes - before
+    print(f"{slices} slices from {len(files)} files: {computed} computed, {slices - computed} found in {cache_dir}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, base=None) -> int:
+    from .training.trainer import TrainConfig, train_shift_block
+
+    if (args.val_images is None) != (args.val_labels is None):
+        raise UsageError("give both --val-images and --val-labels, or neither")
+    out = _output_file(args.out, ".safetensors")
+    if args.resume is not None:
+        _input_file(args.resume, "resume checkpoint")
+    if args.log is not None:
+        _output_file(args.log, ".jsonl")
+    for name in ("epochs", "batch_size", "clicks", "val_clicks", "grid_stride"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.lr > 0:
+        raise UsageError("--lr must be positive")
+    train = _stack(args.images, args.labels, args.class_map)
+    val = None if args.val_images is None else _stack(args.val_images, args.val_labels, args.class_map, "validation ")
+    cache = Path(args.cache).expanduser() if args.cache else None
+    model = _make_model(args, base, cache_dir=cache)
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         clicks_per_object=args.clicks, seed=args.seed, grid_stride=args.grid_stride,
+                         eval_clicks=args.val_clicks)
+    bars = _Bars(args.quiet)
+
+    def on_epoch(log) -> None:
+        val_txt = "" if log.val_mdsc is None or not math.isfinite(log.val_mdsc) else (
+            f"  val mDSC {log.val_mdsc:.2f}% mHD95 {log.val_mhd95:.1f}px")
+        line = (f"epoch {log.epoch}: loss {log.loss:.4f} "
+                f"(dice {log.dice_loss:.4f}, dist {log.dist_loss:.4f}, out {log.out_loss:.4f}){val_txt}"
+                f"{'  *best' if log.is_best else ''}  [{log.seconds:.1f}s]")
+        from tqdm.auto import tqdm
+
+        tqdm.write(line)
+
+    with _sigint_cancel() as cancel:
+        try:
+            result = train_shift_block(model, train, out, config, val=val, resume=args.resume,
+                                       log_path=args.log, progress=bars, on_epoch=on_epoch, cancel=cancel)
+        finally:
+            bars.close()
+    from .training.trainer import last_checkpoint_path
+
+    last = last_checkpoint_path(out)
+    resume = f"; continue with --resume {last}" if last.exists() else ""
+    if result.cancelled:
+        best = f"best checkpoint {result.checkpoint} (epoch {result.best_epoch})" if result.checkpoint else \
+            "no epoch finished, no checkpoint written"
+        print(f"rpsam2: training cancelled after {len(result.history)} epoch(s); {best}{resume}", file=sys.stderr)
+        return 130
+    print(f"wrote {result.checkpoint} (best of {len(result.history)} epochs: epoch {result.best_epoch}){resume}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
+    from .evaluation.protocol import EvaluationCancelled, evaluate
+    from .evaluation.report import class_rows, method_names, write_csv, write_figure, write_json
+
+    out = _output_file(args.out, ".json")
+    if args.clicks < 1:
+        raise UsageError("--clicks must be at least 1")
+    stack = _stack(args.images, args.labels, args.class_map)
+    cache = Path(args.cache).expanduser() if args.cache else None
+    model = _make_model(args, base, cache_dir=cache)
+    bars = _Bars(args.quiet, "evaluate")
+    with _sigint_cancel() as cancel:
+        try:
+            report = evaluate(model, stack, clicks=args.clicks, progress=bars, cancel=cancel)
+        except EvaluationCancelled:
+            print("rpsam2: evaluation cancelled; nothing written", file=sys.stderr)
+            return 130
+        finally:
+            bars.close()
+    report = dict(report)
+    report["run"] = {"images": str(args.images), "labels": str(args.labels),
+                     "shift_block": args.shift_block, "backbone": model.backbone.name,
+                     "sam2_weights": model.backbone.weights_signature}
+    write_json(report, out)
+    write_csv(report, out.with_suffix(".csv"))
+    write_figure(report, out.with_suffix(".png"), title=f"{'/'.join(Path(args.images).resolve().parts[-2:])}: {args.clicks} seeds")
+    print(f"{'method':<8} {'class':<16} {'mDSC (%)':>16} {'mHD95 (px)':>18}")
+    for m in method_names(report):
+        for r in class_rows(report[m]):
+            print(f"{m:<8} {r['class']:<16} {r['mDSC_mean']:>8.2f} ± {r['mDSC_std']:<5.2f} "
+                  f"{r['mHD95_mean']:>9.2f} ± {r['mHD95_std']:<6.2f}")
+    if args.shift_block is None:
+        print("note: no --shift-block given, so rpsam2 used an untrained (identity) block and equals sam2")
+    print(f"wrote {out}, {out.with_suffix('.csv').name}, {out.with_suffix('.png').name}")
+    return 0
+
+
+def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
+    from ._atomic import atomic_write
+    from .evaluation.sensitivity import heatmap, save_maps_png
+
+    out = _output_file(args.out, ".npy")
+    from .training.data import stack_from_arrays
+
+    image = read_image(_input_file(args.image, "image"))
+    labels = read_labels(_input_file(args.labels, "labels"))
+    if image.shape[:2] != labels.shape:
+        raise UsageError(f"image {args.image} is {image.shape[:2]} but labels {args.labels} are {labels.shape}")
+    objects = stack_from_arrays(image, labels, rgb=image.ndim == 3).labels[0]  # binary masks → components
+    ids = [int(i) for i in np.unique(objects) if i != 0]
+    if args.object not in ids:
+        raise UsageError(f"object {args.object} is not in {args.labels}; its object ids are {ids[:20]}")
+    if args.stride is not None and args.stride < 1:
+        raise UsageError("--stride must be at least 1 pixel")
+    model = _make_model(args, base, cache_dir=Path(args.cache).expanduser() if args.cache else None)
+    mask = objects == args.object
+    methods = [False] + ([True] if args.shift_block else [])
+    maps = []
+    for refine in methods:
+        bars = _Bars(args.quiet, "rpsam2 grid" if refine else "sam2 grid")
+        try:
+            maps.append(heatmap(model, image, mask, stride=args.stride, refine=refine,
+                                rgb=image.ndim == 3, progress=bars))
+        finally:
+            bars.close()
+    outputs = {maps[-1].method: out}
+    if len(maps) > 1:
+        outputs["sam2"] = out.with_name(out.stem + "_sam2.npy")
+    for smap in maps:
+        atomic_write(outputs[smap.method], lambda tmp, a=smap.dice_map: np.save(open(tmp, "wb"), a))
+    png = save_maps_png(out.with_suffix(".png"), maps, image=image, mask=mask,
+                        title=f"{Path(args.image).name}, object {args.object}")
+    for smap in maps:
+        s = smap.stats()
+        print(f"{smap.method:<7} {s['points']} clicks, stride {smap.stride:g}px: Dice mean {s['mean']:.3f} "
+              f"± {s['std']:.3f}, min {s['min']:.3f}, below 0.5: {100 * s['share_below_0.5']:.1f}%")
+    print(f"wrote {', '.join(str(p) for p in outputs.values())}, {png}")
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rpsam2`` argument parser."""
+    p = _Parser(prog="rpsam2", description="RP-SAM2: stable SAM2 point prompts (embed, train, evaluate, heatmap).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--backbone", default="sam2.1_hiera_tiny", help="SAM2 size (default %(default)s)")
+        sp.add_argument("--sam2-weights", default=None,
+                        help="'random', a local .pt/.safetensors file, or a Hugging Face id "
+                             "(default: the backbone's facebook/sam2.1-hiera-* id)")
+        sp.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def data(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--images", required=True, help="folder of images")
+        sp.add_argument("--labels", required=True, help="folder of label images with the same file names")
+        sp.add_argument("--class-map", default=None, help="JSON file {\"object id\": \"class name\"}")
+        sp.add_argument("--cache", default=None, help="embedding cache folder (see 'rpsam2 embed')")
+
+    sp = sub.add_parser("info", help="print the model summary")
+    common(sp)
+    sp.add_argument("--shift-block", default=None, help="shift-block checkpoint (.safetensors)")
+    sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser("embed", help="precompute image embeddings into a disk cache")
+    common(sp)
+    sp.add_argument("--images", required=True, help="folder of images")
+    sp.add_argument("--cache", required=True, help="cache folder (created if missing)")
+    sp.set_defaults(func=cmd_embed)
+
+    sp = sub.add_parser("train", help="train a shift block on annotated images")
+    common(sp)
+    data(sp)
+    sp.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    sp.add_argument("--val-images", default=None)
+    sp.add_argument("--val-labels", default=None)
+    sp.add_argument("--epochs", type=int, default=1500)
+    sp.add_argument("--batch-size", type=int, default=4)
+    sp.add_argument("--clicks", type=int, default=10, help="random clicks per object per step")
+    sp.add_argument("--lr", type=float, default=1e-4)
+    sp.add_argument("--grid-stride", type=int, default=None,
+                    help="candidate grid spacing in pixels (default: about 12×12 points per object)")
+    sp.add_argument("--val-clicks", type=int, default=10, help="seeds of the per-epoch validation")
+    sp.add_argument("--resume", default=None, help="checkpoint to continue from (<out>.last.safetensors)")
+    sp.add_argument("--log", default=None, help="per-epoch log (.jsonl)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(func=cmd_train, shift_block=None)
+
+    sp = sub.add_parser("evaluate", help="10-seed single-click evaluation, SAM2 vs RP-SAM2")
+    common(sp)
+    data(sp)
+    sp.add_argument("--shift-block", default=None, help="shift-block checkpoint (default: untrained)")
+    sp.add_argument("--clicks", type=int, default=10, help="seeds: one click per object per seed")
+    sp.add_argument("--out", required=True, help="report .json (a .csv and a .png are written beside it)")
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("heatmap", help="grid-sensitivity Dice map of one object")
+    common(sp)
+    sp.add_argument("--image", required=True)
+    sp.add_argument("--labels", required=True)
+    sp.add_argument("--object", type=int, required=True, help="object id in the labels")
+    sp.add_argument("--stride", type=int, default=None,
+                    help="grid spacing in pixels (default: about 12×12 points inside the object)")
+    sp.add_argument("--shift-block", default=None, help="also map RP-SAM2 with this checkpoint")
+    sp.add_argument("--cache", default=None, help="embedding cache folder (see 'rpsam2 embed')")
+    sp.add_argument("--out", required=True, help="Dice map .npy (a .png is written beside it)")
+    sp.set_defaults(func=cmd_heatmap)
+    return p
+
+
+def _is_user_error(err: BaseException) -> bool:
+    from ._atomic import OutputError
+    from .model import CheckpointError, ImageError, PromptError, WeightsError
+
+    if isinstance(err, (UsageError, CheckpointError, ImageError, PromptError, WeightsError, OutputError)):
+        return True
+    try:
+        from .training.data import DataError
+
+        if isinstance(err, DataError):
+            return True
+    except ImportError:
+        pass
+    if isinstance(err, ValueError):  # only the library's own checks, not bugs elsewhere
+        frames = traceback.extract_tb(err.__traceback__)
+        return bool(frames) and frames[-1].filename.startswith(_PKG_DIR)
+    return False
+
+
+def main(argv: Sequence[str] | None = None, *, model=None) -> int:
+    """Run ``rpsam2``; returns the exit status.
+
+    ``model`` (an :class:`RPSAM2`) lends its backbone and embedding cache
+    instead of loading one; tests use it to share one model.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help
+        return int(stop.code or 0)
+    except UsageError as err:
+        print(f"rpsam2: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, model))
+    except KeyboardInterrupt:
+        print("rpsam2: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if not _is_user_error(err):
+            raise
+        print(f"rpsam2: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
