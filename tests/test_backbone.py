@@ -104,3 +104,21 @@ def test_model_stays_resident_between_clicks(model, frame0):
     model.segment(image, [[rows[0], cols[0]]])
     model.segment(image, [[rows[-1], cols[-1]]])
     assert before == [p.data_ptr() for p in model.backbone.model.parameters()]
+
+
+def test_no_network_fails_fast_with_the_download_address(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    start = time.perf_counter()
+    with pytest.raises(WeightsError, match="no network.*sam2.1-hiera-tiny/resolve/main/sam2.1_hiera_tiny.pt"):
+        fetch_weights(resolve_backbone("tiny"), "facebook/sam2.1-hiera-tiny")
+    assert time.perf_counter() - start < 5, "an offline machine must not wait for hub retries"

@@ -110,15 +110,36 @@ def fetch_weights(spec: BackboneSpec, sam2_weights: str | os.PathLike) -> tuple[
     )
 
 
-def _download(spec: BackboneSpec, repo_id: str) -> tuple[Path, str]:
-    from huggingface_hub import hf_hub_download
+def _host_resolves(url: str) -> bool:
+    """Whether the hub's host name resolves (fails fast offline, where the hub client retries)."""
+    import socket
+    from urllib.parse import urlparse
 
     try:
-        local = hf_hub_download(repo_id=repo_id, filename=spec.filename, etag_timeout=10)
+        socket.getaddrinfo(urlparse(url).hostname or url, 443)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
+def _download(spec: BackboneSpec, repo_id: str) -> tuple[Path, str]:
+    from huggingface_hub import constants, hf_hub_download
+
+    try:  # the hub cache first: no network round trip (and no retries) when the file is there
+        local = hf_hub_download(repo_id=repo_id, filename=spec.filename, local_files_only=True)
+    except Exception:
+        local = None
+    try:
+        if local is None:
+            if constants.HF_HUB_OFFLINE:
+                raise FileNotFoundError("HF_HUB_OFFLINE is set and the file is not in the cache")
+            if not _host_resolves(constants.ENDPOINT):
+                raise ConnectionError(f"no network: {constants.ENDPOINT} cannot be resolved")
+            local = hf_hub_download(repo_id=repo_id, filename=spec.filename, etag_timeout=10)
     except Exception as err:  # offline, missing repo, proxy errors: all end the same way
         raise WeightsError(
             f"could not get {spec.filename} from the Hugging Face hub ({repo_id}): "
-            f"{type(err).__name__}. Without a network, download "
+            f"{type(err).__name__}: {err}. Without a network, download "
             f"https://huggingface.co/{repo_id}/resolve/main/{spec.filename} on another machine "
             "and choose that file as the SAM2 weights (or copy it into the Hugging Face cache)."
         ) from err
