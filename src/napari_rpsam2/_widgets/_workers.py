@@ -12,8 +12,8 @@ from qtpy.QtWidgets import QComboBox, QLabel
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["LayerPicker", "Bridge", "CancelFlag", "StatusLabel", "bind_keys", "error_text", "find_click_widget",
-           "prepare_torch_optimizers", "start_worker", "unbind_keys"]
+__all__ = ["LayerPicker", "Bridge", "CancelFlag", "StatusLabel", "bind_keys", "cancel_when_destroyed", "error_text",
+           "find_click_widget", "prepare_torch_optimizers", "start_worker", "unbind_keys"]
 
 
 class LayerPicker(QComboBox):
@@ -162,6 +162,22 @@ class CancelFlag:
 
     def __call__(self) -> bool:
         return self._event.is_set()
+
+
+def cancel_when_destroyed(widget: QObject, flag: Callable[[], "CancelFlag | None"]) -> None:
+    """Set the running job's cancel flag when ``widget`` is deleted (e.g. its viewer closes).
+
+    Dock widgets get no close event when the viewer window closes; they are
+    only deleted with it.  ``flag()`` runs after the Qt object is gone, so it
+    must read plain Python attributes only.
+    """
+
+    def on_destroyed(*_: Any) -> None:
+        current = flag()
+        if current is not None:
+            current.set()
+
+    widget.destroyed.connect(on_destroyed)
 
 
 def find_click_widget(viewer: "napari.viewer.Viewer"):

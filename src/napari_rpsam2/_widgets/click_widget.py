@@ -25,7 +25,8 @@ from ._model_settings import ModelSettings
 from ._slicing import ImageSlice, SliceError, image_slice, layer_shape
 from ._click_layers import ROLES, ensure_click_layers
 from ._embedder import BackgroundEmbedder
-from ._workers import LayerPicker, StatusLabel, bind_keys, error_text, start_worker, unbind_keys
+from ._workers import (LayerPicker, StatusLabel, bind_keys, cancel_when_destroyed, error_text, start_worker,
+                       unbind_keys)
 
 if TYPE_CHECKING:
     import napari
@@ -84,6 +85,8 @@ class ClickWidget(CommitMixin, QWidget):
         self.undo_button.setToolTip("Set the pixels of the last commit back to 0 (pixels edited since are kept)")
         self.status = StatusLabel("Load a model, pick an image and click on an object.")
         self.embedder = BackgroundEmbedder(on_error=self.status.error)
+        embedder = self.embedder
+        cancel_when_destroyed(self, lambda: embedder._cancel)  # the viewer closed while slices are embedded
 
         self.commit_button.clicked.connect(self.commit)
         self.clear_button.clicked.connect(self.clear)

@@ -24,8 +24,8 @@ from qtpy.QtWidgets import (
 )
 
 from ._plot import TrainingPlot
-from ._workers import (Bridge, CancelFlag, LayerPicker, StatusLabel, error_text, find_click_widget,
-                       prepare_torch_optimizers, start_worker)
+from ._workers import (Bridge, CancelFlag, LayerPicker, StatusLabel, cancel_when_destroyed, error_text,
+                       find_click_widget, prepare_torch_optimizers, start_worker)
 
 if TYPE_CHECKING:
     import napari
@@ -128,6 +128,7 @@ class TrainingWidget(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.load_button.clicked.connect(self.load_into_click_widget)
         self._layout()
+        cancel_when_destroyed(self, lambda: self._cancel)  # the viewer closed while training runs
 
     def _layout(self) -> None:
         lay = QVBoxLayout(self)

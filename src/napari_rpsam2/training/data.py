@@ -124,6 +124,14 @@ class AnnotatedStack:
 
 
 # ---------------------------------------------------------------------- arrays
+def _slice_of(bad: np.ndarray) -> str:
+    """`` (slice i)`` for the first slice of a stack where ``bad`` holds; empty for one 2D image."""
+    if bad.ndim < 3:
+        return ""
+    first = int(np.argmax(bad.reshape(-1, bad.shape[-2] * bad.shape[-1]).any(axis=1)))
+    return f" (slice {first})"
+
+
 def _instance_labels(labels: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
     """Integer labels; binary masks split into connected components per slice."""
     from skimage.measure import label as connected_components
@@ -132,12 +140,14 @@ def _instance_labels(labels: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise DataError(f"{where}: labels must be whole numbers (instance ids), got {arr.dtype} "
-                            "values with fractions; save the labels as an integer image")
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            raise DataError(f"{where}{_slice_of(bad)}: labels must be whole numbers (instance ids), got "
+                            f"{arr.dtype} values with fractions or NaN; save the labels as an integer image")
         arr = arr.astype(np.int64)
     if arr.size and arr.min() < 0:
-        raise DataError(f"{where}: labels contain negative ids; use 0 for background and 1, 2, … for objects")
+        raise DataError(f"{where}{_slice_of(arr < 0)}: labels contain negative ids (smallest {int(arr.min())}); "
+                        "use 0 for background and 1, 2, … for objects (e.g. set labels[labels < 0] = 0)")
     values = np.unique(arr)
     nonzero = values[values != 0]
     if nonzero.size == 1:  # a binary mask (0/1, 0/255, …): objects are its connected regions
