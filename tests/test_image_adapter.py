@@ -65,3 +65,9 @@ def test_segment_accepts_each_kind(model, make):
     img = make()
     res = model.segment(img, [[30, 30]])
     assert res.mask.shape == img.shape[:2]
+
+
+def test_flat_image_with_huge_values_is_black_not_an_error():
+    # found by hypothesis: lo + 1 == lo above 2**53, which made the default limits invalid
+    flat = np.full((3, 4), 2**53, np.int64)
+    assert np.all(to_rgb_float(flat) == 0.0)

@@ -120,8 +120,8 @@ def default_contrast_limits(image: np.ndarray) -> tuple[float, float]:
     if found is None:
         return 0.0, 1.0
     lo, hi = found
-    if hi <= lo:
-        hi = lo + 1.0
+    if hi <= lo:  # a flat image: any increasing pair maps it to black
+        hi = lo + max(1.0, abs(lo) * 1e-6)  # plain +1 is lost to rounding above 2**53
     return lo, hi
 
 
