@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from napari_rpsam2 import cli
+from napari_rpsam2 import _cli_support as cli_support
 from napari_rpsam2.model import read_header
 from napari_rpsam2.sample_data import make_instrument_stack
 
@@ -94,13 +95,13 @@ def test_train_writes_checkpoint_and_log_then_heatmap_uses_it(capsys, data, mode
     before = ckpt.read_bytes()
     last = tmp_path / "block.last.safetensors"
     assert last.exists()
-    real_bars = cli._Bars.__call__
+    real_bars = cli_support.ProgressBars.__call__
 
     def press_ctrl_c(self, *a):
         os.kill(os.getpid(), signal.SIGINT)
         real_bars(self, *a)
 
-    monkeypatch.setattr(cli._Bars, "__call__", press_ctrl_c)
+    monkeypatch.setattr(cli_support.ProgressBars, "__call__", press_ctrl_c)
     code, _, err = run(capsys, [
         "train", "--images", str(data / "train/images"), "--labels", str(data / "train/labels"),
         "--epochs", "3", "--grid-stride", "16", "--resume", str(last), "--out", str(ckpt), "--log", str(log),
@@ -190,7 +191,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(capsys, data, model, tmp_path
 
 
 def test_first_ctrl_c_only_asks_to_stop():
-    with cli._sigint_cancel() as cancel:
+    with cli_support.sigint_cancel() as cancel:
         assert not cancel()
         os.kill(os.getpid(), signal.SIGINT)  # handled: no KeyboardInterrupt
         assert cancel()

@@ -9,79 +9,21 @@ Bad input ends with exit status 2 and one line on stderr,
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import signal
+import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "UsageError", "read_image", "read_labels", "image_files"]
+from ._cli_support import (Parser, ProgressBars, UsageError, existing_file, existing_folder, output_file,
+                           sigint_cancel)
+
+__all__ = ["main", "build_parser", "UsageError"]
 
 _PKG_DIR = str(Path(__file__).resolve().parent)
-
-
-class UsageError(ValueError):
-    """Bad command-line input; the message says what to change."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
-# ------------------------------------------------------------------ files
-def _folder(path: str, what: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise UsageError(f"{what} folder {p} does not exist" if not p.exists() else f"{what} {p} is not a folder")
-    return p
-
-
-def _input_file(path: str, what: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UsageError(f"{what} file {p} does not exist" if not p.exists() else f"{what} {p} is not a file")
-    return p
-
-
-def _output_file(path: str, suffix: str) -> Path:
-    p = Path(path).expanduser()
-    if p.suffix.lower() != suffix:
-        raise UsageError(f"output {p} should end in {suffix}")
-    if p.is_dir():
-        raise UsageError(f"output {p} is a folder; give a file name ending in {suffix}")
-    if not p.parent.is_dir():
-        raise UsageError(f"output folder {p.parent} does not exist; create it first")
-    return p
-
-
-def image_files(folder: Path) -> list[Path]:
-    """Image files of a folder (PNG, TIFF), sorted by name."""
-    from .training.data import IMAGE_SUFFIXES
-
-    files = sorted(f for f in folder.iterdir()
-                   if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
-    if not files:
-        raise UsageError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
-
-
-def read_image(path: Path) -> np.ndarray:
-    """One image file as the training data reader sees it: (H, W) or (H, W, 3)."""
-    from .training.data import _image_plane, _read_file
-
-    return _image_plane(_read_file(path), path)
-
-
-def read_labels(path: Path) -> np.ndarray:
-    """One label file (RGB with three equal channels is read as one channel)."""
-    from .training.data import _label_plane, _read_file
-
-    return _label_plane(_read_file(path), path)
 
 
 # ------------------------------------------------------------------ model
@@ -94,7 +36,7 @@ def _make_model(args: argparse.Namespace, base=None, cache_dir: Path | None = No
 
     shift_block = getattr(args, "shift_block", None)
     if shift_block is not None:
-        _input_file(shift_block, "shift-block checkpoint")
+        existing_file(shift_block, "shift-block checkpoint")
     if base is None:
         weights = args.sam2_weights or resolve_backbone(args.backbone).hf_id
         return RPSAM2.load(args.backbone, weights, shift_block=shift_block, device=args.device,
@@ -108,59 +50,13 @@ def _make_model(args: argparse.Namespace, base=None, cache_dir: Path | None = No
     return model
 
 
-class _Bars:
-    """tqdm bars for ``progress(done, total)`` or ``progress(stage, done, total)`` callbacks."""
-
-    def __init__(self, quiet: bool, default: str = "") -> None:
-        self.quiet, self.default, self.bars = quiet, default, {}
-
-    def __call__(self, *args) -> None:
-        stage, (done, total) = (args[0] if len(args) == 3 else self.default), args[-2:]
-        from tqdm.auto import tqdm
-
-        bar = self.bars.get(stage)
-        if bar is None or bar.total != total or done < bar.n:
-            if bar is not None:
-                bar.close()
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, disable=True if self.quiet else None,
-                                          file=sys.stderr, leave=False, dynamic_ncols=True)
-        bar.update(done - bar.n)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-        self.bars.clear()
-
-
-@contextlib.contextmanager
-def _sigint_cancel() -> Iterator[Callable[[], bool]]:
-    """First Ctrl-C asks the running job to stop cleanly; a second one aborts at once."""
-    presses = [0]
-
-    def handler(signum, frame) -> None:
-        presses[0] += 1
-        if presses[0] > 1:
-            raise KeyboardInterrupt
-        print("rpsam2: stopping after this step (Ctrl-C again to abort now)", file=sys.stderr)
-
-    try:
-        old = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: no signal handling
-        old = None
-    try:
-        yield lambda: presses[0] > 0
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
-
-
 def _stack(images: str, labels: str, class_map: str | None, what: str = ""):
     from .training.data import stack_from_folders
 
-    img_dir = _folder(images, f"{what}images")
-    lab_dir = _folder(labels, f"{what}labels")
+    img_dir = existing_folder(images, f"{what}images")
+    lab_dir = existing_folder(labels, f"{what}labels")
     if class_map is not None:
-        _input_file(class_map, "class map")
+        existing_file(class_map, "class map")
     stack = stack_from_folders(img_dir, lab_dir, class_map=class_map)
     for warning in stack.warnings:
         print(f"rpsam2: warning: {warning}", file=sys.stderr)
@@ -175,16 +71,18 @@ def cmd_info(args: argparse.Namespace, base=None) -> int:
 
 
 def cmd_embed(args: argparse.Namespace, base=None) -> int:
-    files = image_files(_folder(args.images, "images"))
+    from .training.data import list_image_files, read_image_file
+
+    files = list_image_files(existing_folder(args.images, "images"))
     cache_dir = Path(args.cache).expanduser()
     if cache_dir.exists() and not cache_dir.is_dir():
         raise UsageError(f"cache {cache_dir} is a file, not a folder")
     model = _make_model(args, base, cache_dir=cache_dir)
-    bars, before = _Bars(args.quiet, "embeddings"), model.cache.stats.disk_writes
+    bars, before = ProgressBars(args.quiet, "embeddings"), model.cache.stats.disk_writes
     slices = 0
     try:
         for i, f in enumerate(files):
-            arr = read_image(f)
+            arr = read_image_file(f)
             slices += model.precompute(arr, rgb=arr.ndim == 3)
             bars(i + 1, len(files))
     finally:
@@ -195,15 +93,16 @@ def cmd_embed(args: argparse.Namespace, base=None) -> int:
 
 
 def cmd_train(args: argparse.Namespace, base=None) -> int:
+    from .training import ddp
     from .training.trainer import TrainConfig, train_shift_block
 
     if (args.val_images is None) != (args.val_labels is None):
         raise UsageError("give both --val-images and --val-labels, or neither")
-    out = _output_file(args.out, ".safetensors")
+    out = output_file(args.out, ".safetensors")
     if args.resume is not None:
-        _input_file(args.resume, "resume checkpoint")
+        existing_file(args.resume, "resume checkpoint")
     if args.log is not None:
-        _output_file(args.log, ".jsonl")
+        output_file(args.log, ".jsonl")
     for name in ("epochs", "batch_size", "clicks", "val_clicks", "grid_stride"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
@@ -212,11 +111,14 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
     train = _stack(args.images, args.labels, args.class_map)
     val = None if args.val_images is None else _stack(args.val_images, args.val_labels, args.class_map, "validation ")
     cache = Path(args.cache).expanduser() if args.cache else None
+    rank, world = 0, 1
+    if "RANK" in os.environ:  # started by torchrun: join its process group
+        rank, world, args.device = ddp.init_from_env(args.device)
     model = _make_model(args, base, cache_dir=cache)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          clicks_per_object=args.clicks, seed=args.seed, grid_stride=args.grid_stride,
                          eval_clicks=args.val_clicks)
-    bars = _Bars(args.quiet)
+    bars = ProgressBars(args.quiet)
 
     def on_epoch(log) -> None:
         val_txt = "" if log.val_mdsc is None or not math.isfinite(log.val_mdsc) else (
@@ -228,12 +130,15 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
 
         tqdm.write(line)
 
-    with _sigint_cancel() as cancel:
+    with sigint_cancel() as cancel:
         try:
             result = train_shift_block(model, train, out, config, val=val, resume=args.resume,
                                        log_path=args.log, progress=bars, on_epoch=on_epoch, cancel=cancel)
         finally:
             bars.close()
+            ddp.leave_group()
+    if rank != 0:
+        return 0
     from .training.trainer import last_checkpoint_path
 
     last = last_checkpoint_path(out)
@@ -243,7 +148,9 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
             "no epoch finished, no checkpoint written"
         print(f"rpsam2: training cancelled after {len(result.history)} epoch(s); {best}{resume}", file=sys.stderr)
         return 130
-    print(f"wrote {result.checkpoint} (best of {len(result.history)} epochs: epoch {result.best_epoch}){resume}")
+    where = f" on {world} processes" if world > 1 else ""
+    print(f"wrote {result.checkpoint} (best of {len(result.history)} epochs{where}: epoch {result.best_epoch})"
+          f"{resume}")
     return 0
 
 
@@ -251,14 +158,14 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
     from .evaluation.protocol import EvaluationCancelled, evaluate
     from .evaluation.report import class_rows, method_names, write_csv, write_figure, write_json
 
-    out = _output_file(args.out, ".json")
+    out = output_file(args.out, ".json")
     if args.clicks < 1:
         raise UsageError("--clicks must be at least 1")
     stack = _stack(args.images, args.labels, args.class_map)
     cache = Path(args.cache).expanduser() if args.cache else None
     model = _make_model(args, base, cache_dir=cache)
-    bars = _Bars(args.quiet, "evaluate")
-    with _sigint_cancel() as cancel:
+    bars = ProgressBars(args.quiet, "evaluate")
+    with sigint_cancel() as cancel:
         try:
             report = evaluate(model, stack, clicks=args.clicks, progress=bars, cancel=cancel)
         except EvaluationCancelled:
@@ -288,11 +195,13 @@ def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
     from ._atomic import atomic_write
     from .evaluation.sensitivity import heatmap, save_maps_png
 
-    out = _output_file(args.out, ".npy")
+    out = output_file(args.out, ".npy")
     from .training.data import stack_from_arrays
 
-    image = read_image(_input_file(args.image, "image"))
-    labels = read_labels(_input_file(args.labels, "labels"))
+    from .training.data import read_image_file, read_label_file
+
+    image = read_image_file(existing_file(args.image, "image"))
+    labels = read_label_file(existing_file(args.labels, "labels"))
     if image.shape[:2] != labels.shape:
         raise UsageError(f"image {args.image} is {image.shape[:2]} but labels {args.labels} are {labels.shape}")
     objects = stack_from_arrays(image, labels, rgb=image.ndim == 3).labels[0]  # binary masks → components
@@ -306,7 +215,7 @@ def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
     methods = [False] + ([True] if args.shift_block else [])
     maps = []
     for refine in methods:
-        bars = _Bars(args.quiet, "rpsam2 grid" if refine else "sam2 grid")
+        bars = ProgressBars(args.quiet, "rpsam2 grid" if refine else "sam2 grid")
         try:
             maps.append(heatmap(model, image, mask, stride=args.stride, refine=refine,
                                 rgb=image.ndim == 3, progress=bars))
@@ -330,8 +239,8 @@ def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     """The ``rpsam2`` argument parser."""
-    p = _Parser(prog="rpsam2", description="RP-SAM2: stable SAM2 point prompts (embed, train, evaluate, heatmap).")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog="rpsam2", description="RP-SAM2: stable SAM2 point prompts (embed, train, evaluate, heatmap).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--backbone", default="sam2.1_hiera_tiny", help="SAM2 size (default %(default)s)")

@@ -251,6 +251,23 @@ def _list_images(folder: Path, role: str) -> dict[str, Path]:
     return files
 
 
+def list_image_files(folder: str | os.PathLike, role: str = "images") -> list[Path]:
+    """PNG/TIFF files of a folder, sorted by name; a clear error when there are none."""
+    return list(_list_images(Path(folder), role).values())
+
+
+def read_image_file(path: str | os.PathLike) -> np.ndarray:
+    """One image file as training reads it: ``(H, W)`` or ``(H, W, 3)`` (alpha dropped)."""
+    path = Path(path)
+    return _image_plane(_read_file(path), path)
+
+
+def read_label_file(path: str | os.PathLike) -> np.ndarray:
+    """One label file as training reads it (RGB with three equal channels → one channel)."""
+    path = Path(path)
+    return _label_plane(_read_file(path), path)
+
+
 def _read_class_map(class_map: Mapping | str | os.PathLike | None) -> dict[int, str]:
     if class_map is None:
         return {}

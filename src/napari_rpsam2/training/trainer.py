@@ -32,7 +32,7 @@ from ..model.checkpoint import load_checkpoint, read_header, save_checkpoint
 from ..model.coords import pixels_to_normalized
 from ..model.embedding import ImageEmbedding
 from ..model.embedding_cache import slice_signature
-from . import distributed as ddp
+from . import ddp
 from .candidates import CandidateCache, Cancelled
 from .data import AnnotatedStack, DataError
 from .losses import compound_loss, signed_distance_map

@@ -1,0 +1,98 @@
+"""Pieces of the ``rpsam2`` command line: argument checks, progress bars, Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["UsageError", "Parser", "ProgressBars", "sigint_cancel", "existing_folder", "existing_file",
+           "output_file"]
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message says what to change."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports bad options as a one-line :class:`UsageError`."""
+
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def existing_folder(path: str, what: str) -> Path:
+    """``path`` as a folder that exists, else a :class:`UsageError` naming ``what``."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise UsageError(f"{what} folder {p} does not exist" if not p.exists() else f"{what} {p} is not a folder")
+    return p
+
+
+def existing_file(path: str, what: str) -> Path:
+    """``path`` as a file that exists, else a :class:`UsageError` naming ``what``."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"{what} file {p} does not exist" if not p.exists() else f"{what} {p} is not a file")
+    return p
+
+
+def output_file(path: str, suffix: str) -> Path:
+    """An output path ending in ``suffix`` whose folder exists."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() != suffix:
+        raise UsageError(f"output {p} should end in {suffix}")
+    if p.is_dir():
+        raise UsageError(f"output {p} is a folder; give a file name ending in {suffix}")
+    if not p.parent.is_dir():
+        raise UsageError(f"output folder {p.parent} does not exist; create it first")
+    return p
+
+
+class ProgressBars:
+    """tqdm bars for ``progress(done, total)`` or ``progress(stage, done, total)`` callbacks."""
+
+    def __init__(self, quiet: bool, default: str = "") -> None:
+        self.quiet, self.default, self.bars = quiet, default, {}
+
+    def __call__(self, *args) -> None:
+        stage, (done, total) = (args[0] if len(args) == 3 else self.default), args[-2:]
+        from tqdm.auto import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None or bar.total != total or done < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, disable=True if self.quiet else None,
+                                          file=sys.stderr, leave=False, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+@contextlib.contextmanager
+def sigint_cancel() -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C asks the running job to stop cleanly; a second one aborts at once."""
+    presses = [0]
+
+    def handler(signum, frame) -> None:
+        presses[0] += 1
+        if presses[0] > 1:
+            raise KeyboardInterrupt
+        print("rpsam2: stopping after this step (Ctrl-C again to abort now)", file=sys.stderr)
+
+    try:
+        old = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: no signal handling
+        old = None
+    try:
+        yield lambda: presses[0] > 0
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
