@@ -36,7 +36,7 @@ from napari_rpsam2.model.coords import pixels_to_normalized
 from napari_rpsam2.sample_data import make_instrument_stack
 from napari_rpsam2.training.candidates import grid_points
 
-H, W, GRID, STRIDE, CHUNK = 768, 1024, 32, 20, 32
+H, W, GRID, STRIDE = 768, 1024, 32, 20
 
 
 def _sync(device: torch.device) -> None:
@@ -87,14 +87,15 @@ def square_mask() -> np.ndarray:
 
 
 def time_limit(model: RPSAM2, emb, points: np.ndarray) -> float:
-    """Seconds for backbone.decode over all points in chunks, nothing else."""
+    """Seconds for backbone.decode over all points in the same chunks, nothing else."""
     dev = model.device
+    chunk = model.backbone.click_chunk_size
     _sync(dev)
     start = time.perf_counter()
     with torch.inference_mode():
         xy = torch.as_tensor(pixels_to_normalized(points, emb.image_hw), dtype=torch.float64, device=dev)
-        for s in range(0, len(xy), CHUNK):
-            pts = xy[s:s + CHUNK].unsqueeze(1)
+        for s in range(0, len(xy), chunk):
+            pts = xy[s:s + chunk].unsqueeze(1)
             ones = torch.ones(pts.shape[:2], dtype=torch.int, device=dev)
             model.backbone.decode(emb, pts, ones, True)
     _sync(dev)
@@ -135,8 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
     assert len(points) == GRID * GRID, len(points)
     emb = model.embed(image, rgb=True)
     _say("embedded; warm-up")
-    heatmap(model, image, mask, stride=STRIDE, rgb=True, chunk_size=CHUNK)  # warm-up (allocator, kernels)
-    time_limit(model, emb, points[:CHUNK])
+    heatmap(model, image, mask, stride=STRIDE, rgb=True)  # warm-up (allocator, kernels)
+    time_limit(model, emb, points[:32])
 
     ours, limit = [], []
     growth = 0.0
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         with _PeakRSS() as rss:
             _sync(model.device)
             t0 = time.perf_counter()
-            smap = heatmap(model, image, mask, stride=STRIDE, rgb=True, chunk_size=CHUNK)
+            smap = heatmap(model, image, mask, stride=STRIDE, rgb=True)
             _sync(model.device)
             ours.append(time.perf_counter() - t0)
         _say(f"ours: {ours[-1]:.1f}s")
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         "image_hw": [H, W],
         "grid": f"{GRID}x{GRID} (stride {STRIDE}px on a {GRID * STRIDE}px square object)",
         "points": len(points),
-        "chunk_size": CHUNK,
+        "chunk_size": model.backbone.click_chunk_size,
         "torch_threads": torch.get_num_threads(),
         "per_point_ms": round(1000 * per_point, 3),
         "limit_per_point_ms": round(1000 * per_limit, 3),

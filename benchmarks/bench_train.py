@@ -49,9 +49,11 @@ def main() -> None:
             rows = np.concatenate([o.inside[rng.integers(len(o.inside), size=k)] for o in item.objects])
             xy = torch.as_tensor(pixels_to_normalized(rows, item.embedding.image_hw), dtype=torch.float32,
                                  device=model.device).requires_grad_(True)
-            ones = torch.ones((xy.shape[0], 1), dtype=torch.int, device=model.device)
-            logits, _ = model.backbone.decode(item.embedding, xy.unsqueeze(1), ones, True)
-            logits.sigmoid().mean().backward()
+            chunk = model.backbone.click_chunk_size  # the decoder's fastest batch on this device
+            for s in range(0, len(xy), chunk):
+                ones = torch.ones((len(xy[s:s + chunk]), 1), dtype=torch.int, device=model.device)
+                logits, _ = model.backbone.decode(item.embedding, xy[s:s + chunk].unsqueeze(1), ones, True)
+                logits.sigmoid().mean().backward()
     limit = (time.perf_counter() - t0) / reps
 
     # on the fly: every step re-encodes its images and recomputes candidates (one step per epoch here)

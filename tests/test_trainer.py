@@ -126,3 +126,34 @@ def test_validation_and_log(model, forceps, tmp_path):
     assert read_header(tmp_path / "v.safetensors")["metrics"]["val_mDSC"] == pytest.approx(line["val_mdsc"])
     with pytest.raises(DataError, match="does not exist"):
         train_shift_block(m, forceps, tmp_path / "nope" / "v.safetensors", config)
+
+
+def test_chunked_step_equals_the_compound_loss_in_one_graph(model, forceps):
+    """The step decodes a few clicks at a time; loss and gradients must equal the plain formula."""
+    from napari_rpsam2.model.coords import pixels_to_normalized
+    from napari_rpsam2.training.losses import compound_loss
+
+    m = fresh(model)
+    with torch.no_grad():
+        m.shift_block.offset_head.weight.normal_(0, 0.05)
+    config = TrainConfig(clicks_per_object=5, grid_stride=12)
+    slices = prepare_slices(m, forceps, config)
+    block = m.shift_block
+    terms = training_step(m, slices, config, np.random.default_rng(3))
+    chunked = {n: p.grad.clone() for n, p in block.named_parameters() if p.grad is not None}
+    block.zero_grad(set_to_none=True)
+
+    rng = np.random.default_rng(3)
+    item, obj = slices[0], slices[0].objects[0]
+    clicks = torch.as_tensor(pixels_to_normalized(obj.inside[rng.integers(len(obj.inside), size=5)],
+                                                  item.embedding.image_hw), dtype=torch.float32)
+    refined = m.refine_normalized(item.embedding, clicks, block.image_context(item.embedding.image_embed))
+    logits, _ = m.backbone.decode(item.embedding, refined[:, None], torch.ones(5, 1), True)
+    ref = compound_loss(logits, refined, obj.target, obj.candidates, obj.signed_distance)
+    ref.total.backward()
+    assert terms["loss"] == pytest.approx(float(ref.total.detach()), rel=1e-4)
+    assert terms["dice_loss"] == pytest.approx(float(ref.dice.detach()), rel=1e-4)
+    assert terms["dist_loss"] == pytest.approx(float(ref.dist.detach()), rel=1e-4)
+    assert set(chunked) == {n for n, p in block.named_parameters() if p.grad is not None}
+    for name, grad in chunked.items():
+        torch.testing.assert_close(grad, block.get_parameter(name).grad, rtol=1e-3, atol=1e-7)

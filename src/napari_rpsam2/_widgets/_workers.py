@@ -12,7 +12,9 @@ from qtpy.QtWidgets import QComboBox, QLabel
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["LayerPicker", "Bridge", "CancelFlag", "StatusLabel", "bind_keys", "cancel_when_destroyed", "error_text",
+    from ..model import RPSAM2
+
+__all__ = ["LayerPicker", "Bridge", "CancelFlag", "ClickModelUser", "StatusLabel", "bind_keys", "cancel_when_destroyed", "error_text",
            "find_click_widget", "prepare_torch_optimizers", "start_worker", "unbind_keys"]
 
 
@@ -241,3 +243,25 @@ def prepare_torch_optimizers() -> None:
         if llvm_loaded:
             sys.modules["triton"] = None  # type: ignore[assignment]  # import triton -> ImportError
     import torch._dynamo  # noqa: F401
+
+
+class ClickModelUser:
+    """Mixin for docks that use the click widget's model unless given one.
+
+    The host sets ``self.viewer`` and ``self._model = None``.
+    """
+
+    viewer: "napari.viewer.Viewer"
+    _model: "RPSAM2 | None"
+
+    def set_model(self, model: "RPSAM2") -> None:
+        """Use this model instead of the click widget's."""
+        self._model = model
+
+    @property
+    def model(self) -> "RPSAM2 | None":
+        """The given model, else the click widget's, else ``None``."""
+        if self._model is not None:
+            return self._model
+        click = find_click_widget(self.viewer)
+        return None if click is None else click.model

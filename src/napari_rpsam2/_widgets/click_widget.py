@@ -240,14 +240,21 @@ class ClickWidget(CommitMixin, QWidget):
     def _schedule(self) -> None:
         self._timer.start()
 
-    def _segment_now(self) -> None:
-        self._generation += 1
+    def _slice_and_layers(self) -> tuple[ImageSlice, dict] | None:
+        """The slice on screen and the widget's layers for it; ``None`` (and a message) when unusable."""
         try:
             sl = self.current_slice()
-            layers = self.layers(sl.layer)
+            return sl, self.layers(sl.layer)
         except SliceError as err:
             self.status.error(str(err))
+            return None
+
+    def _segment_now(self) -> None:
+        self._generation += 1
+        found = self._slice_and_layers()
+        if found is None:
             return
+        sl, layers = found
         _, points, clicks = prompts_on_slice(layers["prompts"].data, layers["prompts"].features["label"], sl.index)
         if not (clicks == 1).any():
             self._show_result(layers, sl.index, None)
@@ -318,12 +325,10 @@ class ClickWidget(CommitMixin, QWidget):
 
     def clear(self) -> None:
         """Remove the clicks of the current slice and the preview."""
-        try:
-            sl = self.current_slice()
-            layers = self.layers(sl.layer)
-        except SliceError as err:
-            self.status.error(str(err))
+        found = self._slice_and_layers()
+        if found is None:
             return
+        sl, layers = found
         prompts = layers["prompts"]
         rows, _, _ = prompts_on_slice(prompts.data, prompts.features["label"], sl.index)
         self._generation += 1

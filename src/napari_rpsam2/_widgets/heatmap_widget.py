@@ -20,7 +20,8 @@ from qtpy.QtWidgets import (
 
 from ..model.shift_block import offset_is_identity
 from ._slicing import SliceError, image_slice, labels_plane
-from ._workers import Bridge, CancelFlag, LayerPicker, StatusLabel, error_text, find_click_widget, start_worker
+from ._workers import (Bridge, CancelFlag, ClickModelUser, LayerPicker, StatusLabel, error_text, find_click_widget,
+                       start_worker)
 
 if TYPE_CHECKING:
     import napari
@@ -62,7 +63,7 @@ def stats_html(maps: list["SensitivityMap"]) -> str:
     return f"<table cellspacing='6'><tr><th></th>{head}</tr>{body}</table>"
 
 
-class HeatmapWidget(QWidget):
+class HeatmapWidget(ClickModelUser, QWidget):
     """Grid-sensitivity heatmap of one object for SAM2 and RP-SAM2.
 
     Uses the model of the click widget (or one given with :meth:`set_model`).
@@ -116,19 +117,6 @@ class HeatmapWidget(QWidget):
         lay.addWidget(self.stats)
         lay.addWidget(self.status)
         lay.addStretch(1)
-
-    # ------------------------------------------------------------------ model
-    def set_model(self, model: "RPSAM2") -> None:
-        """Use this model instead of the click widget's."""
-        self._model = model
-
-    @property
-    def model(self) -> "RPSAM2 | None":
-        """The given model, else the click widget's, else ``None``."""
-        if self._model is not None:
-            return self._model
-        click = find_click_widget(self.viewer)
-        return None if click is None else click.model
 
     def _is_own(self, layer: Any) -> bool:
         return any(layer is own for own in self._layers.values())

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._plot import TrainingPlot
-from ._workers import (Bridge, CancelFlag, LayerPicker, StatusLabel, cancel_when_destroyed, error_text,
+from ._workers import (Bridge, CancelFlag, ClickModelUser, LayerPicker, StatusLabel, cancel_when_destroyed, error_text,
                        find_click_widget, prepare_torch_optimizers, start_worker)
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def _spin(value: float, lo: float, hi: float, decimals: int = 0, step: float = 1
     return box
 
 
-class TrainingWidget(QWidget):
+class TrainingWidget(ClickModelUser, QWidget):
     """Train the shift block on an annotated stack open in the viewer."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
@@ -173,19 +173,6 @@ class TrainingWidget(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, "Shift-block checkpoint", self.out.text(), "Safetensors (*.safetensors)")
         if path:
             self.out.setText(path if path.endswith(".safetensors") else path + ".safetensors")
-
-    # ------------------------------------------------------------------ model
-    def set_model(self, model: "RPSAM2") -> None:
-        """Train on this model's backbone instead of the click widget's."""
-        self._model = model
-
-    @property
-    def model(self) -> "RPSAM2 | None":
-        """The given model, else the click widget's, else ``None``."""
-        if self._model is not None:
-            return self._model
-        click = find_click_widget(self.viewer)
-        return None if click is None else click.model
 
     def config(self) -> Any:
         """A ``TrainConfig`` from the fields."""

@@ -50,7 +50,7 @@ def evaluate(
     *,
     clicks: int = 10,
     methods: Sequence[str] = ("sam2", "rpsam2"),
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict:

@@ -132,7 +132,7 @@ def heatmap(
     *,
     stride: int | None = None,
     refine: bool = False,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
     contrast_limits: Sequence[float] | None = None,
     rgb: bool | None = None,
     key: Hashable | None = None,

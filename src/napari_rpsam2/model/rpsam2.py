@@ -375,14 +375,15 @@ class RPSAM2:
         embedding: ImageEmbedding,
         points_rc: np.ndarray,
         refine: bool,
-        chunk_size: int = 32,
+        chunk_size: int | None = None,
         context: ImageContext | None = None,
         multimask: bool = True,
     ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Decode many independent single positive clicks on one image, in chunks.
 
         Yields ``(index slice, refined xy (b, 2), logits (b, 256, 256), iou (b,))``;
-        memory stays bounded by ``chunk_size`` whatever the number of clicks.
+        memory stays bounded by ``chunk_size`` whatever the number of clicks
+        (default: the backbone's ``click_chunk_size``, fastest for its device).
         Runs without gradients (use the backbone directly to train).
         """
         with torch.inference_mode():
@@ -390,6 +391,7 @@ class RPSAM2:
                                  dtype=torch.float64, device=self.device)
             if refine and context is None:
                 context = self.shift_block.image_context(embedding.image_embed)
+            chunk_size = chunk_size or self.backbone.click_chunk_size
             for start in range(0, xy.shape[0], chunk_size):
                 sl = slice(start, min(xy.shape[0], start + chunk_size))
                 pts = xy[sl]

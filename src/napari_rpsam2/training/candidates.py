@@ -126,7 +126,7 @@ def grid_dice(
     *,
     stride: int | None = None,
     refine: bool = False,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> GridDice:
@@ -144,8 +144,9 @@ def grid_dice(
         Grid spacing in pixels; default from :func:`default_stride`.
     refine : bool
         Move each grid click with the shift block first (RP-SAM2 heatmap).
-    chunk_size : int
-        Clicks decoded at once; masks of one chunk are scored then dropped.
+    chunk_size : int, optional
+        Clicks decoded at once (default: fastest for the device); masks of one
+        chunk are scored then dropped.
     progress : callable(done, total), optional
     cancel : callable() -> bool, optional
         Checked between chunks; raises :class:`Cancelled`.
@@ -216,7 +217,7 @@ class CandidateCache:
             self._store.popitem(last=False)
 
     def grid_dice(self, model, embedding: ImageEmbedding, mask: np.ndarray, *, image_signature: str,
-                  object_id: int, stride: int | None = None, refine: bool = False, chunk_size: int = 32,
+                  object_id: int, stride: int | None = None, refine: bool = False, chunk_size: int | None = None,
                   progress=None, cancel=None) -> GridDice:
         """:func:`grid_dice` through the cache."""
         backbone = model.backbone.weights_signature

@@ -35,7 +35,7 @@ from ..model.embedding_cache import slice_signature
 from . import ddp
 from .candidates import CandidateCache, Cancelled
 from .data import AnnotatedStack, DataError
-from .losses import compound_loss, signed_distance_map
+from .losses import distance_loss, outside_loss, signed_distance_map, soft_dice_loss
 
 __all__ = ["TrainConfig", "EpochLog", "TrainResult", "ObjectTarget", "SliceTargets", "prepare_slices",
            "training_step", "train_shift_block", "last_checkpoint_path", "CANDIDATES"]
@@ -168,7 +168,12 @@ def prepare_slices(model, stack: AnnotatedStack, config: TrainConfig, *, indices
 def training_step(model, batch: list[SliceTargets], config: TrainConfig, rng: np.random.Generator) -> dict:
     """Forward and backward for one batch of images (gradients accumulate; no optimizer step).
 
-    Returns the batch's loss terms (means over all clicks in the batch).
+    The loss is the mean over all clicks of ``α·dice + β·dist + γ·out``.  The
+    Dice term goes through the frozen decoder a few clicks at a time
+    (``backbone.click_chunk_size``: on a CPU, small batches are about twice
+    as fast per click and bound the memory); its gradient with respect to the
+    refined clicks is collected and pushed through the shift block once, with
+    the distance and outside terms.  Returns the batch's loss terms.
     """
     block, backbone = model.shift_block, model.backbone
     k = config.clicks_per_object
@@ -179,22 +184,31 @@ def training_step(model, batch: list[SliceTargets], config: TrainConfig, rng: np
         rows = [obj.inside[rng.integers(len(obj.inside), size=k)] for obj in item.objects]
         clicks = torch.as_tensor(pixels_to_normalized(np.concatenate(rows), emb.image_hw),
                                  dtype=torch.float32, device=model.device)
-        context = block.image_context(emb.image_embed)
-        refined = model.refine_normalized(emb, clicks, context)
-        ones = torch.ones((refined.shape[0], 1), dtype=torch.int, device=model.device)
-        logits, _ = backbone.decode(emb, refined.unsqueeze(1), ones, True)
-        loss = refined.new_zeros(())
+        refined = model.refine_normalized(emb, clicks, block.image_context(emb.image_embed))
+        moved = refined.detach().requires_grad_(True)
+        owner = torch.arange(len(item.objects), device=model.device).repeat_interleave(k)
+        targets = torch.stack([obj.target for obj in item.objects])
+        dice = torch.empty(len(owner), device=model.device)
+        for start in range(0, len(owner), backbone.click_chunk_size):
+            part = slice(start, start + backbone.click_chunk_size)
+            ones = torch.ones((len(owner[part]), 1), dtype=torch.int, device=model.device)
+            logits, _ = backbone.decode(emb, moved[part].unsqueeze(1), ones, True)
+            per_click = soft_dice_loss(logits, targets[owner[part]])
+            (per_click.sum() * (config.alpha / total_clicks)).backward()
+            dice[part] = per_click.detach()
+        rest = refined.new_zeros(())
         for j, obj in enumerate(item.objects):
-            part = slice(j * k, (j + 1) * k)
-            terms = compound_loss(logits[part], refined[part], obj.target, obj.candidates, obj.signed_distance,
-                                  alpha=config.alpha, beta=config.beta, gamma=config.gamma, theta=config.theta,
-                                  temperature=config.out_temperature)
-            share = k / total_clicks
-            loss = loss + terms.total * share
-            for name, value in (("loss", terms.total), ("dice_loss", terms.dice), ("dist_loss", terms.dist),
-                                ("out_loss", terms.out)):
-                sums[name] += float(value.detach()) * share
-        loss.backward()
+            pts = refined[j * k:(j + 1) * k]
+            dist = distance_loss(pts, obj.candidates, config.theta)
+            out = outside_loss(pts, obj.signed_distance, config.out_temperature)
+            rest = rest + (config.beta * dist.sum() + config.gamma * out.sum()) / total_clicks
+            sums["dist_loss"] += float(dist.detach().sum()) / total_clicks
+            sums["out_loss"] += float(out.detach().sum()) / total_clicks
+        # d(dice term)/d(block) = moved.grad · d(refined)/d(block): one backward through the block
+        (rest + (refined * moved.grad).sum()).backward()
+        sums["dice_loss"] += float(dice.sum()) / total_clicks
+    sums["loss"] = (config.alpha * sums["dice_loss"] + config.beta * sums["dist_loss"]
+                    + config.gamma * sums["out_loss"])
     return sums
 
 
