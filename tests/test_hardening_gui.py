@@ -70,7 +70,7 @@ def test_training_while_clicking_keeps_both_working(make_napari_viewer, qtbot, t
     click.image_picker.set_layer(frames)
     out = tmp_path / "shift.safetensors"
     training = _training_widget(viewer, model, frames, painted, out)
-    training.epochs.setValue(4)
+    training.epochs.setValue(1000)  # long enough to still run while the clicks are answered
     training.start()
     qtbot.waitUntil(lambda: len(training.plot.logs) >= 1, timeout=150_000)  # in the epoch loop now
 
@@ -85,13 +85,15 @@ def test_training_while_clicking_keeps_both_working(make_napari_viewer, qtbot, t
     assert masks[0].any() and masks[1].any() and not np.array_equal(masks[0], masks[1])
     assert "mask of" in click.status.text()
 
+    done = len(training.plot.logs)
+    qtbot.waitUntil(lambda: len(training.plot.logs) > done, timeout=150_000)  # still training after the clicks
+    training.stop()
     qtbot.waitUntil(lambda: not training.running, timeout=150_000)
     result = training.result
     assert result is not None, training.status.text()
-    assert not result.cancelled and len(result.history) == 4
+    assert result.cancelled and len(result.history) >= 2
     assert all(h.val_mdsc is not None for h in result.history)  # split by slice gave a validation slice
     assert out.exists() and read_header(out)["training"]["epoch"] == result.best_epoch
-    assert "Finished after 4 epoch(s)" in training.status.text()
 
 
 def test_bad_input_in_widgets_gives_messages(make_napari_viewer, qtbot, tmp_path, frame0, model) -> None:
