@@ -5,7 +5,6 @@ masks and Dice values in the pictures mean nothing; the widgets are what is show
 """
 import warnings
 warnings.filterwarnings("ignore", message=".*PyQt5.*")
-import sys
 import time
 import numpy as np
 import torch

@@ -56,3 +56,17 @@ def frame0(model, instrument_stack):
     """First frame, its labels and its (cached) embedding."""
     image, labels = instrument_stack
     return image[0], labels[0], model.embed(image[0])
+
+
+@pytest.fixture(scope="session")
+def moving_model(model) -> RPSAM2:
+    """The session backbone and cache with a shift block that really moves clicks (up to 40 % of an axis)."""
+    from napari_rpsam2.model import ShiftBlock
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        block = ShiftBlock()
+        torch.nn.init.normal_(block.offset_head.weight, std=0.5)
+        torch.nn.init.normal_(block.offset_head.bias, std=1.0)
+        block.scale_logit.data.fill_(float(np.log(0.4 / 0.6)))
+    return RPSAM2(model.backbone, shift_block=block, cache=model.cache)

@@ -8,22 +8,8 @@ import time
 import numpy as np
 import psutil
 import pytest
-import torch
 
-from napari_rpsam2 import RPSAM2
-from napari_rpsam2.model import ImageEmbedding, PromptError, ShiftBlock, ShiftBlockConfig
-
-
-@pytest.fixture(scope="module")
-def moving(model) -> RPSAM2:
-    """The session backbone with a shift block that really moves clicks (up to 40 % of an axis)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        block = ShiftBlock(ShiftBlockConfig())
-        torch.nn.init.normal_(block.offset_head.weight, std=0.5)
-        torch.nn.init.normal_(block.offset_head.bias, std=1.0)
-        block.scale_logit.data.fill_(float(np.log(0.4 / 0.6)))
-    return RPSAM2(model.backbone, shift_block=block, cache=model.cache)  # embeddings do not depend on the block
+from napari_rpsam2.model import ImageEmbedding, PromptError
 
 
 @pytest.mark.parametrize("click", [(-1, 10), (10, -0.6), (256, 10), (10, 319.6), (1e9, 0)])
@@ -58,13 +44,13 @@ def _inside(points: np.ndarray, hw: tuple[int, int]) -> bool:
 BORDER = [(-0.5, -0.5), (255.5, 319.5), (0, 319), (255, 0), (-0.5, 160), (128, 319.5)]
 
 
-def test_clicks_exactly_on_the_border_work(model, moving, frame0):
+def test_clicks_exactly_on_the_border_work(model, moving_model, frame0):
     image, _, emb = frame0
     corner = model.segment(image, [(-0.5, -0.5)])  # identity block: only the clamp acts
     np.testing.assert_allclose(corner.points, [[0, 0]])
     moved = []
     for click in BORDER:
-        res = moving.segment(image, [click])
+        res = moving_model.segment(image, [click])
         assert res.mask.shape == (256, 320)
         assert _inside(res.points, (256, 320)), (click, res.points)
         moved.append(res.points[0])
@@ -93,12 +79,12 @@ def _peak_rss_during(fn) -> tuple[object, int]:
     return out, peak[0] - base
 
 
-def test_hundreds_of_clicks_in_one_prompt(moving, frame0):
+def test_hundreds_of_clicks_in_one_prompt(moving_model, frame0):
     image, labels, _ = frame0
     rng = np.random.default_rng(0)
     clicks = np.stack([rng.uniform(-0.5, 255.5, 400), rng.uniform(-0.5, 319.5, 400)], axis=1)
     lab = (rng.random(400) < 0.75).astype(int)
-    res, growth = _peak_rss_during(lambda: moving.segment(image, clicks, lab))
+    res, growth = _peak_rss_during(lambda: moving_model.segment(image, clicks, lab))
     assert res.mask.shape == (256, 320)
     assert _inside(res.points[lab == 1], (256, 320))
     np.testing.assert_array_equal(res.points[lab == 0], clicks[lab == 0])  # negatives never move

@@ -12,8 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from napari_rpsam2 import RPSAM2
-from napari_rpsam2.model import ImageEmbedding, ImageError, ShiftBlock, ShiftBlockConfig
+from napari_rpsam2.model import ImageEmbedding, ImageError
 from napari_rpsam2.model.coords import (
     clamp_straight_through,
     normalized_bounds,
@@ -94,31 +93,19 @@ def test_clamped_points_are_pixel_centres_inside_the_image(image_hw, xy):
 
 
 @pytest.fixture(scope="module")
-def moving(model) -> RPSAM2:
-    """A shift block that really moves clicks (up to 40 % of an axis), sharing the session backbone."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(2)
-        block = ShiftBlock(ShiftBlockConfig())
-        torch.nn.init.normal_(block.offset_head.weight, std=0.5)
-        torch.nn.init.normal_(block.offset_head.bias, std=1.0)
-        block.scale_logit.data.fill_(float(np.log(0.4 / 0.6)))
-    return RPSAM2(model.backbone, shift_block=block, cache=model.cache)
-
-
-@pytest.fixture(scope="module")
-def shared(moving, frame0):
+def shared(moving_model, frame0):
     _, _, emb = frame0
-    return emb, moving.shift_block.image_context(emb.image_embed)
+    return emb, moving_model.shift_block.image_context(emb.image_embed)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.floats(-0.5, 255.5), st.floats(-0.5, 319.5)), min_size=1, max_size=24))
-def test_refined_points_always_lie_inside_the_image(moving, shared, clicks):
+def test_refined_points_always_lie_inside_the_image(moving_model, shared, clicks):
     emb, context = shared
     h, w = emb.image_hw
     lo, hi = normalized_bounds(emb.image_hw)
     moved = 0.0
-    for sl, xy, logits, iou in moving.iter_single_clicks(emb, np.array(clicks), refine=True, context=context):
+    for sl, xy, logits, iou in moving_model.iter_single_clicks(emb, np.array(clicks), refine=True, context=context):
         # the straight-through clamp gives exactly the clamped value (no rounding slack)
         assert torch.all(xy[:, 0] >= lo[0]) and torch.all(xy[:, 0] <= hi[0])
         assert torch.all(xy[:, 1] >= lo[1]) and torch.all(xy[:, 1] <= hi[1])
@@ -141,13 +128,13 @@ def fake_encoder(backbone, base: ImageEmbedding):
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(1, 300), st.integers(1, 300), st.sampled_from([None, 3, 4]),
        st.floats(0, 1), st.floats(0, 1), st.integers(0, 2**31))
-def test_segment_masks_have_the_image_shape(moving, frame0, h, w, channels, fr, fc, seed):
+def test_segment_masks_have_the_image_shape(moving_model, frame0, h, w, channels, fr, fc, seed):
     _, _, base = frame0
     shape = (h, w) if channels is None else (h, w, channels)
     image = np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)
     click = [fr * h - 0.5, fc * w - 0.5]
-    with fake_encoder(moving.backbone, base):
-        res = moving.segment(image, [click], refine=True)
+    with fake_encoder(moving_model.backbone, base):
+        res = moving_model.segment(image, [click], refine=True)
     assert res.mask.shape == (h, w) and res.mask.dtype == bool
     r, c = res.points[0]
     assert 0 <= r <= h - 1 and 0 <= c <= w - 1

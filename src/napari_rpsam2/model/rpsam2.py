@@ -17,7 +17,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .coords import clamp_straight_through, normalized_to_pixels, pixels_to_normalized
 from .embedding import ImageEmbedding
 from .embedding_cache import EmbeddingCache, slice_signature
-from .image_adapter import ImageError, check_image, encoder_picture, split_stack
+from .image_adapter import check_image, encoder_picture, split_stack
 from .shift_block import ImageContext, ShiftBlock, ShiftBlockConfig
 
 __all__ = ["RPSAM2", "SegmentResult", "PromptError"]
