@@ -15,13 +15,13 @@
 # set SAM2_WEIGHTS to a checkpoint file or Hugging Face id and BACKBONE to its size.
 #
 # Settings (environment variables):
-#   OUT=/tmp/rpsam2-cataract1k   where every output goes (kept outside the repo)
+#   OUT=out/cataract1k           where every output goes (out/ is git-ignored)
 #   BACKBONE=sam2.1_hiera_tiny   SAM2_WEIGHTS=random   DEVICE=auto
 #   EPOCHS=2   CLICKS=10 (evaluation seeds)   GRID_STRIDE= (empty: about 12×12 per object)
 set -euo pipefail
 
 DATA="../shared/data/cataract1k"
-OUT="${OUT:-/tmp/rpsam2-cataract1k}"
+OUT="${OUT:-out/cataract1k}"
 BACKBONE="${BACKBONE:-sam2.1_hiera_tiny}"
 SAM2_WEIGHTS="${SAM2_WEIGHTS:-random}"
 DEVICE="${DEVICE:-auto}"
