@@ -24,7 +24,7 @@ def test_torchrun_two_processes(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m", "napari_rpsam2.training.distributed",
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m", "napari_rpsam2.cli", "train",
          "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--out", str(out),
          "--epochs", "1", "--clicks", "2", "--grid-stride", "24", "--sam2-weights", "random"],
         capture_output=True, text=True, timeout=600, env=env)

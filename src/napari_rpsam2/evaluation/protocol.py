@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..model.backbone import logits_to_image
-from ..training.candidates import Cancelled
+from ..jobs import Cancelled
 from .metrics import dice, hd95
 
 __all__ = ["evaluate", "draw_clicks", "METHODS"]

@@ -1,6 +1,6 @@
 """Grid-sensitivity heatmap: the Dice one gets by clicking each grid point of an object.
 
-Built on :func:`napari_rpsam2.training.candidates.grid_dice`, the same code
+Built on :func:`napari_rpsam2.evaluation.grid_dice.grid_dice`, the same code
 the trainer uses for its candidate sets, so the heatmap a user sees and the
 candidates the shift block learns from can never disagree.  Qt-free.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_write
+from .grid_dice import grid_dice
 
 __all__ = ["SensitivityMap", "heatmap", "LOW_DICE"]
 
@@ -165,11 +166,9 @@ def heatmap(
     ------
     ValueError
         Empty mask, or mask and image of different sizes.
-    napari_rpsam2.training.candidates.Cancelled
+    napari_rpsam2.jobs.Cancelled
         When ``cancel()`` turned true (checked between chunks of clicks).
     """
-    from ..training.candidates import grid_dice
-
     mask = np.asarray(mask) != 0
     image = np.asarray(image)
     if mask.ndim != 2:

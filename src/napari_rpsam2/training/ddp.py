@@ -7,7 +7,7 @@ the world size) — the same update DDP makes.  Data are sharded by rank and
 only rank 0 writes checkpoints and logs.
 
 gloo on CPU, nccl on CUDA (one GPU per process); see
-:mod:`napari_rpsam2.training.distributed` for the ``torchrun`` entry point.
+``torchrun -m napari_rpsam2.cli train …`` is the entry point (the same ``rpsam2 train``).
 """
 
 from __future__ import annotations

@@ -33,16 +33,16 @@ from ..model.coords import pixels_to_normalized
 from ..model.embedding import ImageEmbedding
 from ..model.embedding_cache import slice_signature
 from . import ddp
-from .candidates import CandidateCache, Cancelled
+from ..evaluation.protocol import evaluate
+from ..jobs import Cancelled
+from .candidates import CandidateCache
 from .data import AnnotatedStack, DataError
 from .losses import distance_loss, outside_loss, signed_distance_map, soft_dice_loss
 
 __all__ = ["TrainConfig", "EpochLog", "TrainResult", "ObjectTarget", "SliceTargets", "prepare_slices",
-           "training_step", "train_shift_block", "last_checkpoint_path", "CANDIDATES"]
+           "training_step", "train_shift_block", "last_checkpoint_path"]
 
 LOW_RES = 256
-CANDIDATES = CandidateCache()
-"""Candidate sets shared by every training run of this process."""
 
 
 @dataclass
@@ -128,7 +128,7 @@ def _object_target(mask: np.ndarray, grid, config: TrainConfig, device: torch.de
 
 
 def prepare_slices(model, stack: AnnotatedStack, config: TrainConfig, *, indices=None,
-                   candidate_cache: CandidateCache | None = CANDIDATES,
+                   candidate_cache: CandidateCache | None = None,
                    progress: Callable[[str, int, int], None] | None = None,
                    cancel: Callable[[], bool] | None = None) -> list[SliceTargets]:
     """Embeddings and candidate sets of the slices (with objects) of ``stack``.
@@ -254,7 +254,7 @@ def train_shift_block(
     progress: Callable[[str, int, int], None] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
     cancel: Callable[[], bool] | None = None,
-    candidate_cache: CandidateCache | None = CANDIDATES,
+    candidate_cache: CandidateCache | None = None,
 ) -> TrainResult:
     """Train ``model.shift_block`` on ``train``; keep the best checkpoint at ``out``.
 
@@ -346,11 +346,14 @@ def train_shift_block(
         val_mdsc = val_mhd95 = None
         if rank == 0:
             if val is not None:
-                from ..evaluation.protocol import evaluate
-
                 block.eval()
-                report = evaluate(model, val, clicks=config.eval_clicks, methods=("rpsam2",))
-                block.train()
+                try:
+                    report = evaluate(model, val, clicks=config.eval_clicks, methods=("rpsam2",), cancel=cancel)
+                except Cancelled:  # stopped during validation: this epoch is not kept
+                    stopped = True
+                    break
+                finally:
+                    block.train()
                 val_mdsc, val_mhd95 = report["rpsam2"]["mDSC"]["mean"], report["rpsam2"]["mHD95"]["mean"]
             score = val_mdsc if val_mdsc is not None else -loss
             is_best = score > best_score

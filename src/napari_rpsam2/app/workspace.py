@@ -1,0 +1,101 @@
+"""One model, one embedding cache and one candidate cache, shared by every front end of a viewer.
+
+The click, heatmap and training docks of one napari viewer (and a script or
+the CLI) hold one :class:`Workspace`.  No dock looks another up: each reads
+the workspace's model and listens to :attr:`Workspace.events`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from psygnal import Signal, SignalGroup
+
+from ..model.embedding_cache import EmbeddingCache
+from ..training.candidates import CandidateCache
+
+if TYPE_CHECKING:
+    from ..model import RPSAM2
+
+__all__ = ["Workspace", "WorkspaceEvents", "NoModelError"]
+
+DEFAULT_CACHE_BYTES = 2 << 30
+
+
+class NoModelError(RuntimeError):
+    """A job needs a model and none is loaded; the message says where to load one."""
+
+
+class WorkspaceEvents(SignalGroup):
+    """Signals of a :class:`Workspace` (emitted in the thread that made the change)."""
+
+    model_changed = Signal(object)
+    """A new model is in use (argument: the model)."""
+    shift_block_changed = Signal(object)
+    """The model's shift block was replaced (argument: the model)."""
+
+
+class Workspace:
+    """The model and caches one viewer's front ends share.
+
+    Parameters
+    ----------
+    cache_bytes : int
+        Memory budget of the embedding cache.
+    cache_dir : path, optional
+        Folder of the disk embedding cache.
+    """
+
+    def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES, cache_dir: str | os.PathLike | None = None) -> None:
+        self.events = WorkspaceEvents()
+        self.cache = EmbeddingCache(cache_bytes, cache_dir)
+        self.candidates = CandidateCache()
+        self._model: RPSAM2 | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> "RPSAM2 | None":
+        """The model in use, or ``None``."""
+        return self._model
+
+    def require_model(self) -> "RPSAM2":
+        """The model, or :class:`NoModelError` saying how to get one."""
+        if self._model is None:
+            raise NoModelError("no model loaded: choose the SAM2 weights in the click widget's Model box "
+                               "and press Load model ('random' works offline, for trying things out)")
+        return self._model
+
+    def load_model(self, backbone: str = "sam2.1_hiera_tiny", sam2_weights: str | os.PathLike = "random",
+                   shift_block: str | os.PathLike | None = None, device: str = "auto", *,
+                   seed: int = 0) -> "RPSAM2":
+        """Build a model on this workspace's embedding cache (slow: call it from a worker).
+
+        The caller publishes it with :meth:`set_model`, in the thread that owns the views.
+        """
+        from ..model import RPSAM2
+
+        model = RPSAM2.load(backbone, sam2_weights, shift_block, device, seed=seed)
+        model.cache = self.cache  # embeddings are keyed by backbone weights: sharing is safe
+        return model
+
+    def set_model(self, model: "RPSAM2") -> None:
+        """Use ``model`` from now on; it adopts this workspace's embedding cache."""
+        with self._lock:
+            model.cache = self.cache
+            self._model = model
+        self.events.model_changed.emit(model)
+
+    def load_shift_block(self, path: str | os.PathLike) -> dict:
+        """Load a shift-block checkpoint into the model; returns its header."""
+        model = self.require_model()
+        header = model.load_shift_block(path)
+        self.events.shift_block_changed.emit(model)
+        return header
+
+    def use_shift_block(self, block, header: dict | None = None) -> None:
+        """Use a shift block that is already in memory (e.g. just trained)."""
+        model = self.require_model()
+        model.set_shift_block(block, header)
+        self.events.shift_block_changed.emit(model)
