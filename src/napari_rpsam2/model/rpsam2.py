@@ -168,7 +168,11 @@ class RPSAM2:
     def _keys(self, image: np.ndarray, contrast_limits, gamma, rgb, key) -> tuple[Hashable, str]:
         check_image(image, rgb)  # refuse bad images before hashing them
         signature = slice_signature(image, contrast_limits, gamma, rgb) + "|" + self.backbone.weights_signature
-        memory_key = (key, self.backbone.weights_signature) if key is not None else signature
+        if key is not None:  # the display mapping decides what SAM2 sees: it is part of the key
+            limits = None if contrast_limits is None else tuple(float(c) for c in contrast_limits)
+            memory_key = (key, self.backbone.weights_signature, limits, float(gamma), rgb)
+        else:
+            memory_key = signature
         return memory_key, signature
 
     def embed(
