@@ -1,7 +1,8 @@
 """Click latency: plain SAM2 vs RP-SAM2 on a cached slice, plus encoder time.
 
 Prints one JSON line (the last line of stdout).  Ratios are measured in one
-run on the same machine; absolute times only mean something on a GPU.
+run, plain and refined clicks interleaved (A B B A …) so machine noise hits
+both; absolute times only mean something on a GPU.
 
 Goal: ``refined_to_plain_ratio <= 1.25`` (CPU, hiera-tiny) and a second
 click on a cached slice never runs the encoder (``encoder_calls_after_first``).
@@ -15,7 +16,7 @@ import platform
 import resource
 import statistics
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,18 +24,8 @@ import torch
 from napari_rpsam2 import RPSAM2
 from napari_rpsam2.sample_data import make_instrument_stack
 
-
-def _timed(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import interleaved, median_ratio, timed_once  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -61,8 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
         return encode(rgb)
 
     model.backbone.encode = counting_encode
-    encode_times = _timed(lambda: [model.embed(image[i]) for i in range(args.slices)], 1)
-    encoder_per_slice = encode_times[0] / args.slices
+    encoder_per_slice = timed_once(lambda: [model.embed(image[i]) for i in range(args.slices)]) / args.slices
 
     rows, cols = np.nonzero(labels[0] == 1)
     rng = np.random.default_rng(0)
@@ -73,9 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
     model.segment(frame, clicks[0], refine=True)  # warm-up (builds the shift-block context)
     model.segment(frame, clicks[0], refine=False)
     before = calls["encode"]
-    it = iter(clicks * 2)
-    plain = _timed(lambda: model.segment(frame, next(it), refine=False), args.repeats)
-    refined = _timed(lambda: model.segment(frame, next(it), refine=True), args.repeats)
+    plain_clicks, refined_clicks = iter(clicks), iter(clicks)  # both sides get the same clicks
+    plain, refined = interleaved(lambda: model.segment(frame, next(plain_clicks), refine=False),
+                                 lambda: model.segment(frame, next(refined_clicks), refine=True), args.repeats)
     encoder_calls_after_first = calls["encode"] - before
 
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -90,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
         "encoder_s_per_slice": round(encoder_per_slice, 4),
         "plain_click_s": round(statistics.median(plain), 5),
         "refined_click_s": round(statistics.median(refined), 5),
-        "refined_to_plain_ratio": round(statistics.median(refined) / statistics.median(plain), 3),
+        "refined_to_plain_ratio": round(median_ratio(refined, plain), 3),
+        "timing": "interleaved A B B A, median of pairwise ratios",
         "goal_refined_to_plain_ratio": 1.25,
         "encoder_calls_after_first": encoder_calls_after_first,
         "peak_rss_mib": round(peak_rss_mib, 1),

@@ -1,4 +1,4 @@
-"""The shift block as SPEC.md describes it."""
+"""The shift block as docs/method.md describes it."""
 
 import math
 

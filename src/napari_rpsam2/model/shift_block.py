@@ -1,7 +1,7 @@
 """The RP-SAM2 shift block: a click attends to the image and moves.
 
 ``P' = P + sigmoid(s) * tanh(delta(Δp))`` where ``Δp`` is the point token after
-six point-to-image cross-attention blocks (SPEC.md, "Shift block").
+six point-to-image cross-attention blocks (docs/method.md, "Shift block").
 
 The image tokens are never updated by the point, so every block's keys and
 values depend on the image alone.  :meth:`ShiftBlock.image_context` computes
