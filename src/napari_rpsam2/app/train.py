@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..model import RPSAM2
     from ..training.trainer import EpochLog, TrainConfig, TrainResult
 
-__all__ = ["TrainingData", "Trained", "label_array", "data_from_arrays", "data_from_folders", "train",
+__all__ = ["TrainingData", "Trained", "label_array", "data_from_arrays", "data_from_folders", "train", "train_from_arrays",
            "reuse_embeddings", "supports_merge_gap", "VAL_FRACTION"]
 
 VAL_FRACTION = 0.2
@@ -237,3 +237,30 @@ def train(model: "RPSAM2", data: TrainingData, out: str | os.PathLike, config: "
                                progress=engine_progress, on_epoch=on_epoch, cancel=cancel,
                                candidate_cache=reporting)  # type: ignore[arg-type]
     return Trained(result, trained, data)
+
+
+def train_from_arrays(model: "RPSAM2", image: np.ndarray, labels: np.ndarray, out: str | os.PathLike,
+                      config: "TrainConfig", *, rgb: bool, contrast_limits=None,
+                      val: tuple[np.ndarray, np.ndarray, bool] | None = None,
+                      slice_keys: Callable[[int], Hashable] | None = None, candidates: CandidateCache | None = None,
+                      merge_gap: int | None = None, val_fraction: float = VAL_FRACTION,
+                      progress: jobs.Progress | None = None, on_epoch: Callable[["EpochLog"], None] | None = None,
+                      cancel: jobs.Cancel | None = None) -> Trained:
+    """:func:`data_from_arrays` then :func:`train`, reusing embeddings a viewer already has.
+
+    ``slice_keys(i)`` is the cache key under which a viewer embedded slice
+    ``i`` of ``image`` (see :func:`reuse_embeddings`); ``candidates`` the
+    workspace's grid-Dice cache.  Everything runs in the calling thread.
+    """
+    data = data_from_arrays(image, labels, rgb=rgb, contrast_limits=contrast_limits, val=val,
+                            val_fraction=val_fraction, seed=config.seed, merge_gap=merge_gap)
+    if slice_keys is not None:
+        spatial = np.shape(image)[:-1] if rgb else np.shape(image)
+        lab = label_array(labels, spatial)
+        if len(spatial) == 2:
+            pairs: Iterable = [(image, slice_keys(0))] if lab.any() else []
+        else:
+            pairs = ((image[i], slice_keys(i)) for i in range(spatial[0]) if np.any(lab[i]))
+        reuse_embeddings(model, pairs, rgb=rgb, contrast_limits=contrast_limits)
+    return train(model, data, out, config, candidates=candidates, progress=progress, on_epoch=on_epoch,
+                 cancel=cancel)
