@@ -57,7 +57,8 @@ def scrolling_dock(dock: QWidget, panel: QWidget) -> None:
     lay.addWidget(scroll)
     dock.setMaximumWidth(DOCK_MAX_WIDTH)
     panel.setMaximumWidth(DOCK_MAX_WIDTH)
-    dock.setMinimumWidth(min(panel.minimumSizeHint().width(), DOCK_MAX_WIDTH) if panel.layout() else 0)
+    scroll.setMinimumWidth(min(panel.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width(),
+                               DOCK_MAX_WIDTH))
 
 
 class DockView(QWidget):

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import Container, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QProgressBar, QPushButton, QToolButton, QVBoxLayout,
+                            QWidget)
 
 from ..app.train import label_array, supports_merge_gap, train_from_arrays
 from ..jobs import CancelFlag
@@ -40,8 +42,21 @@ STAGES = {"embeddings": "embedding slices", "candidates": "candidate grid clicks
 
 
 def _label_source(layer: Any) -> bool:
-    """Labels layers, and RGB images (a label PNG opened as a picture); never the plugin's own layers."""
-    return not is_plugin_layer(layer) and (isinstance(layer, Labels) or bool(getattr(layer, "rgb", False)))
+    """Labels layers, and label PNGs opened as RGB images; never the plugin's own layers."""
+    if is_plugin_layer(layer):
+        return False
+    return isinstance(layer, Labels) or looks_like_label_png(layer)
+
+
+def looks_like_label_png(layer: Any) -> bool:
+    """An RGB image of whole numbers whose three channels agree (checked on a sparse sample)."""
+    if not getattr(layer, "rgb", False) or getattr(layer, "multiscale", False):
+        return False
+    data = layer.data
+    if not np.issubdtype(np.dtype(data.dtype), np.integer):
+        return False
+    sample = np.asarray(data[..., ::8, ::8, :3])
+    return bool(np.array_equal(sample[..., 0], sample[..., 1]) and np.array_equal(sample[..., 0], sample[..., 2]))
 
 
 def _training_job(model, candidates, image, labels, out, config, *, rgb, contrast_limits, val, slice_keys,
@@ -61,8 +76,8 @@ def _hyper_parameters() -> Container:
     return Container(widgets=[
         SpinBox(name="epochs", label="Epochs", value=1500, min=1, max=1_000_000,
                 tooltip="Passes over the training slices (paper: 1500)"),
-        f(name="lr", label="Learning rate", value=1e-4, min=1e-7, max=1.0, step=1e-5,
-          tooltip="AdamW learning rate", options={"decimals": 6}),
+        f(name="lr", label="Learning rate", value=1e-4, min=1e-6, max=1.0, step=1e-6,
+          tooltip="AdamW learning rate"),
         SpinBox(name="batch_size", label="Batch size", value=4, min=1, max=256, tooltip="Images per step"),
         SpinBox(name="clicks_per_object", label="Clicks per object", value=10, min=1, max=1000,
                 tooltip="Random clicks per object per step"),
@@ -72,8 +87,8 @@ def _hyper_parameters() -> Container:
         f(name="gamma", label="γ (outside)", value=1.0, min=0.0, max=100.0, step=0.1,
           tooltip="Weight of the stay-inside loss"),
         f(name="theta", label="θ", value=15.0, min=0.1, max=1000.0, tooltip="Sharpness of the distance loss"),
-        f(name="epsilon", label="ε", value=0.005, min=0.0, max=1.0, step=0.001,
-          tooltip="Candidates: grid clicks within ε of the best Dice", options={"decimals": 4}),
+        f(name="epsilon", label="ε", value=0.005, min=0.0, max=1.0, step=0.0005,
+          tooltip="Candidates: grid clicks within ε of the best Dice"),
         SpinBox(name="grid_stride", label="Grid stride (px)", value=0, min=0, max=512,
                 tooltip="Candidate grid spacing in pixels; 0 = auto (about 12×12 points per object)"),
         SpinBox(name="eval_clicks", label="Validation clicks", value=10, min=1, max=100,
@@ -98,9 +113,10 @@ class TrainingWidget(DockView):
         v = self.viewer
         self.image_picker = LayerPicker(v, (Image,), exclude=is_plugin_layer)
         self.labels_picker = LayerPicker(v, (Labels, Image), exclude=lambda layer: not _label_source(layer))
-        self.use_val = QCheckBox("Separate validation data (else 20 % of the annotated slices)")
+        self.use_val = QCheckBox("Separate validation data")
         self.val_image_picker = LayerPicker(v, (Image,), exclude=is_plugin_layer)
         self.val_labels_picker = LayerPicker(v, (Labels, Image), exclude=lambda layer: not _label_source(layer))
+        self.use_val.setToolTip("Without it, 20 % of the annotated slices (at least one) are held out for validation")
         self.use_val.toggled.connect(self._val_toggled)
         self._val_toggled(False)
         self.form = _hyper_parameters()
@@ -110,6 +126,10 @@ class TrainingWidget(DockView):
         self.out = FileEdit(mode="w", filter="*.safetensors", label="Output file",
                             value=str(Path.home() / "rpsam2-shift-block.safetensors"),
                             tooltip="Best checkpoint; '<name>.last.safetensors' beside it lets you resume")
+        self.params_button = QToolButton()
+        self.params_button.setCheckable(True)
+        self.params_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.params_button.toggled.connect(self._params_toggled)
         self.start_button = QPushButton("Start")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
@@ -136,12 +156,10 @@ class TrainingWidget(DockView):
         data.addRow("Val. image", self.val_image_picker)
         data.addRow("Val. labels", self.val_labels_picker)
         lay.addLayout(data)
-        box = QGroupBox("Hyper-parameters (paper defaults)")
-        inner = QVBoxLayout(box)
-        inner.setContentsMargins(4, 4, 4, 4)
-        self.form.native.layout().setContentsMargins(0, 0, 0, 0)
-        inner.addWidget(self.form.native)
-        lay.addWidget(box)
+        lay.addWidget(self.params_button)
+        self.form.native.layout().setContentsMargins(12, 0, 0, 0)
+        lay.addWidget(self.form.native)
+        self._params_toggled(False)
         out = Container(widgets=[self.out])
         out.native.layout().setContentsMargins(0, 0, 0, 0)
         lay.addWidget(out.native)
@@ -152,6 +170,11 @@ class TrainingWidget(DockView):
         for w in (self.progress, self.plot, self.use_button, self.status):
             lay.addWidget(w)
         return panel
+
+    def _params_toggled(self, on: bool) -> None:
+        self.params_button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.params_button.setText("Hyper-parameters (paper defaults)")
+        self.form.native.setVisible(on)
 
     def _val_toggled(self, on: bool) -> None:
         self.val_image_picker.setEnabled(on)
