@@ -26,3 +26,15 @@ def type_into(qtbot: Any, field: Any, text: str) -> None:
     qtbot.keyClick(native, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
     qtbot.keyClicks(native, text)
     qtbot.keyClick(native, Qt.Key.Key_Return)
+
+
+def tick(qtbot: Any, box: Any) -> None:
+    """Click a check box on its indicator (a magicgui CheckBox or a QCheckBox)."""
+    from qtpy.QtCore import QPoint
+    from qtpy.QtWidgets import QStyle, QStyleOptionButton
+
+    native = getattr(box, "native", box)
+    option = QStyleOptionButton()
+    native.initStyleOption(option)
+    rect = native.style().subElementRect(QStyle.SubElement.SE_CheckBoxIndicator, option, native)
+    qtbot.mouseClick(native, Qt.MouseButton.LeftButton, pos=rect.center() if rect.isValid() else QPoint(8, 8))

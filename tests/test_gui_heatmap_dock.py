@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from gui_forms import click, type_into  # noqa: E402
+from gui_forms import click, tick, type_into  # noqa: E402
 
 from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2._widgets._views import plugin_role  # noqa: E402
@@ -83,7 +83,7 @@ def test_new_object_with_untrained_block_leaves_no_stale_rpsam2_map(scene, qtbot
     assert names == ["frames"]
 
 
-def test_messages_and_cancel(scene, qtbot, model):
+def test_messages_cancel_and_the_click_preview(scene, qtbot, model):
     viewer, img, lab, dock = scene
     click(qtbot, dock.run_button)
     assert "load one in the click dock's Model box" in dock.status.text() and "'random'" in dock.status.text()
@@ -98,3 +98,21 @@ def test_messages_and_cancel(scene, qtbot, model):
     qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
     assert "Cancelled" in dock.status.text() and not _maps(viewer)
     assert dock.run_button.isEnabled()
+
+    # the click preview as the object (the slice's embedding is cached by now)
+    tick(qtbot, dock.use_preview)
+    assert not dock.labels_picker.isEnabled()
+    type_into(qtbot, dock.stride, "24")
+    click(qtbot, dock.run_button)
+    assert "No preview" in dock.status.text() and not dock.running
+    # what the click dock leaves: a Labels layer marked as the preview of this image
+    preview = (lab.data == 2).astype(np.uint8)
+    viewer.add_labels(preview, name="frames preview", scale=lab.scale, translate=lab.translate,
+                      metadata={"napari_rpsam2": {"role": "preview", "image": img.unique_id}})
+    assert [dock.labels_picker.itemText(i) for i in range(dock.labels_picker.count())] == ["annotations"]
+    _compute(qtbot, dock)
+    maps = _maps(viewer)
+    assert set(maps) == {"frames Dice SAM2"}, dock.status.text()
+    assert maps["frames Dice SAM2"].metadata["napari_rpsam2"]["reference"].startswith("the click preview")
+    painted = np.isfinite(maps["frames Dice SAM2"].data[0])
+    assert painted[preview[0] == 0].mean() < 0.05 and painted[preview[0] == 1].any()

@@ -19,7 +19,7 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPush
 from ..app.heatmap import maps_wanted, object_mask, sensitivity_maps
 from ..jobs import CancelFlag
 from ._slicing import SliceError, image_slice, labels_plane
-from ._views import DockView, is_plugin_layer, mark_plugin_layer, plugin_layers, scrolling_dock
+from ._views import METADATA_KEY, DockView, is_plugin_layer, mark_plugin_layer, plugin_layers, scrolling_dock
 from ._workers import Bridge, LayerPicker, StatusLabel, cancel_when_destroyed, error_text, start_worker
 from ._workspace import real_viewer, workspace_for
 
@@ -151,7 +151,9 @@ class HeatmapWidget(DockView):
         sl = image_slice(self.viewer, self.image_picker.layer())
         where = f" on slice {sl.index[0]}" if len(sl.index) == 1 else ""
         if self.use_preview.value:
-            previews = plugin_layers(self.viewer, "preview")
+            mine = getattr(sl.layer, "unique_id", None)  # the click dock marks its preview with its image's id
+            previews = sorted(plugin_layers(self.viewer, "preview"),
+                              key=lambda layer: layer.metadata[METADATA_KEY].get("image") != mine)
             mask = None if not previews else labels_plane(previews[0], sl.index, sl.plane.shape[:2]) != 0
             if mask is None or not mask.any():
                 raise SliceError(f"No preview{where}: click on an object with the click dock first, "
