@@ -77,42 +77,5 @@ grab(viewer, "click_widget.png")
 click.commit()
 wait(lambda: True)
 
-# 2. heatmap widget on the knife (object 2) of slice 0, with the moving shift block
-viewer.window.remove_dock_widget(click)
-_, heat = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Click-sensitivity heatmap")
-heat.set_model(demo)
-heat.image_picker.set_layer(image)
-heat.labels_picker.set_layer(labels)
-heat.object_id.setValue(1)
-heat.stride.setValue(6)
-for layer in list(viewer.layers):
-    if layer.name.endswith(("clicks", "click shifts", "preview")):
-        layer.visible = False
-heat.run()
-wait(lambda: not heat.running, 600)
-print(heat.status.text())
-viewer.window._qt_window.tabifyDockWidget
-grab(viewer, "heatmap_widget.png")
-
-# 3. training widget: two short epochs on the sample stack
-for layer in list(viewer.layers):
-    if layer.name.startswith("Dice heatmap"):
-        layer.visible = False
-labels.visible = True
-viewer.window.remove_dock_widget(heat)
-_, train = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Train shift block")
-train.set_model(model)
-train.image_picker.set_layer(image)
-train.labels_picker.set_layer(labels)
-train.epochs.setValue(4)
-train.clicks.setValue(2)
-train.stride.setValue(32)
-train.eval_clicks.setValue(2)
-train.lr.setValue(1e-3)
-__import__("pathlib").Path("out").mkdir(exist_ok=True)
-train.out.setText("out/rpsam2-demo.safetensors")  # relative: no machine path in the picture
-train.start()
-wait(lambda: not train.running, 900)
-print(train.status.text())
-grab(viewer, "training_widget.png")
+# the heatmap and training docks: docs/make_screenshots_heatmap_training.py
 viewer.close()

@@ -113,9 +113,9 @@ def test_kill_9_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path: Path) -
 def test_cancel_while_preparing_keeps_previous_checkpoints(tmp_path: Path, model: RPSAM2, frame0, stage: str
                                                            ) -> None:
     """A resumed run cancelled before its first step leaves both checkpoints byte for byte."""
-    from napari_rpsam2._widgets._workers import prepare_torch_optimizers
+    from napari_rpsam2._widgets._torch_import import import_torch_compiler
 
-    prepare_torch_optimizers()  # AdamW imports torch._dynamo; safe even if a napari viewer ran before
+    import_torch_compiler()  # AdamW imports torch._dynamo; safe even if a napari viewer ran before
     image, labels, _ = frame0
     stack = stack_from_arrays(np.stack([image, image]), np.stack([labels, labels]))  # slice 1: a cache hit
     out = tmp_path / "shift.safetensors"

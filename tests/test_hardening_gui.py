@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from qtpy.QtCore import QThreadPool  # noqa: E402
+from qtpy.QtCore import QThreadPool, Qt  # noqa: E402
 
 from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2.model import read_header  # noqa: E402
@@ -22,15 +22,19 @@ def _no_workers() -> bool:
     return QThreadPool.globalInstance().activeThreadCount() == 0
 
 
-def _training_widget(viewer, model: RPSAM2, image_layer, labels_layer, out) -> object:
+def _training_widget(viewer, qtbot, model: RPSAM2, image_layer, labels_layer, out, epochs: str = "1500") -> object:
+    from gui_forms import click, type_into
+
+    from napari_rpsam2._widgets._workspace import workspace_for
+
     _, widget = viewer.window.add_plugin_dock_widget("napari-rpsam2", TRAIN)
-    widget.set_model(model)
+    workspace_for(viewer).set_model(RPSAM2(model.backbone))
     widget.image_picker.set_layer(image_layer)
     widget.labels_picker.set_layer(labels_layer)
-    widget.stride.setValue(32)
-    widget.eval_clicks.setValue(1)
-    widget.clicks.setValue(1)
-    widget.out.setText(str(out))
+    click(qtbot, widget.params_button)
+    for field, text in ((widget.form.grid_stride, "32"), (widget.form.eval_clicks, "1"),
+                        (widget.form.clicks_per_object, "1"), (widget.form.epochs, epochs), (widget.out, str(out))):
+        type_into(qtbot, field, text)
     return widget
 
 
@@ -40,12 +44,12 @@ def test_closing_the_viewer_stops_training_and_background_embedding(make_napari_
     viewer = make_napari_viewer()
     train_image = viewer.add_image(image[:2], rgb=True, name="frames")
     train_labels = viewer.add_labels(labels[:2], name="labels")
-    training = _training_widget(viewer, model, train_image, train_labels, tmp_path / "shift.safetensors")
+    training = _training_widget(viewer, qtbot, model, train_image, train_labels, tmp_path / "shift.safetensors")
     new_stack = viewer.add_image(np.ascontiguousarray(image[..., ::-1]), rgb=True, name="not yet embedded")
     _, click = viewer.window.add_plugin_dock_widget("napari-rpsam2", CLICK)
     click.image_picker.set_layer(new_stack)
     click.set_model(RPSAM2(model.backbone, cache=model.cache))
-    training.start()
+    qtbot.mouseClick(training.start_button, Qt.MouseButton.LeftButton)
     assert training.running and click.embedder.running
     train_flag, embed_flag = training._cancel, click.embedder._cancel
     assert not train_flag() and not embed_flag()
@@ -69,9 +73,9 @@ def test_training_while_clicking_keeps_both_working(make_napari_viewer, qtbot, t
     click.set_model(RPSAM2(model.backbone, cache=model.cache))
     click.image_picker.set_layer(frames)
     out = tmp_path / "shift.safetensors"
-    training = _training_widget(viewer, model, frames, painted, out)
-    training.epochs.setValue(1000)  # long enough to still run while the clicks are answered
-    training.start()
+    # 1000 epochs: long enough to still run while the clicks are answered
+    training = _training_widget(viewer, qtbot, model, frames, painted, out, epochs="1000")
+    qtbot.mouseClick(training.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(training.plot.logs) >= 1, timeout=150_000)  # in the epoch loop now
 
     prompts, preview = click.layers()["prompts"], click.layers()["preview"]
@@ -87,10 +91,9 @@ def test_training_while_clicking_keeps_both_working(make_napari_viewer, qtbot, t
 
     done = len(training.plot.logs)
     qtbot.waitUntil(lambda: len(training.plot.logs) > done, timeout=150_000)  # still training after the clicks
-    training.stop()
+    qtbot.mouseClick(training.stop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not training.running, timeout=150_000)
-    result = training.result
-    assert result is not None, training.status.text()
+    result = training.trained.result
     assert result.cancelled and len(result.history) >= 2
     assert all(h.val_mdsc is not None for h in result.history)  # split by slice gave a validation slice
     assert out.exists() and read_header(out)["training"]["epoch"] == result.best_epoch
@@ -100,23 +103,19 @@ def test_bad_input_in_widgets_gives_messages(make_napari_viewer, qtbot, tmp_path
     image, labels, _ = frame0
     viewer = make_napari_viewer()
     img = viewer.add_image(np.stack([image, image]), rgb=True, name="pair")
-    _, training = viewer.window.add_plugin_dock_widget("napari-rpsam2", TRAIN)
-    training.set_model(model)
-    training.out.setText(str(tmp_path / "x.safetensors"))
+    wrong = viewer.add_labels(np.stack([labels, labels])[:, :200], name="cropped")
+    training = _training_widget(viewer, qtbot, model, img, wrong, tmp_path / "x.safetensors")
 
     # labels of another shape than the image
-    wrong = viewer.add_labels(np.stack([labels, labels])[:, :200], name="cropped")
-    training.image_picker.set_layer(img)
-    training.labels_picker.set_layer(wrong)
-    training.start()
+    qtbot.mouseClick(training.start_button, Qt.MouseButton.LeftButton)
     assert not training.running
-    assert "image 'pair' is (2, 256, 320) but labels 'cropped' are (2, 200, 320)" in training.status.text()
+    assert "'cropped' has shape (2, 200, 320) but the image needs (2, 256, 320)" in training.status.text()
 
     # negative label ids: the data loader's message, naming the slice, in the widget
     negative = np.stack([labels, labels]).astype(np.int32)
     negative[1, 0, 0] = -1
     training.labels_picker.set_layer(viewer.add_labels(negative, name="negative"))
-    training.start()
+    qtbot.mouseClick(training.start_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not training.running, timeout=30_000)
     assert "Training failed: labels (slice 1): labels contain negative ids" in training.status.text()
     assert not (tmp_path / "x.safetensors").exists()

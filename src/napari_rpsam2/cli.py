@@ -93,8 +93,9 @@ def cmd_embed(args: argparse.Namespace, base=None) -> int:
 
 
 def cmd_train(args: argparse.Namespace, base=None) -> int:
+    from .app.train import train
     from .training import ddp
-    from .training.trainer import TrainConfig, train_shift_block
+    from .training.trainer import TrainConfig
 
     if (args.val_images is None) != (args.val_labels is None):
         raise UsageError("give both --val-images and --val-labels, or neither")
@@ -108,32 +109,25 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     if not args.lr > 0:
         raise UsageError("--lr must be positive")
-    train = _stack(args.images, args.labels, args.class_map)
-    val = None if args.val_images is None else _stack(args.val_images, args.val_labels, args.class_map, "validation ")
+    val_fraction = getattr(args, "val_fraction", 0.2)
+    if not 0 <= val_fraction < 1:
+        raise UsageError("--val-fraction must be at least 0 and below 1")
+    data = _training_data(args, val_fraction)
     cache = Path(args.cache).expanduser() if args.cache else None
     rank, world = 0, 1
     if "RANK" in os.environ:  # started by torchrun: join its process group
         rank, world, args.device = ddp.init_from_env(args.device)
+    if rank == 0:
+        print(f"validation: {data.validation}", file=sys.stderr)
     model = _make_model(args, base, cache_dir=cache)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          clicks_per_object=args.clicks, seed=args.seed, grid_stride=args.grid_stride,
                          eval_clicks=args.val_clicks)
     bars = ProgressBars(args.quiet)
-
-    def on_epoch(log) -> None:
-        val_txt = "" if log.val_mdsc is None or not math.isfinite(log.val_mdsc) else (
-            f"  val mDSC {log.val_mdsc:.2f}% mHD95 {log.val_mhd95:.1f}px")
-        line = (f"epoch {log.epoch}: loss {log.loss:.4f} "
-                f"(dice {log.dice_loss:.4f}, dist {log.dist_loss:.4f}, out {log.out_loss:.4f}){val_txt}"
-                f"{'  *best' if log.is_best else ''}  [{log.seconds:.1f}s]")
-        from tqdm.auto import tqdm
-
-        tqdm.write(line)
-
     with sigint_cancel() as cancel:
         try:
-            result = train_shift_block(model, train, out, config, val=val, resume=args.resume,
-                                       log_path=args.log, progress=bars, on_epoch=on_epoch, cancel=cancel)
+            result = train(model, data, out, config, resume=args.resume, log_path=args.log, progress=bars,
+                           on_epoch=_print_epoch, cancel=cancel).result
         finally:
             bars.close()
             ddp.leave_group()
@@ -154,9 +148,40 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
     return 0
 
 
+def _training_data(args: argparse.Namespace, val_fraction: float):
+    """The training data of ``rpsam2 train`` (the same reader and split as the training dock)."""
+    from .app.train import data_from_folders
+
+    img_dir = existing_folder(args.images, "images")
+    lab_dir = existing_folder(args.labels, "labels")
+    val_img = val_lab = None
+    if args.val_images is not None:
+        val_img = existing_folder(args.val_images, "validation images")
+        val_lab = existing_folder(args.val_labels, "validation labels")
+    if args.class_map is not None:
+        existing_file(args.class_map, "class map")
+    data = data_from_folders(img_dir, lab_dir, class_map=args.class_map, val_images_dir=val_img,
+                             val_labels_dir=val_lab, val_fraction=val_fraction, seed=args.seed)
+    seen = [*data.train.warnings, *(data.val.warnings if data.val is not None else [])]
+    for warning in dict.fromkeys(seen):  # a split copies the reader's warnings into both parts
+        print(f"rpsam2: warning: {warning}", file=sys.stderr)
+    return data
+
+
+def _print_epoch(log) -> None:
+    from tqdm.auto import tqdm
+
+    val_txt = "" if log.val_mdsc is None or not math.isfinite(log.val_mdsc) else (
+        f"  val mDSC {log.val_mdsc:.2f}% mHD95 {log.val_mhd95:.1f}px")
+    tqdm.write(f"epoch {log.epoch}: loss {log.loss:.4f} "
+               f"(dice {log.dice_loss:.4f}, dist {log.dist_loss:.4f}, out {log.out_loss:.4f}){val_txt}"
+               f"{'  *best' if log.is_best else ''}  [{log.seconds:.1f}s]")
+
+
 def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
-    from .evaluation.protocol import EvaluationCancelled, evaluate
-    from .evaluation.report import class_rows, method_names, write_csv, write_figure, write_json
+    from .app.evaluate import evaluate, write_report
+    from .evaluation.report import class_rows, method_names
+    from .jobs import Cancelled
 
     out = output_file(args.out, ".json")
     if args.clicks < 1:
@@ -168,7 +193,7 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
     with sigint_cancel() as cancel:
         try:
             report = evaluate(model, stack, clicks=args.clicks, progress=bars, cancel=cancel)
-        except EvaluationCancelled:
+        except Cancelled:
             print("rpsam2: evaluation cancelled; nothing written", file=sys.stderr)
             return 130
         finally:
@@ -177,9 +202,7 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
     report["run"] = {"images": str(args.images), "labels": str(args.labels),
                      "shift_block": args.shift_block, "backbone": model.backbone.name,
                      "sam2_weights": model.backbone.weights_signature}
-    write_json(report, out)
-    write_csv(report, out.with_suffix(".csv"))
-    write_figure(report, out.with_suffix(".png"), title=f"{'/'.join(Path(args.images).resolve().parts[-2:])}: {args.clicks} seeds")
+    write_report(report, out, title=f"{'/'.join(Path(args.images).resolve().parts[-2:])}: {args.clicks} seeds")
     print(f"{'method':<8} {'class':<16} {'mDSC (%)':>16} {'mHD95 (px)':>18}")
     for m in method_names(report):
         for r in class_rows(report[m]):
@@ -193,34 +216,29 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
 
 def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
     from ._atomic import atomic_write
-    from .evaluation.sensitivity import heatmap, save_maps_png
-
-    out = output_file(args.out, ".npy")
-    from .training.data import stack_from_arrays
-
+    from .app.heatmap import object_mask, sensitivity_maps
+    from .evaluation.sensitivity import save_maps_png
     from .training.data import read_image_file, read_label_file
 
+    out = output_file(args.out, ".npy")
     image = read_image_file(existing_file(args.image, "image"))
     labels = read_label_file(existing_file(args.labels, "labels"))
     if image.shape[:2] != labels.shape:
         raise UsageError(f"image {args.image} is {image.shape[:2]} but labels {args.labels} are {labels.shape}")
-    objects = stack_from_arrays(image, labels, rgb=image.ndim == 3).labels[0]  # binary masks → components
-    ids = [int(i) for i in np.unique(objects) if i != 0]
-    if args.object not in ids:
-        raise UsageError(f"object {args.object} is not in {args.labels}; its object ids are {ids[:20]}")
+    try:  # binary masks → connected components, as the training reader does
+        mask = object_mask(labels, args.object, split_binary=True, where=str(args.labels))
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     if args.stride is not None and args.stride < 1:
         raise UsageError("--stride must be at least 1 pixel")
     model = _make_model(args, base, cache_dir=Path(args.cache).expanduser() if args.cache else None)
-    mask = objects == args.object
-    methods = [False] + ([True] if args.shift_block else [])
-    maps = []
-    for refine in methods:
-        bars = ProgressBars(args.quiet, "rpsam2 grid" if refine else "sam2 grid")
-        try:
-            maps.append(heatmap(model, image, mask, stride=args.stride, refine=refine,
-                                rgb=image.ndim == 3, progress=bars))
-        finally:
-            bars.close()
+    bars = ProgressBars(args.quiet)
+    try:
+        maps = sensitivity_maps(model, image, mask, stride=args.stride, refined=bool(args.shift_block),
+                                rgb=image.ndim == 3, progress=lambda stage, done, total: bars(
+                                    f"{stage} grid", done, total))
+    finally:
+        bars.close()
     outputs = {maps[-1].method: out}
     if len(maps) > 1:
         outputs["sam2"] = out.with_name(out.stem + "_sam2.npy")
@@ -283,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", default=None, help="checkpoint to continue from (<out>.last.safetensors)")
     sp.add_argument("--log", default=None, help="per-epoch log (.jsonl)")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--val-fraction", type=float, default=0.2,
+                    help="without --val-images: share of the annotated images held out for validation "
+                         "(0: none; the same split as the training widget)")
     sp.set_defaults(func=cmd_train, shift_block=None)
 
     sp = sub.add_parser("evaluate", help="10-seed single-click evaluation, SAM2 vs RP-SAM2")

@@ -1,96 +1,88 @@
-"""Click-sensitivity heatmap dock widget: the Dice one gets by clicking each grid point."""
+"""Click-sensitivity heatmap dock: a view over the viewer's workspace and :mod:`napari_rpsam2.app.heatmap`.
+
+The maps it adds are named after the image (``"<image> Dice SAM2"``,
+``"<image> Dice RP-SAM2"``), carry ``metadata["napari_rpsam2"] = {"role":
+"heatmap", ...}`` and show napari's colour bar.  On a stack a map lives on its
+slice only (a one-slice layer placed at that slice).  A new computation
+replaces the dock's previous maps: none stays behind describing another object.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.widgets import CheckBox, Container, SpinBox
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from ..model.shift_block import offset_is_identity
+from ..app.heatmap import maps_wanted, object_mask, sensitivity_maps
+from ..jobs import CancelFlag
 from ._slicing import SliceError, image_slice, labels_plane
-from ._workers import (Bridge, CancelFlag, ClickModelUser, LayerPicker, StatusLabel, error_text, find_click_widget,
-                       start_worker)
+from ._views import METADATA_KEY, DockView, is_plugin_layer, mark_plugin_layer, plugin_layers, scrolling_dock
+from ._workers import Bridge, LayerPicker, StatusLabel, cancel_when_destroyed, error_text, start_worker
+from ._workspace import real_viewer, workspace_for
 
 if TYPE_CHECKING:
     import napari
 
     from ..evaluation.sensitivity import SensitivityMap
-    from ..model import RPSAM2
 
-__all__ = ["HeatmapWidget", "sensitivity_maps"]
+__all__ = ["HeatmapWidget", "stats_html", "NO_MODEL"]
 
-CLICK_WIDGET = "Click segmentation (RP-SAM2)"
-
-
-def sensitivity_maps(model: "RPSAM2", plane: np.ndarray, mask: np.ndarray, *, stride: int | None, rgb: bool,
-                     key: Any, refined: bool, progress=None, cancel=None) -> list["SensitivityMap"]:
-    """SAM2 (and, when ``refined``, RP-SAM2) sensitivity maps of one object (Qt-free)."""
-    from ..evaluation.sensitivity import heatmap
-
-    maps = []
-    for i, refine in enumerate((False, True) if refined else (False,)):
-        def step(done: int, total: int, _i: int = i) -> None:
-            if progress is not None:
-                progress(_i * total + done, total * (2 if refined else 1))
-
-        maps.append(heatmap(model, plane, mask, stride=stride, refine=refine, rgb=rgb, key=key,
-                            progress=step, cancel=cancel))
-    return maps
+NO_MODEL = ("No model: load one in the click dock's Model box (Plugins ▸ RP-SAM2 ▸ Click segmentation; "
+            "weights 'random' work offline).")
+METHOD = {False: "SAM2", True: "RP-SAM2"}
 
 
-def stats_html(maps: list["SensitivityMap"]) -> str:
+def stats_html(maps: list["SensitivityMap"], what: str) -> str:
     """A small table: mean, std, min Dice and share of clicks below 0.5 per method."""
-    names = {"sam2": "SAM2", "rpsam2": "RP-SAM2"}
-    head = "".join(f"<th>{names[m.method]}</th>" for m in maps)
+    head = "".join(f"<th>{METHOD[m.refine]}</th>" for m in maps)
     stats = [m.stats() for m in maps]
     rows = [("clicks", lambda s: f"{s['points']}"), ("mean Dice", lambda s: f"{s['mean']:.3f}"),
             ("std", lambda s: f"{s['std']:.3f}"), ("min", lambda s: f"{s['min']:.3f}"),
             ("clicks with Dice &lt; 0.5", lambda s: f"{100 * s['share_below_0.5']:.0f}%")]
     body = "".join(f"<tr><td>{name}</td>" + "".join(f"<td align='right'>{fmt(s)}</td>" for s in stats) + "</tr>"
                    for name, fmt in rows)
-    return f"<table cellspacing='6'><tr><th></th>{head}</tr>{body}</table>"
+    return f"<b>{what}</b><table cellspacing='6'><tr><th></th>{head}</tr>{body}</table>"
 
 
-class HeatmapWidget(ClickModelUser, QWidget):
-    """Grid-sensitivity heatmap of one object for SAM2 and RP-SAM2.
+def map_geometry(image: Any, index: tuple[int, ...], dice_map: np.ndarray) -> tuple[np.ndarray, list, list]:
+    """``(data, scale, translate)`` placing a 2D map on slice ``index`` of ``image`` only."""
+    scale, translate = list(image.scale), list(image.translate)
+    lead = len(scale) - 2
+    if lead <= 0:
+        return dice_map, scale, translate
+    for axis, i in enumerate(index[-lead:]):
+        translate[axis] += i * scale[axis]
+    return dice_map.reshape((1,) * lead + dice_map.shape), scale, translate
 
-    Uses the model of the click widget (or one given with :meth:`set_model`).
-    """
+
+class HeatmapWidget(DockView):
+    """Grid-sensitivity heatmap of one object for SAM2 and (with a trained block) RP-SAM2."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
         super().__init__()
-        self.viewer = napari_viewer
-        self._model: RPSAM2 | None = None
+        self.viewer = real_viewer(napari_viewer)
+        self.workspace = workspace_for(napari_viewer)
         self._cancel: CancelFlag | None = None
-        self._layers: dict[str, Image] = {}
         self.last_maps: list[SensitivityMap] = []
         self._bridge = Bridge()
-        self._bridge.progress.connect(self._progress)
+        self._bridge.message.connect(self._progress)
 
-        self.image_picker = LayerPicker(napari_viewer, (Image,), exclude=self._is_own)
-        self.labels_picker = LayerPicker(napari_viewer, (Labels,))
-        self.object_id = QSpinBox()
-        self.object_id.setRange(1, 2**31 - 1)
-        self.object_id.setToolTip("Id of the object in the Labels layer, on the slice shown")
-        self.use_preview = QCheckBox("Use the click widget's current preview instead")
-        self.use_preview.toggled.connect(lambda on: (self.labels_picker.setEnabled(not on), self.object_id.setEnabled(not on)))
-        self.stride = QSpinBox()
-        self.stride.setRange(0, 512)
-        self.stride.setSpecialValueText("auto")
-        self.stride.setSuffix(" px")
-        self.stride.setToolTip("Grid spacing; auto gives about 12×12 points inside the object")
+        self.image_picker = LayerPicker(self.viewer, (Image,), exclude=is_plugin_layer)
+        self.labels_picker = LayerPicker(self.viewer, (Labels,), exclude=is_plugin_layer)
+        self.options = Container(widgets=[
+            SpinBox(name="object_id", label="Object id", value=1, min=1, max=2**31 - 1,
+                    tooltip="Id of the object in the Labels layer, on the slice shown"),
+            CheckBox(name="use_preview", value=False, text="Use the click preview instead",
+                     tooltip="Map the object the click dock shows as its preview (current slice)"),
+            SpinBox(name="stride", label="Grid stride (px)", value=0, min=0, max=512,
+                    tooltip="Grid spacing in pixels; 0 = auto (about 12×12 points inside the object)"),
+        ])
+        self.object_id, self.use_preview, self.stride = (self.options.object_id, self.options.use_preview,
+                                                         self.options.stride)
+        self.use_preview.changed.connect(self._preview_toggled)
         self.run_button = QPushButton("Compute heatmap")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
@@ -99,27 +91,54 @@ class HeatmapWidget(ClickModelUser, QWidget):
         self.progress = QProgressBar()
         self.progress.setFormat("grid clicks %v/%m")
         self.stats = QLabel()
-        self.status = StatusLabel("Pick an object and press Compute heatmap. Uses the click widget's model.")
+        self.stats.setWordWrap(True)
+        self.model_line = QLabel()
+        self.model_line.setWordWrap(True)
+        self.status = StatusLabel("Pick an object and press Compute heatmap.")
+        scrolling_dock(self, self._panel())
+        self.workspace.events.model_changed.connect(self._model_changed)
+        self.workspace.events.shift_block_changed.connect(self._model_changed)
+        self._model_changed()
+        cancel_when_destroyed(self, lambda: self._cancel)
 
-        lay = QVBoxLayout(self)
+    def _panel(self) -> QWidget:
+        panel = QWidget()
+        lay = QVBoxLayout(panel)
         form = QFormLayout()
         form.addRow("Image", self.image_picker)
         form.addRow("Labels", self.labels_picker)
-        form.addRow("Object id", self.object_id)
-        form.addRow(self.use_preview)
-        form.addRow("Grid stride", self.stride)
         lay.addLayout(form)
+        self.options.native.layout().setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.options.native)
         row = QHBoxLayout()
         row.addWidget(self.run_button)
         row.addWidget(self.cancel_button)
         lay.addLayout(row)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.stats)
-        lay.addWidget(self.status)
+        for w in (self.progress, self.model_line, self.stats, self.status):
+            lay.addWidget(w)
         lay.addStretch(1)
+        return panel
 
-    def _is_own(self, layer: Any) -> bool:
-        return any(layer is own for own in self._layers.values())
+    def _preview_toggled(self, on: bool) -> None:
+        self.labels_picker.setEnabled(not on)
+        self.object_id.enabled = not on
+
+    def _model_changed(self, *_: Any) -> None:
+        model = self.workspace.model
+        if model is None:
+            self.model_line.setText(NO_MODEL)
+        elif len(maps_wanted(model)) > 1:
+            self.model_line.setText("Model: trained shift block → maps for SAM2 and RP-SAM2.")
+        else:
+            self.model_line.setText("Model: untrained shift block → SAM2 map only (RP-SAM2 would be identical).")
+
+    def cleanup(self) -> None:
+        """Stop a running job and stop following the viewer and the workspace."""
+        self.cancel()
+        for picker in (self.image_picker, self.labels_picker):
+            picker.disconnect_viewer()
+        self.workspace.events.model_changed.disconnect(self._model_changed)
+        self.workspace.events.shift_block_changed.disconnect(self._model_changed)
 
     # ------------------------------------------------------------------ running
     @property
@@ -128,56 +147,54 @@ class HeatmapWidget(ClickModelUser, QWidget):
         return self._cancel is not None
 
     def _reference(self) -> tuple[Any, np.ndarray, str]:
-        """``(image slice, object mask, description)``."""
-        if self.use_preview.isChecked():
-            click = find_click_widget(self.viewer)
-            shown = None if click is None else click.preview_mask()
-            if shown is None:
-                raise SliceError("No preview: click on an object in the click widget first, or pick a Labels object.")
-            index, mask = shown
-            return image_slice(self.viewer, self.image_picker.layer(), index), mask, "preview"
+        """``(image slice, object mask, description)`` of what to map."""
         sl = image_slice(self.viewer, self.image_picker.layer())
+        where = f" on slice {sl.index[0]}" if len(sl.index) == 1 else ""
+        if self.use_preview.value:
+            mine = getattr(sl.layer, "unique_id", None)  # the click dock marks its preview with its image's id
+            previews = sorted(plugin_layers(self.viewer, "preview"),
+                              key=lambda layer: layer.metadata[METADATA_KEY].get("image") != mine)
+            mask = None if not previews else labels_plane(previews[0], sl.index, sl.plane.shape[:2]) != 0
+            if mask is None or not mask.any():
+                raise SliceError(f"No preview{where}: click on an object with the click dock first, "
+                                 "or untick the box and pick a Labels object.")
+            return sl, mask, f"the click preview{where}"
         labels = self.labels_picker.layer()
         if labels is None:
-            raise SliceError("No Labels layer: pick the labels of the object (or use the click widget's preview).")
+            raise SliceError("No Labels layer: pick the labels of the object (or use the click preview).")
         plane = labels_plane(labels, sl.index, sl.plane.shape[:2])
-        oid = self.object_id.value()
-        mask = plane == oid
-        if not mask.any():
-            ids = [int(i) for i in np.unique(plane) if i != 0][:20]
-            where = f" on slice {sl.index[0]}" if sl.index else ""
-            raise SliceError(f"Object {oid} is not in '{labels.name}'{where}; ids there: {ids or 'none'}.")
-        return sl, mask, f"object {oid}"
+        oid = int(self.object_id.value)
+        try:
+            mask = object_mask(plane, oid, where=f"'{labels.name}'{where}")
+        except ValueError as err:
+            raise SliceError(str(err)[0].upper() + str(err)[1:] + ".") from err
+        return sl, mask, f"object {oid}{where}"
 
     def run(self) -> None:
         """Compute the heatmap(s) in a worker."""
         if self.running:
             return
-        model = self.model
+        model = self.workspace.model
         if model is None:
-            self.status.error(f"No model: open '{CLICK_WIDGET}' (Plugins ▸ RP-SAM2) and load a model there.")
+            self.status.error(NO_MODEL)
             return
         try:
             sl, mask, what = self._reference()
         except SliceError as err:
             self.status.error(str(err))
             return
-        refined = not offset_is_identity(model.shift_block)
-        stride = self.stride.value() or None
+        methods = maps_wanted(model)
         flag = self._cancel = CancelFlag()
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
-        self.status.info(f"Clicking every grid point of {what}" + (" with SAM2 and RP-SAM2…" if refined else
-                         " with SAM2 (the shift block is untrained, so RP-SAM2 would be identical)…"))
-
-        def progress(done: int, total: int) -> None:
-            if not flag():
-                self._bridge.send_progress(done, total)
-
-        start_worker(sensitivity_maps, model, sl.plane, mask, stride=stride, rgb=sl.rgb, key=sl.key,
-                     refined=refined, progress=progress, cancel=flag,
-                     on_return=lambda maps: self._show(flag, sl, what, maps),
+        self.status.info(f"Clicking every grid point of {what} with " + " and ".join(METHOD[m] for m in methods)
+                         + "…")
+        send = self._bridge.send
+        start_worker(sensitivity_maps, model, sl.plane, mask, stride=int(self.stride.value) or None,
+                     refined=len(methods) > 1, contrast_limits=list(sl.layer.contrast_limits), rgb=sl.rgb,
+                     key=sl.key, progress=lambda stage, done, total: None if flag() else send((stage, done, total)),
+                     cancel=flag, on_return=lambda maps: self._show(flag, sl, what, maps),
                      on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
 
     def cancel(self) -> None:
@@ -186,8 +203,10 @@ class HeatmapWidget(ClickModelUser, QWidget):
             self._cancel.set()
             self.status.info("Cancelling…")
 
-    def _progress(self, done: int, total: int) -> None:
-        self.progress.setRange(0, total)
+    def _progress(self, msg: tuple) -> None:
+        stage, done, total = msg
+        self.progress.setFormat(f"{METHOD[stage == 'rpsam2']} grid clicks %v/%m")
+        self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
 
     def _finished(self, flag: CancelFlag) -> None:
@@ -207,27 +226,32 @@ class HeatmapWidget(ClickModelUser, QWidget):
             self.status.info("Cancelled; no heatmap added.")
             return
         image = sl.layer
-        where = f" slice {sl.index[0]}" if len(sl.index) == 1 else ""
+        old = {layer.name: layer for layer in plugin_layers(self.viewer, "heatmap")}
+        shown = []
         for smap in maps:
-            method = "RP-SAM2" if smap.refine else "SAM2"
-            name = f"Dice heatmap {method}"
-            data = np.asarray(smap.dice_map, dtype=np.float32)
-            layer = self._layers.get(name)
-            if layer is not None and layer in self.viewer.layers and layer.data.shape == data.shape:
+            name = f"{image.name} Dice {METHOD[smap.refine]}"
+            data, scale, translate = map_geometry(image, sl.index, np.asarray(smap.dice_map, dtype=np.float32))
+            layer = old.pop(name, None)
+            if layer is not None and layer.data.shape == data.shape:
                 layer.data = data
-                layer.scale, layer.translate = image.scale[-2:], image.translate[-2:]
+                layer.scale, layer.translate = scale, translate
             else:
-                layer = Image(data, name=name, colormap="viridis", contrast_limits=(0.0, 1.0), opacity=0.8,
-                              scale=image.scale[-2:], translate=image.translate[-2:], blending="translucent")
-                self._layers[name] = layer
-                self.viewer.add_layer(layer)
+                if layer is not None:
+                    self.viewer.layers.remove(layer)
+                layer = self.viewer.add_image(data, name=name, colormap="viridis", contrast_limits=(0.0, 1.0),
+                                              opacity=0.8, scale=scale, translate=translate,
+                                              blending="translucent")
             layer.contrast_limits = (0.0, 1.0)
-            layer.metadata["rpsam2"] = {"image": image.name, "reference": what, "slice": list(sl.index),
-                                        "stats": smap.stats(), "stride": smap.stride}
-        if len(maps) > 1:  # RP-SAM2 on top, SAM2 hidden: toggle the eye to compare
-            self._layers["Dice heatmap SAM2"].visible = False
+            layer.visible = True
+            layer.colorbar.visible = True
+            mark_plugin_layer(layer, "heatmap", image=image.name, reference=what, slice=list(sl.index),
+                              method=smap.method, stats=smap.stats(), stride=smap.stride)
+            shown.append(layer)
+        for stale in old.values():  # maps of an earlier object must not describe this one
+            self.viewer.layers.remove(stale)
+        if len(shown) > 1:  # RP-SAM2 on top, SAM2 hidden: toggle the eye to compare
+            shown[0].visible = False
         self.last_maps = maps
-        self.stats.setText(stats_html(maps))
-        self.stats.setMinimumHeight(self.stats.sizeHint().height())
-        self.status.info(f"Heatmap of {what} on '{image.name}'{where}: stride {maps[0].stride:g} px, "
-                         f"{len(maps[0].dice)} clicks. Colour = Dice of the click's mask (0–1).")
+        self.stats.setText(stats_html(maps, f"{what} on '{image.name}'"))
+        self.status.info(f"Heatmap of {what}: stride {maps[0].stride:g} px, {len(maps[0].dice)} clicks. "
+                         "Colour = Dice of the mask a click there gives (0–1).")

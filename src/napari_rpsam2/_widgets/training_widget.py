@@ -1,4 +1,11 @@
-"""Shift-block training dock widget: annotated stacks in the viewer → a checkpoint."""
+"""Shift-block training dock: a view over the viewer's workspace and :mod:`napari_rpsam2.app.train`.
+
+It trains a fresh block on the workspace model's backbone, reusing the
+embeddings and grid-Dice results the workspace already holds, and hands the
+result over with ``workspace.use_shift_block``: the click dock, another
+view of the same workspace, uses it from then on.  Label layers may be
+Labels layers or label PNGs opened as RGB images (three equal channels).
+"""
 
 from __future__ import annotations
 
@@ -6,182 +13,188 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.widgets import Container, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QToolButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QProgressBar, QPushButton, QToolButton, QVBoxLayout,
+                            QWidget)
 
+from ..app.train import label_array, supports_merge_gap, train_from_arrays
+from ..jobs import CancelFlag
+from ..training.data import DataError
 from ._plot import TrainingPlot
-from ._workers import (Bridge, CancelFlag, ClickModelUser, LayerPicker, StatusLabel, cancel_when_destroyed, error_text,
-                       find_click_widget, prepare_torch_optimizers, start_worker)
+from ._slicing import image_slice
+from ._torch_import import import_torch_compiler
+from ._views import DockView, is_plugin_layer, scrolling_dock
+from ._workers import Bridge, LayerPicker, StatusLabel, cancel_when_destroyed, error_text, start_worker
+from ._workspace import real_viewer, workspace_for
 
 if TYPE_CHECKING:
     import napari
 
-    from ..model import RPSAM2
-    from ..training import TrainResult
+    from ..app.train import Trained
 
-__all__ = ["TrainingWidget", "run_training"]
+__all__ = ["TrainingWidget", "NO_MODEL"]
 
-CLICK_WIDGET = "Click segmentation (RP-SAM2)"
-STAGES = {"embeddings": "embedding slices", "candidates": "candidate points", "epoch": "epochs"}
-
-
-def run_training(base: "RPSAM2", image: np.ndarray, labels: np.ndarray, rgb: bool, out: str, config: Any,
-                 val_pair: tuple[np.ndarray, np.ndarray, bool] | None, progress, on_epoch, cancel
-                 ) -> tuple["TrainResult", "RPSAM2"]:
-    """Build the data, train a fresh shift block on ``base``'s frozen backbone (Qt-free).
-
-    The trained model shares the backbone and embedding cache of ``base`` but
-    has its own shift block, so the click widget keeps working meanwhile.
-    """
-    import torch
-
-    from ..model import RPSAM2, ShiftBlock, ShiftBlockConfig
-    from ..training import split_by_slice, stack_from_arrays, train_shift_block
-
-    data = stack_from_arrays(image, labels, rgb=rgb)
-    if val_pair is not None:
-        train, val = data, stack_from_arrays(val_pair[0], val_pair[1], rgb=val_pair[2])
-    elif len(data) >= 2:
-        train, val = split_by_slice(data)
-    else:
-        train, val = data, None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        block = ShiftBlock(ShiftBlockConfig())
-    model = RPSAM2(base.backbone, block, cache=base.cache)
-    result = train_shift_block(model, train, out, config, val=val, progress=progress, on_epoch=on_epoch,
-                               cancel=cancel)
-    return result, model
+NO_MODEL = ("No model: load one in the click dock's Model box (Plugins ▸ RP-SAM2 ▸ Click segmentation; "
+            "weights 'random' work offline).")
+STAGES = {"embeddings": "embedding slices", "candidates": "candidate grid clicks", "epoch": "epochs"}
 
 
-def _spin(value: float, lo: float, hi: float, decimals: int = 0, step: float = 1.0, tip: str = "") -> Any:
-    box = QSpinBox() if decimals == 0 else QDoubleSpinBox()
-    if decimals:
-        box.setDecimals(decimals)
-        box.setSingleStep(step)
-    box.setRange(lo, hi)
-    box.setValue(value)
-    box.setToolTip(tip)
-    return box
+def _label_source(layer: Any) -> bool:
+    """Labels layers, and label PNGs opened as RGB images; never the plugin's own layers."""
+    if is_plugin_layer(layer):
+        return False
+    return isinstance(layer, Labels) or looks_like_label_png(layer)
 
 
-class TrainingWidget(ClickModelUser, QWidget):
+def looks_like_label_png(layer: Any) -> bool:
+    """An RGB image of whole numbers whose three channels agree (checked on a sparse sample)."""
+    if not getattr(layer, "rgb", False) or getattr(layer, "multiscale", False):
+        return False
+    data = layer.data
+    if not np.issubdtype(np.dtype(data.dtype), np.integer):
+        return False
+    sample = np.asarray(data[..., ::8, ::8, :3])
+    return bool(np.array_equal(sample[..., 0], sample[..., 1]) and np.array_equal(sample[..., 0], sample[..., 2]))
+
+
+def _training_job(model, candidates, image, labels, out, config, *, rgb, contrast_limits, val, slice_keys,
+                  merge_gap, progress, on_epoch, cancel) -> "Trained":
+    """The worker's job: torch's optimizer stack is imported here, off the GUI thread."""
+    import_torch_compiler()
+    image, labels = np.asarray(image), np.asarray(labels)
+    if val is not None:
+        val = (np.asarray(val[0]), np.asarray(val[1]), val[2])
+    return train_from_arrays(model, image, labels, out, config, rgb=rgb, contrast_limits=contrast_limits, val=val,
+                             slice_keys=slice_keys, candidates=candidates, merge_gap=merge_gap, progress=progress,
+                             on_epoch=on_epoch, cancel=cancel)
+
+
+def _hyper_parameters() -> Container:
+    f = FloatSpinBox
+    return Container(widgets=[
+        SpinBox(name="epochs", label="Epochs", value=1500, min=1, max=1_000_000,
+                tooltip="Passes over the training slices (paper: 1500)"),
+        f(name="lr", label="Learning rate", value=1e-4, min=1e-6, max=1.0, step=1e-6,
+          tooltip="AdamW learning rate"),
+        SpinBox(name="batch_size", label="Batch size", value=4, min=1, max=256, tooltip="Images per step"),
+        SpinBox(name="clicks_per_object", label="Clicks per object", value=10, min=1, max=1000,
+                tooltip="Random clicks per object per step"),
+        f(name="alpha", label="α (Dice)", value=1.0, min=0.0, max=100.0, step=0.1, tooltip="Weight of the Dice loss"),
+        f(name="beta", label="β (distance)", value=0.1, min=0.0, max=100.0, step=0.1,
+          tooltip="Weight of the distance-to-candidates loss"),
+        f(name="gamma", label="γ (outside)", value=1.0, min=0.0, max=100.0, step=0.1,
+          tooltip="Weight of the stay-inside loss"),
+        f(name="theta", label="θ", value=15.0, min=0.1, max=1000.0, tooltip="Sharpness of the distance loss"),
+        f(name="epsilon", label="ε", value=0.005, min=0.0, max=1.0, step=0.0005,
+          tooltip="Candidates: grid clicks within ε of the best Dice"),
+        SpinBox(name="grid_stride", label="Grid stride (px)", value=0, min=0, max=512,
+                tooltip="Candidate grid spacing in pixels; 0 = auto (about 12×12 points per object)"),
+        SpinBox(name="eval_clicks", label="Validation clicks", value=10, min=1, max=100,
+                tooltip="Validation: single clicks (seeds) per object"),
+        SpinBox(name="merge_gap", label="Merge gap (px)", value=0, min=0, max=100,
+                tooltip="Binary labels: parts of one object closer than this are merged; 0 = the reader's default"),
+    ])
+
+
+class TrainingWidget(DockView):
     """Train the shift block on an annotated stack open in the viewer."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
         super().__init__()
-        self.viewer = napari_viewer
-        self._model: RPSAM2 | None = None
+        self.viewer = real_viewer(napari_viewer)
+        self.workspace = workspace_for(napari_viewer)
         self._cancel: CancelFlag | None = None
-        self.trained_model: RPSAM2 | None = None
-        self.result: TrainResult | None = None
+        self.trained: Trained | None = None
         self._bridge = Bridge()
         self._bridge.message.connect(self._on_message)
 
-        self.image_picker = LayerPicker(napari_viewer, (Image,))
-        self.labels_picker = LayerPicker(napari_viewer, (Labels,))
-        self.use_val = QCheckBox("Separate validation data (else a split by slice)")
-        self.val_image_picker = LayerPicker(napari_viewer, (Image,))
-        self.val_labels_picker = LayerPicker(napari_viewer, (Labels,))
+        v = self.viewer
+        self.image_picker = LayerPicker(v, (Image,), exclude=is_plugin_layer)
+        self.labels_picker = LayerPicker(v, (Labels, Image), exclude=lambda layer: not _label_source(layer))
+        self.use_val = QCheckBox("Separate validation data")
+        self.val_image_picker = LayerPicker(v, (Image,), exclude=is_plugin_layer)
+        self.val_labels_picker = LayerPicker(v, (Labels, Image), exclude=lambda layer: not _label_source(layer))
+        self.use_val.setToolTip("Without it, 20 % of the annotated slices (at least one) are held out for validation")
         self.use_val.toggled.connect(self._val_toggled)
         self._val_toggled(False)
-
-        self.epochs = _spin(1500, 1, 1_000_000, tip="Passes over the training slices (paper: 1500)")
-        self.lr = _spin(1e-4, 1e-7, 1.0, decimals=6, step=1e-5, tip="AdamW learning rate")
-        self.batch = _spin(4, 1, 256, tip="Images per step")
-        self.clicks = _spin(10, 1, 1000, tip="Random clicks per object per step")
-        self.alpha = _spin(1.0, 0.0, 100.0, decimals=3, step=0.1, tip="Weight α of the Dice loss")
-        self.beta = _spin(0.1, 0.0, 100.0, decimals=3, step=0.1, tip="Weight β of the distance-to-candidates loss")
-        self.gamma = _spin(1.0, 0.0, 100.0, decimals=3, step=0.1, tip="Weight γ of the stay-inside loss")
-        self.theta = _spin(15.0, 0.1, 1000.0, decimals=2, tip="Sharpness θ of the distance loss")
-        self.epsilon = _spin(0.005, 0.0, 1.0, decimals=4, step=0.001, tip="Candidates: Dice within ε of the best")
-        self.stride = _spin(0, 0, 512, tip="Candidate grid spacing in pixels (auto: about 12×12 per object)")
-        self.stride.setSpecialValueText("auto")
-        self.eval_clicks = _spin(10, 1, 100, tip="Validation: single clicks (seeds) per object")
-        self.out = QLineEdit(str(Path.home() / "rpsam2-shift-block.safetensors"))
-        self.out.setToolTip("Best checkpoint; '<name>.last.safetensors' beside it lets you resume")
-
+        self.form = _hyper_parameters()
+        if not supports_merge_gap():
+            self.form.merge_gap.enabled = False
+            self.form.merge_gap.tooltip = "Needs a newer data reader (merge_gap); binary labels are split as they are"
+        self.out = FileEdit(mode="w", filter="*.safetensors", label="Output file",
+                            value=str(Path.home() / "rpsam2-shift-block.safetensors"),
+                            tooltip="Best checkpoint; '<name>.last.safetensors' beside it lets you resume")
+        self.params_button = QToolButton()
+        self.params_button.setCheckable(True)
+        self.params_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.params_button.toggled.connect(self._params_toggled)
         self.start_button = QPushButton("Start")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.setToolTip("Stop after the current step; the best checkpoint so far is kept")
-        self.load_button = QPushButton("Use trained shift block in the click widget")
-        self.load_button.setEnabled(False)
+        self.use_button = QPushButton("Use the trained block")
+        self.use_button.setToolTip("The click dock (and the heatmap) use the trained shift block from now on")
+        self.use_button.setEnabled(False)
         self.progress = QProgressBar()
         self.plot = TrainingPlot()
-        self.status = StatusLabel("Pick an annotated image + labels and press Start. Uses the click widget's model.")
+        self.status = StatusLabel("Pick an annotated image and its labels, then press Start.")
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
-        self.load_button.clicked.connect(self.load_into_click_widget)
-        self._layout()
+        self.use_button.clicked.connect(self.use_trained_block)
+        scrolling_dock(self, self._panel())
         cancel_when_destroyed(self, lambda: self._cancel)  # the viewer closed while training runs
 
-    def _layout(self) -> None:
-        lay = QVBoxLayout(self)
+    def _panel(self) -> QWidget:
+        panel = QWidget()
+        lay = QVBoxLayout(panel)
         data = QFormLayout()
         data.addRow("Image", self.image_picker)
         data.addRow("Labels", self.labels_picker)
         data.addRow(self.use_val)
-        data.addRow("Validation image", self.val_image_picker)
-        data.addRow("Validation labels", self.val_labels_picker)
+        data.addRow("Val. image", self.val_image_picker)
+        data.addRow("Val. labels", self.val_labels_picker)
         lay.addLayout(data)
-        box = QGroupBox("Hyper-parameters (paper defaults)")
-        form = QFormLayout(box)
-        for name, w in (("Epochs", self.epochs), ("Learning rate", self.lr), ("Batch size", self.batch),
-                        ("Clicks per object", self.clicks), ("α (Dice)", self.alpha), ("β (distance)", self.beta),
-                        ("γ (outside)", self.gamma), ("θ", self.theta), ("ε", self.epsilon),
-                        ("Grid stride", self.stride), ("Validation clicks", self.eval_clicks)):
-            form.addRow(name, w)
-        lay.addWidget(box)
-        row = QHBoxLayout()
-        row.addWidget(self.out)
-        browse = QToolButton()
-        browse.setText("…")
-        browse.clicked.connect(self._pick_out)
-        row.addWidget(browse)
-        out = QFormLayout()
-        out.addRow("Output file", row)
-        lay.addLayout(out)
+        lay.addWidget(self.params_button)
+        self.form.native.layout().setContentsMargins(12, 0, 0, 0)
+        lay.addWidget(self.form.native)
+        self._params_toggled(False)
+        out = Container(widgets=[self.out])
+        out.native.layout().setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(out.native)
         row = QHBoxLayout()
         row.addWidget(self.start_button)
         row.addWidget(self.stop_button)
         lay.addLayout(row)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.plot)
-        lay.addWidget(self.load_button)
-        lay.addWidget(self.status)
+        for w in (self.progress, self.plot, self.use_button, self.status):
+            lay.addWidget(w)
+        return panel
+
+    def _params_toggled(self, on: bool) -> None:
+        self.params_button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.params_button.setText("Hyper-parameters (paper defaults)")
+        self.form.native.setVisible(on)
 
     def _val_toggled(self, on: bool) -> None:
         self.val_image_picker.setEnabled(on)
         self.val_labels_picker.setEnabled(on)
 
-    def _pick_out(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Shift-block checkpoint", self.out.text(), "Safetensors (*.safetensors)")
-        if path:
-            self.out.setText(path if path.endswith(".safetensors") else path + ".safetensors")
-
     def config(self) -> Any:
-        """A ``TrainConfig`` from the fields."""
+        """A ``TrainConfig`` from the form."""
         from ..training import TrainConfig
 
-        return TrainConfig(epochs=self.epochs.value(), lr=self.lr.value(), batch_size=self.batch.value(),
-                           clicks_per_object=self.clicks.value(), alpha=self.alpha.value(), beta=self.beta.value(),
-                           gamma=self.gamma.value(), theta=self.theta.value(), epsilon=self.epsilon.value(),
-                           grid_stride=self.stride.value() or None, eval_clicks=self.eval_clicks.value())
+        v = {w.name: w.value for w in self.form}
+        return TrainConfig(epochs=v["epochs"], lr=v["lr"], batch_size=v["batch_size"],
+                           clicks_per_object=v["clicks_per_object"], alpha=v["alpha"], beta=v["beta"],
+                           gamma=v["gamma"], theta=v["theta"], epsilon=v["epsilon"],
+                           grid_stride=v["grid_stride"] or None, eval_clicks=v["eval_clicks"])
+
+    def cleanup(self) -> None:
+        """Stop training and stop following the viewer's layers (the dock closed)."""
+        self.stop()
+        for picker in (self.image_picker, self.labels_picker, self.val_image_picker, self.val_labels_picker):
+            picker.disconnect_viewer()
 
     # ------------------------------------------------------------------ run
     @property
@@ -189,52 +202,58 @@ class TrainingWidget(ClickModelUser, QWidget):
         """Whether training is running."""
         return self._cancel is not None
 
-    def _pair(self, image: Any, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _pair(self, image: Any, labels: Any, what: str) -> tuple[Any, Any, bool]:
+        """Image data, label data and ``rgb``, checked cheaply (no copies)."""
         if image is None or labels is None:
-            raise ValueError(f"Pick the {what} image and its Labels layer.")
-        img = np.asarray(image.data[0] if image.multiscale else image.data)
-        lab = np.asarray(labels.data[0] if labels.multiscale else labels.data)
-        spatial = img.shape[:-1] if image.rgb else img.shape
-        if spatial != lab.shape:
-            raise ValueError(f"{what}: image '{image.name}' is {spatial} but labels '{labels.name}' are {lab.shape}; "
-                             "they must have the same slices and size.")
-        if not lab.any():
-            raise ValueError(f"{what}: the labels '{labels.name}' are empty; paint at least one object.")
+            raise DataError(f"Pick the {what} image and its labels.")
+        img = image.data[0] if image.multiscale else image.data
+        lab = labels.data[0] if labels.multiscale else labels.data
+        spatial = np.shape(img)[:-1] if image.rgb else np.shape(img)
+        lab = label_array(lab, spatial, labels.name)
+        if not np.any(lab):
+            raise DataError(f"{what}: the labels '{labels.name}' are empty; paint at least one object.")
         return img, lab, bool(image.rgb)
 
     def start(self) -> None:
-        """Start training in a worker."""
+        """Start training in a worker (everything slow happens there)."""
         if self.running:
             return
-        model = self.model
+        model = self.workspace.model
         if model is None:
-            self.status.error(f"No model: open '{CLICK_WIDGET}' (Plugins ▸ RP-SAM2) and load a model there.")
+            self.status.error(NO_MODEL)
             return
-        out = Path(self.out.text().strip()).expanduser()
-        if not self.out.text().strip() or not out.parent.is_dir():
-            self.status.error(f"Choose an output file in an existing folder (got '{self.out.text()}').")
+        out = self.out.value
+        if not str(out).strip() or str(out) == "." or not Path(out).expanduser().parent.is_dir():
+            self.status.error(f"Choose an output file in an existing folder (got '{out}').")
             return
+        out = Path(out).expanduser()
+        if out.suffix != ".safetensors":
+            out = out.with_name(out.name + ".safetensors")
+        image = self.image_picker.layer()
         try:
-            img, lab, rgb = self._pair(self.image_picker.layer(), self.labels_picker.layer(), "training")
+            img, lab, rgb = self._pair(image, self.labels_picker.layer(), "training")
             val = (self._pair(self.val_image_picker.layer(), self.val_labels_picker.layer(), "validation")
                    if self.use_val.isChecked() else None)
-        except ValueError as err:
+        except DataError as err:
             self.status.error(str(err))
             return
-        prepare_torch_optimizers()
-
         flag = self._cancel = CancelFlag()
         self.plot.clear()
-        self.result = None
+        self.trained = None
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        self.load_button.setEnabled(False)
+        self.use_button.setEnabled(False)
         self.status.info("Training… the viewer stays usable.")
-        emit = self._bridge.send
-        start_worker(run_training, model, img, lab, rgb, str(out), self.config(), val,
+        emit, viewer = self._bridge.send, self.viewer
+        index = (lambda i: (i,)) if image.ndim > 2 else (lambda i: ())
+        gap = int(self.form.merge_gap.value) or None
+        start_worker(_training_job, model, self.workspace.candidates, img, lab, str(out), self.config(), rgb=rgb,
+                     contrast_limits=list(image.contrast_limits), val=val,
+                     slice_keys=lambda i: image_slice(viewer, image, index(i)).key, merge_gap=gap,
                      progress=lambda stage, done, total: emit(("progress", stage, done, total)),
                      on_epoch=lambda log: emit(("epoch", log)), cancel=flag,
-                     on_return=self._trained, on_error=self._failed, on_finish=lambda: self._finished(flag))
+                     on_return=self._trained, on_error=lambda err: self._failed(flag, err),
+                     on_finish=lambda: self._finished(flag))
 
     def stop(self) -> None:
         """Ask the run to stop; it ends after the current step."""
@@ -252,8 +271,11 @@ class TrainingWidget(ClickModelUser, QWidget):
         elif msg[0] == "epoch":
             self.plot.add(msg[1])
 
-    def _failed(self, err: BaseException) -> None:
-        self.status.error(f"Training failed: {error_text(err)}")
+    def _failed(self, flag: CancelFlag, err: BaseException) -> None:
+        if flag():
+            self.status.info("Stopped before the first epoch; no checkpoint was written.")
+        else:
+            self.status.error(f"Training failed: {error_text(err)}")
 
     def _finished(self, flag: CancelFlag) -> None:
         if flag is self._cancel:
@@ -261,31 +283,28 @@ class TrainingWidget(ClickModelUser, QWidget):
         self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
 
-    def _trained(self, value: tuple["TrainResult", "RPSAM2"]) -> None:
-        self.result, self.trained_model = value
-        r = self.result
-        done = len(r.history)
+    def _trained(self, trained: "Trained") -> None:
+        self.trained = trained
+        r = trained.result
         what = "Stopped" if r.cancelled else "Finished"
         if r.checkpoint is None:
-            self.status.info(f"{what} after {done} epoch(s); no checkpoint was written.")
+            self.status.info(f"{what} after {len(r.history)} epoch(s); no checkpoint was written.")
             return
-        self.load_button.setEnabled(True)
-        self.status.info(f"{what} after {done} epoch(s); best epoch {r.best_epoch} saved to {r.checkpoint}.")
+        self.use_button.setEnabled(True)
+        self.status.info(f"{what} after {len(r.history)} epoch(s); best epoch {r.best_epoch} saved to "
+                         f"{r.checkpoint}. Validation: {trained.data.validation}.")
 
-    def load_into_click_widget(self) -> None:
-        """Load the best checkpoint into the click widget (opening it if needed)."""
-        if self.result is None or self.result.checkpoint is None:
-            self.status.error("Nothing to load: train first.")
+    def use_trained_block(self) -> None:
+        """Make the workspace's model use the trained block (the click dock follows)."""
+        if self.trained is None or self.trained.result.checkpoint is None:
+            self.status.error("Nothing to use yet: train first.")
             return
-        click = find_click_widget(self.viewer)
-        if click is None:
-            _, click = self.viewer.window.add_plugin_dock_widget("napari-rpsam2", CLICK_WIDGET)
-        if click.model is None and self.trained_model is not None:
-            click.set_model(self.trained_model)
-            ok = True
-        else:
-            ok = click.load_shift_block(str(self.result.checkpoint))
-        if ok:
-            self.status.info(f"The click widget now uses {self.result.checkpoint}.")
-        else:
-            self.status.error(f"The click widget could not load it: {click.status.text()}")
+        try:
+            if self.workspace.model is None:
+                self.workspace.set_model(self.trained.model)
+            else:
+                self.workspace.load_shift_block(self.trained.result.checkpoint)
+        except (OSError, ValueError) as err:  # e.g. a model with another backbone was loaded meanwhile
+            self.status.error(f"Could not use the trained block: {error_text(err)}")
+            return
+        self.status.info(f"The click dock and the heatmap now use {self.trained.result.checkpoint}.")

@@ -1,0 +1,40 @@
+"""Form input as a person gives it: click a button, select a field's text and type over it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QAbstractSpinBox, QLineEdit, QWidget
+
+
+def click(qtbot: Any, button: QWidget) -> None:
+    """Left-click a button in its middle."""
+    assert button.isVisible() or button.isVisibleTo(button.window()), "the button is not shown"
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def type_into(qtbot: Any, field: Any, text: str) -> None:
+    """Select all of a field's text (Ctrl+A) and type ``text``, then Enter.
+
+    ``field`` is a Qt line edit or spin box, or a magicgui widget holding one.
+    """
+    native = getattr(field, "native", field)
+    if not isinstance(native, (QLineEdit, QAbstractSpinBox)):
+        native = native.findChild(QLineEdit) or native.findChild(QAbstractSpinBox)
+    native.setFocus()
+    qtbot.keyClick(native, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(native, text)
+    qtbot.keyClick(native, Qt.Key.Key_Return)
+
+
+def tick(qtbot: Any, box: Any) -> None:
+    """Click a check box on its indicator (a magicgui CheckBox or a QCheckBox)."""
+    from qtpy.QtCore import QPoint
+    from qtpy.QtWidgets import QStyle, QStyleOptionButton
+
+    native = getattr(box, "native", box)
+    option = QStyleOptionButton()
+    native.initStyleOption(option)
+    rect = native.style().subElementRect(QStyle.SubElement.SE_CheckBoxIndicator, option, native)
+    qtbot.mouseClick(native, Qt.MouseButton.LeftButton, pos=rect.center() if rect.isValid() else QPoint(8, 8))

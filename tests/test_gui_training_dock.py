@@ -1,0 +1,151 @@
+"""Training dock driven as a person does: type the settings, click Start / Stop / Use the trained block."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+from gui_forms import click, type_into  # noqa: E402
+
+from napari_rpsam2 import RPSAM2  # noqa: E402
+from napari_rpsam2._widgets._slicing import image_slice  # noqa: E402
+from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
+from napari_rpsam2.model import read_header  # noqa: E402
+from napari_rpsam2.model.shift_block import offset_is_identity  # noqa: E402
+
+WIDGET = "Train shift block"
+
+
+@pytest.fixture
+def scene(make_napari_viewer, instrument_stack, model):
+    """Two small annotated frames; the labels opened from an RGB PNG (three equal channels)."""
+    image, labels = instrument_stack
+    viewer = make_napari_viewer()
+    img = viewer.add_image(image[:2, :128, :160], rgb=True, name="annotated frames")
+    rgb_labels = np.repeat(labels[:2, :128, :160, None], 3, axis=-1).astype(np.uint8)
+    lab = viewer.add_image(rgb_labels, rgb=True, name="labels.png")
+    workspace = workspace_for(viewer)
+    workspace.set_model(RPSAM2(model.backbone))
+    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", WIDGET)
+    dock.image_picker.set_layer(img)
+    assert dock.labels_picker.layer() is lab  # the label PNG is offered, the photo is not
+    assert dock.labels_picker.count() == 1
+    return viewer, img, dock, workspace
+
+
+def _fill_form(qtbot, dock, out, epochs: str, stride: str = "4") -> None:
+    click(qtbot, dock.params_button)  # unfold the hyper-parameters
+    type_into(qtbot, dock.form.epochs, epochs)
+    type_into(qtbot, dock.form.lr, "0.01")
+    type_into(qtbot, dock.form.clicks_per_object, "1")
+    type_into(qtbot, dock.form.grid_stride, stride)
+    type_into(qtbot, dock.form.eval_clicks, "1")
+    type_into(qtbot, dock.out, str(out))
+
+
+def test_start_trains_without_blocking_and_hands_the_block_over(scene, qtbot, tmp_path, model, monkeypatch):
+    viewer, img, dock, workspace = scene
+    assert (dock.form.epochs.value, dock.form.batch_size.value, dock.form.lr.value) == (1500, 4, 1e-4)
+    out = tmp_path / "block.safetensors"
+    _fill_form(qtbot, dock, out, "2", stride="8")
+    assert dock.config().epochs == 2 and dock.config().grid_stride == 8 and str(dock.out.value) == str(out)
+    for i in range(2):  # the click dock has embedded both slices already
+        sl = image_slice(viewer, img, (i,))
+        workspace.model.embed(sl.plane, contrast_limits=list(img.contrast_limits), rgb=True, key=sl.key)
+    encodes = []
+    real = model.backbone.encode
+    monkeypatch.setattr(model.backbone, "encode", lambda *a, **k: encodes.append(1) or real(*a, **k))
+    bars = []
+    dock.progress.valueChanged.connect(lambda v: bars.append((dock.progress.format(), v, dock.progress.maximum())))
+    changed = []
+    workspace.events.shift_block_changed.connect(changed.append)
+
+    began = time.perf_counter()
+    click(qtbot, dock.start_button)
+    blocked = time.perf_counter() - began
+    assert dock.running and not dock.start_button.isEnabled()
+    assert blocked < 0.3, f"Start blocked the GUI thread for {blocked:.2f} s"
+    qtbot.waitUntil(lambda: not dock.running, timeout=170_000)
+    trained = dock.trained
+    assert trained is not None and not trained.result.cancelled, dock.status.text()
+    assert encodes == [], "training encoded slices the workspace already had"
+    candidate_values = [v for fmt, v, _ in bars if fmt.startswith("candidate grid clicks")]
+    assert len(candidate_values) > len(trained.data.train.objects())  # per chunk, not per object
+    assert any(fmt.startswith("epochs") and v == 2 for fmt, v, _ in bars)
+    assert out.exists() and read_header(out)["backbone"] == model.backbone.name
+    assert "held out for validation" in dock.status.text()
+    # the plot: two epochs, whole-number ticks, legend outside the axes
+    plot = dock.plot
+    assert len(plot.logs) == 2 and plot.logs[-1].val_mdsc is not None
+    lo, hi = plot.ax.get_xlim()
+    ticks = [t for t in plot.ax.get_xticks() if lo <= t <= hi]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert plot.figure.legends and not plot.ax.get_legend()
+    assert offset_is_identity(workspace.model.shift_block)  # nothing changes before the user asks
+
+    click(qtbot, dock.use_button)
+    assert changed and not offset_is_identity(workspace.model.shift_block), dock.status.text()
+    assert "now use" in dock.status.text()
+
+
+def test_stop_ends_within_one_step(scene, qtbot, tmp_path):
+    _, _, dock, _ = scene
+    _fill_form(qtbot, dock, tmp_path / "stopped.safetensors", "1000", stride="24")
+    click(qtbot, dock.start_button)
+    qtbot.waitUntil(lambda: len(dock.plot.logs) >= 1, timeout=170_000)
+    seen = len(dock.plot.logs)
+    click(qtbot, dock.stop_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    result = dock.trained.result
+    assert result.cancelled and len(result.history) <= seen + 1
+    assert result.checkpoint is not None and result.checkpoint.exists()
+    assert dock.start_button.isEnabled() and dock.use_button.isEnabled()
+
+
+def test_messages_for_missing_model_and_bad_labels(make_napari_viewer, qtbot, tmp_path, model):
+    viewer = make_napari_viewer()
+    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", WIDGET)
+    type_into(qtbot, dock.out, str(tmp_path / "x.safetensors"))
+    click(qtbot, dock.start_button)
+    assert "load one in the click dock's Model box" in dock.status.text()
+    workspace_for(viewer).set_model(RPSAM2(model.backbone))
+    click(qtbot, dock.start_button)
+    assert "Pick the training image" in dock.status.text()
+    viewer.add_image(np.zeros((2, 32, 32), np.float32), name="pic")
+    colour = np.zeros((2, 32, 32, 3), np.uint8)
+    colour[:, 4:9, 4:9] = (1, 2, 3)
+    viewer.add_image(colour, rgb=True, name="colour picture")
+    offered = [dock.labels_picker.itemText(i) for i in range(dock.labels_picker.count())]
+    assert offered == [], "a colour picture is offered as labels"
+    empty = viewer.add_labels(np.zeros((2, 32, 32), np.int32), name="nothing")
+    dock.labels_picker.set_layer(empty)
+    click(qtbot, dock.start_button)
+    assert "empty" in dock.status.text() and not dock.running
+
+
+def test_close_button_disconnects_the_pickers(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    dock_widget, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", WIDGET)
+    viewer.add_image(np.zeros((16, 16), np.float32), name="first")
+    assert dock.image_picker.count() == 1
+    click(qtbot, dock_widget.title.close_button)
+    viewer.add_image(np.zeros((16, 16), np.float32), name="second")
+    assert dock.image_picker.count() == 1, "the closed dock still follows the layer list"
+    callbacks = [getattr(cb, "__name__", "") for cb in viewer.layers.events.inserted.callbacks]
+    assert "refresh" not in str(callbacks)
+
+
+def test_docks_fit_a_1280_by_800_window(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    for name in (WIDGET, "Click-sensitivity heatmap"):
+        dock_widget, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", name)
+        assert dock.maximumWidth() <= 420
+    qtbot.wait(200)
+    assert window.width() <= 1280, f"the window grew to {window.width()} px"
