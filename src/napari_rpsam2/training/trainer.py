@@ -37,10 +37,10 @@ from ..evaluation.protocol import evaluate
 from ..jobs import Cancelled
 from .candidates import CandidateCache
 from .data import AnnotatedStack, DataError
-from .losses import distance_loss, outside_loss, signed_distance_map, soft_dice_loss
+from .losses import ObjectShape, distance_loss, object_shape, outside_loss, soft_dice_loss
 
 __all__ = ["TrainConfig", "EpochLog", "TrainResult", "ObjectTarget", "SliceTargets", "prepare_slices",
-           "training_step", "train_shift_block", "last_checkpoint_path"]
+           "training_step", "train_shift_block", "last_checkpoint_path", "make_optimizer"]
 
 LOW_RES = 256
 
@@ -97,7 +97,7 @@ class ObjectTarget:
     inside: np.ndarray  # (A, 2) int32 pixels (row, col) to draw clicks from
     candidates: torch.Tensor  # (M, 2) normalized (x, y)
     target: torch.Tensor  # (256, 256) float mask in SAM2's low-res frame
-    signed_distance: torch.Tensor  # (256, 256) signed distance, low-res pixels
+    shape: ObjectShape  # the object at full resolution, for L_out
 
 
 @dataclass
@@ -120,11 +120,10 @@ def _object_target(mask: np.ndarray, grid, config: TrainConfig, device: torch.de
     hw = mask.shape
     low = F.interpolate(torch.as_tensor(mask, dtype=torch.float32)[None, None], size=(LOW_RES, LOW_RES),
                         mode="bilinear", align_corners=False, antialias=True)[0, 0]
-    sd = signed_distance_map((low > 0.5).numpy())
     cands = pixels_to_normalized(grid.candidates(config.epsilon), hw)
     return ObjectTarget(np.argwhere(mask).astype(np.int32),
                         torch.as_tensor(cands, dtype=torch.float32, device=device),
-                        low.to(device), torch.as_tensor(sd, device=device))
+                        low.to(device), object_shape(mask, device))
 
 
 def prepare_slices(model, stack: AnnotatedStack, config: TrainConfig, *, indices=None,
@@ -200,7 +199,7 @@ def training_step(model, batch: list[SliceTargets], config: TrainConfig, rng: np
         for j, obj in enumerate(item.objects):
             pts = refined[j * k:(j + 1) * k]
             dist = distance_loss(pts, obj.candidates, config.theta)
-            out = outside_loss(pts, obj.signed_distance, config.out_temperature)
+            out = outside_loss(pts, obj.shape, config.out_temperature)
             rest = rest + (config.beta * dist.sum() + config.gamma * out.sum()) / total_clicks
             sums["dist_loss"] += float(dist.detach().sum()) / total_clicks
             sums["out_loss"] += float(out.detach().sum()) / total_clicks
@@ -210,6 +209,22 @@ def training_step(model, batch: list[SliceTargets], config: TrainConfig, rng: np
     sums["loss"] = (config.alpha * sums["dice_loss"] + config.beta * sums["dist_loss"]
                     + config.gamma * sums["out_loss"])
     return sums
+
+
+# ------------------------------------------------------------------ optimizer
+def make_optimizer(block: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW where only the weight matrices of linear layers decay.
+
+    The scale logits (whose sigmoid bounds the shift), the positional
+    embeddings, the LayerNorms and all biases get no weight decay: decaying
+    the scale logits towards 0 would raise the largest shift from 10 % of an
+    axis towards 50 % with no gradient asking for it.
+    """
+    decayed = {id(m.weight) for m in block.modules() if isinstance(m, torch.nn.Linear)}
+    trainable = [p for p in block.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) in decayed], "weight_decay": config.weight_decay},
+              {"params": [p for p in trainable if id(p) not in decayed], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -231,7 +246,12 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, extras: dict[str, torch
     if not state:
         return False
     current = optimizer.state_dict()
-    device = optimizer.param_groups[0]["params"][0].device
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    fits = all(i < len(params) and all(v.shape == params[i].shape for n, v in s.items() if n != "step")
+               for i, s in state.items())
+    if not fits:  # saved with another parameter order (e.g. before the decay groups): start afresh
+        return False
+    device = params[0].device
     state = {i: {n: (v if n == "step" else v.to(device)) for n, v in s.items()} for i, s in state.items()}
     optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
     return True
@@ -291,8 +311,7 @@ def train_shift_block(
     if rank == 0 and not out.parent.is_dir():
         raise DataError(f"cannot write the checkpoint: folder {out.parent} does not exist")
     block = model.shift_block
-    optimizer = torch.optim.AdamW([p for p in block.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = make_optimizer(block, config)
     start_epoch, best_epoch, best_score, history = 0, 0, -math.inf, []
     best_state = _copy_state(block)
     if resume is not None:
