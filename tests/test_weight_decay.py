@@ -3,7 +3,8 @@
 import torch
 
 from napari_rpsam2.model import ShiftBlock, ShiftBlockConfig
-from napari_rpsam2.training.trainer import TrainConfig, _optimizer_tensors, _restore_optimizer, make_optimizer
+from napari_rpsam2.training.optimizer import make_optimizer, optimizer_tensors, restore_optimizer
+from napari_rpsam2.training.trainer import TrainConfig
 
 
 def _block() -> ShiftBlock:
@@ -51,11 +52,11 @@ def test_optimizer_state_of_another_layout_is_not_restored():
     block = _block()
     old = torch.optim.AdamW(block.parameters(), lr=1e-2)  # one group: another parameter order
     _steps(block, old, 1)
-    extras = _optimizer_tensors(old)
+    extras = optimizer_tensors(old)
     new = make_optimizer(block, TrainConfig())
-    assert not _restore_optimizer(new, extras) and not new.state
+    assert not restore_optimizer(new, extras) and not new.state
     same = make_optimizer(block, TrainConfig())
     _steps(block, same, 1)
-    extras = _optimizer_tensors(same)
+    extras = optimizer_tensors(same)
     again = make_optimizer(block, TrainConfig())
-    assert _restore_optimizer(again, extras) and len(again.state) == len(list(block.parameters()))
+    assert restore_optimizer(again, extras) and len(again.state) == len(list(block.parameters()))

@@ -38,6 +38,7 @@ from ..jobs import Cancelled
 from .candidates import CandidateCache
 from .data import AnnotatedStack, DataError
 from .losses import ObjectShape, distance_loss, object_shape, outside_loss, soft_dice_loss
+from .optimizer import make_optimizer, optimizer_tensors, restore_optimizer
 
 __all__ = ["TrainConfig", "EpochLog", "TrainResult", "ObjectTarget", "SliceTargets", "prepare_slices",
            "training_step", "train_shift_block", "last_checkpoint_path", "make_optimizer"]
@@ -211,52 +212,7 @@ def training_step(model, batch: list[SliceTargets], config: TrainConfig, rng: np
     return sums
 
 
-# ------------------------------------------------------------------ optimizer
-def make_optimizer(block: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW where only the weight matrices of linear layers decay.
-
-    The scale logits (whose sigmoid bounds the shift), the positional
-    embeddings, the LayerNorms and all biases get no weight decay: decaying
-    the scale logits towards 0 would raise the largest shift from 10 % of an
-    axis towards 50 % with no gradient asking for it.
-    """
-    decayed = {id(m.weight) for m in block.modules() if isinstance(m, torch.nn.Linear)}
-    trainable = [p for p in block.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if id(p) in decayed], "weight_decay": config.weight_decay},
-              {"params": [p for p in trainable if id(p) not in decayed], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
-
-
 # ------------------------------------------------------------------ checkpoints
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for idx, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
-            if torch.is_tensor(value):
-                out[f"optim.{idx}.{name}"] = value.reshape(-1) if value.dim() == 0 else value
-    return out
-
-
-def _restore_optimizer(optimizer: torch.optim.Optimizer, extras: dict[str, torch.Tensor]) -> bool:
-    state: dict[int, dict] = {}
-    for key, value in extras.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value.reshape(()) if name == "step" else value
-    if not state:
-        return False
-    current = optimizer.state_dict()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    fits = all(i < len(params) and all(v.shape == params[i].shape for n, v in s.items() if n != "step")
-               for i, s in state.items())
-    if not fits:  # saved with another parameter order (e.g. before the decay groups): start afresh
-        return False
-    device = params[0].device
-    state = {i: {n: (v if n == "step" else v.to(device)) for n, v in s.items()} for i, s in state.items()}
-    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
-    return True
-
-
 def _copy_state(block: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in block.state_dict().items()}
 
@@ -317,7 +273,7 @@ def train_shift_block(
     if resume is not None:
         saved, header, extras = load_checkpoint(resume, backbone=model.backbone.name)
         block.load_state_dict(saved.state_dict())
-        _restore_optimizer(optimizer, extras)
+        restore_optimizer(optimizer, extras)
         info = header.get("training", {})
         start_epoch = int(info.get("epoch", 0))
         best_epoch, best_score = int(info.get("best_epoch", start_epoch)), float(info.get("best_score", -math.inf))
@@ -387,7 +343,7 @@ def train_shift_block(
             save_checkpoint(last_path, block, model.backbone.name, metrics=metrics,
                             training={**summary, "epoch": epoch, "epochs": epoch, "best_epoch": best_epoch,
                                       "best_score": best_score, "history": [asdict(h) for h in history]},
-                            extra_tensors=_optimizer_tensors(optimizer))
+                            extra_tensors=optimizer_tensors(optimizer))
             if log_file is not None:
                 with open(log_file, "a") as fh:
                     fh.write(json.dumps(asdict(log)) + "\n")
