@@ -1,4 +1,4 @@
-"""The 10-seed single-click evaluation protocol (SPEC "Evaluation protocol").
+"""The 10-seed single-click evaluation protocol of the RP-SAM2 paper (docs/method.md).
 
 For seed ``s`` in ``0 … clicks-1`` a ``numpy.random.default_rng(s)`` walks the
 objects in stack order and draws one pixel uniformly inside each; that pixel

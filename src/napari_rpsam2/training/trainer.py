@@ -1,4 +1,4 @@
-"""Train the shift block with the compound loss (SPEC "Training").
+"""Train the shift block with the compound loss (docs/method.md, "Loss" and "Training").
 
 The backbone is frozen and in ``eval()``.  Embeddings and candidate sets are
 computed once (:func:`prepare_slices`) and reused every step.  A step runs,
