@@ -68,12 +68,16 @@ def test_evaluate_writes_json_csv_png(capsys, data, model, tmp_path):
     with open(out.with_suffix(".csv"), newline="") as fh:
         rows = list(csv.DictReader(fh))
     n_classes = len(report["sam2"]["per_class"])
-    assert len(rows) == 2 * (n_classes + 1)
-    overall = [r for r in rows if r["class"] == "overall"]
-    assert float(overall[0]["mDSC_mean"]) == pytest.approx(report["sam2"]["mDSC"]["mean"], abs=1e-3)
+    assert len(rows) == 2 * (n_classes + 2)
+    weighted = [r for r in rows if r["class"] == "object-weighted"]
+    assert float(weighted[0]["mDSC_mean"]) == pytest.approx(report["sam2"]["mDSC"]["mean"], abs=1e-3)
+    average = [r for r in rows if r["class"] == "class average"]
+    assert float(average[0]["mHD95_std"]) == pytest.approx(report["sam2"]["class_average"]["mHD95"]["std"],
+                                                          abs=1e-3)
+    assert report["protocol"]["hd95"] == "pooled" and report["run"]["merge_gap"] is None  # instance labels
     with Image.open(out.with_suffix(".png")) as im:
         assert im.format == "PNG"
-    assert "sam2" in stdout and "rpsam2" in stdout and "overall" in stdout
+    assert "sam2" in stdout and "rpsam2" in stdout and "class average" in stdout and "pooled" in stdout
 
 
 def test_train_writes_checkpoint_and_log_then_heatmap_uses_it(capsys, data, model, tmp_path, monkeypatch):
@@ -196,3 +200,29 @@ def test_first_ctrl_c_only_asks_to_stop():
         os.kill(os.getpid(), signal.SIGINT)  # handled: no KeyboardInterrupt
         assert cancel()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_evaluate_hd95_convention_and_merge_gap(capsys, model, tmp_path):
+    """Binary labels of one two-pronged tool: --merge-gap decides 1 or 2 objects; --hd95 is recorded."""
+    image, labels = make_instrument_stack(n_slices=1, shape=(96, 128))
+    prongs = np.zeros((96, 128), np.uint8)
+    prongs[10:80, 40:44] = 255
+    prongs[10:80, 52:56] = 255  # 9 px from the first prong
+    _write(tmp_path / "images", "f", image[0])
+    _write(tmp_path / "labels", "f", prongs)
+    base = ["evaluate", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+            "--clicks", "1", "--sam2-weights", "random", "--quiet"]
+    out = tmp_path / "joined.json"
+    code, stdout, err = run(capsys, base + ["--out", str(out), "--hd95", "max-directed"], model)
+    assert code == 0, err
+    joined = json.loads(out.read_text())
+    assert joined["protocol"]["objects"] == 1 and joined["run"]["merge_gap"] == 12.0
+    assert joined["protocol"]["hd95"] == "max-directed" and "max-directed" in stdout
+    out = tmp_path / "split.json"
+    code, _, err = run(capsys, base + ["--out", str(out), "--merge-gap", "0"], model)
+    assert code == 0, err
+    assert json.loads(out.read_text())["protocol"]["objects"] == 2
+    code, _, err = run(capsys, base + ["--out", str(out), "--hd95", "mean"], model)
+    assert_one_line_error(code, err, "--hd95", "max-directed")
+    code, _, err = run(capsys, base + ["--out", str(out), "--merge-gap", "-3"], model)
+    assert_one_line_error(code, err, "merge gap")

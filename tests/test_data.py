@@ -30,9 +30,13 @@ def test_binary_mask_is_split_into_components():
     lab = np.zeros((20, 20), np.uint8)
     lab[2:6, 2:6] = 1
     lab[10:15, 10:15] = 1
-    stack = stack_from_arrays(np.zeros((20, 20), np.float32), lab, class_names={1: "tool"})
+    stack = stack_from_arrays(np.zeros((20, 20), np.float32), lab, class_names={1: "tool"}, merge_gap=0)
     assert [o.area for o in stack.objects()] == [16, 25]
     assert {o.class_name for o in stack.objects()} == {"tool"}
+    # nearest pixels (5, 5) and (10, 10) are 7.07 px apart: one object under the default 12 px gap
+    joined = stack_from_arrays(np.zeros((20, 20), np.float32), lab, class_names={1: "tool"})
+    assert [(o.area, o.class_name) for o in joined.objects()] == [(41, "tool")]
+    assert joined.summary()["merge_gap"] == 12.0
 
 
 def test_shape_mismatch_and_empty_labels_are_clear(small):

@@ -35,7 +35,7 @@ def test_bool_labels_are_masks_split_into_objects() -> None:
     lab[0, 2:8, 3:9] = True
     lab[0, 12:20, 15:25] = True  # a second, separate region on slice 0
     lab[1, 5:10, 5:10] = True
-    stack = stack_from_arrays(np.zeros((2, 24, 30), np.float32), lab)
+    stack = stack_from_arrays(np.zeros((2, 24, 30), np.float32), lab, merge_gap=0)  # regions 8.6 px apart
     assert [(o.slice_index, o.area) for o in stack.objects()] == [(0, 36), (0, 80), (1, 25)]
     assert stack.labels.dtype == np.int32
 

@@ -39,6 +39,17 @@ def test_structure_and_fresh_block_equals_sam2(model, frame0, one_slice):
         per_seed = [s["mDSC"] for s in r["per_seed"]]
         assert r["mDSC"]["mean"] == pytest.approx(np.mean(per_seed))
         assert r["mDSC"]["std"] == pytest.approx(np.std(per_seed))
+        avg = r["class_average"]  # the paper's Avg. row: plain means over the two classes
+        for key in ("mDSC", "mHD95"):
+            for stat in ("mean", "std"):
+                assert avg[key][stat] == pytest.approx(np.mean([c[key][stat] for c in r["per_class"].values()]))
+    assert report["protocol"]["hd95"] == "pooled"
+    # the other HD95 convention: same clicks and masks, so the same Dice and an HD95 never smaller
+    directed = evaluate(model, one_slice, clicks=3, methods=("sam2",), hd95_convention="max-directed")
+    assert directed["protocol"]["hd95"] == "max-directed"
+    assert directed["sam2"]["mDSC"] == report["sam2"]["mDSC"]
+    for a, b in zip(directed["sam2"]["per_seed"], report["sam2"]["per_seed"]):
+        assert a["mHD95"] >= b["mHD95"] - 1e-9
     # an untrained shift block is the identity: both columns are the same numbers
     assert report["sam2"] == report["rpsam2"]
     with pytest.raises(EvaluationCancelled):

@@ -26,6 +26,8 @@ def _fake_report(rng: np.random.Generator, classes=("forceps", "knife"), seeds=1
                             "mHD95": {"mean": float(h.mean()), "std": float(h.std())}, "objects": 3}
         out[method] = {
             "mDSC": {"mean": np.float32(per_seed_d.mean()), "std": float(per_seed_d.std())},
+            "class_average": {k: {s: float(np.mean([v[k][s] for v in per_class.values()])) for s in ("mean", "std")}
+                              for k in ("mDSC", "mHD95")},
             "mHD95": {"mean": float(per_seed_h.mean()), "std": np.float64(per_seed_h.std())},
             "per_class": per_class,
             "per_seed": [{"seed": s, "mDSC": float(d), "mHD95": float(h)}
@@ -46,16 +48,18 @@ def test_json_roundtrip_is_strict_and_converts_numpy(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temp file left
 
 
-def test_csv_has_a_row_per_method_and_class_plus_overall(tmp_path):
+def test_csv_has_a_row_per_method_and_class_plus_both_summaries(tmp_path):
     r = _fake_report(np.random.default_rng(1), classes=("a", "b", "c"))
     rep.write_csv(r, tmp_path / "r.csv")
     with open(tmp_path / "r.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(row["method"], row["class"]) for row in rows] == [
-        (m, c) for m in ("sam2", "rpsam2") for c in ("a", "b", "c", "overall")]
+        (m, c) for m in ("sam2", "rpsam2") for c in ("a", "b", "c", "object-weighted", "class average")]
     for row in rows:
         method, cls = row["method"], row["class"]
-        src = r[method] if cls == "overall" else r[method]["per_class"][cls]
+        src = {"object-weighted": r[method], "class average": r[method]["class_average"]}.get(
+            cls, r[method]["per_class"].get(cls))
+        assert row["objects"] == ("3" if cls in ("a", "b", "c") else "9")
         assert float(row["mDSC_mean"]) == pytest.approx(float(src["mDSC"]["mean"]), abs=1e-4)
         assert float(row["mHD95_std"]) == pytest.approx(float(src["mHD95"]["std"]), abs=1e-4)
 

@@ -149,7 +149,7 @@ def test_chunked_step_equals_the_compound_loss_in_one_graph(model, forceps):
                                                   item.embedding.image_hw), dtype=torch.float32)
     refined = m.refine_normalized(item.embedding, clicks, block.image_context(item.embedding.image_embed))
     logits, _ = m.backbone.decode(item.embedding, refined[:, None], torch.ones(5, 1), True)
-    ref = compound_loss(logits, refined, obj.target, obj.candidates, obj.signed_distance)
+    ref = compound_loss(logits, refined, obj.target, obj.candidates, obj.shape)
     ref.total.backward()
     assert terms["loss"] == pytest.approx(float(ref.total.detach()), rel=1e-4)
     assert terms["dice_loss"] == pytest.approx(float(ref.dice.detach()), rel=1e-4)

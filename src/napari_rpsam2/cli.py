@@ -50,14 +50,15 @@ def _make_model(args: argparse.Namespace, base=None, cache_dir: Path | None = No
     return model
 
 
-def _stack(images: str, labels: str, class_map: str | None, what: str = ""):
-    from .training.data import stack_from_folders
+def _stack(images: str, labels: str, class_map: str | None, what: str = "", merge_gap: float | None = None):
+    from .training.data import DEFAULT_MERGE_GAP, stack_from_folders
 
     img_dir = existing_folder(images, f"{what}images")
     lab_dir = existing_folder(labels, f"{what}labels")
     if class_map is not None:
         existing_file(class_map, "class map")
-    stack = stack_from_folders(img_dir, lab_dir, class_map=class_map)
+    stack = stack_from_folders(img_dir, lab_dir, class_map=class_map,
+                               merge_gap=DEFAULT_MERGE_GAP if merge_gap is None else merge_gap)
     for warning in stack.warnings:
         print(f"rpsam2: warning: {warning}", file=sys.stderr)
     return stack
@@ -161,7 +162,8 @@ def _training_data(args: argparse.Namespace, val_fraction: float):
     if args.class_map is not None:
         existing_file(args.class_map, "class map")
     data = data_from_folders(img_dir, lab_dir, class_map=args.class_map, val_images_dir=val_img,
-                             val_labels_dir=val_lab, val_fraction=val_fraction, seed=args.seed)
+                             val_labels_dir=val_lab, val_fraction=val_fraction, seed=args.seed,
+                             merge_gap=args.merge_gap)
     seen = [*data.train.warnings, *(data.val.warnings if data.val is not None else [])]
     for warning in dict.fromkeys(seen):  # a split copies the reader's warnings into both parts
         print(f"rpsam2: warning: {warning}", file=sys.stderr)
@@ -186,13 +188,14 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
     out = output_file(args.out, ".json")
     if args.clicks < 1:
         raise UsageError("--clicks must be at least 1")
-    stack = _stack(args.images, args.labels, args.class_map)
+    stack = _stack(args.images, args.labels, args.class_map, merge_gap=args.merge_gap)
     cache = Path(args.cache).expanduser() if args.cache else None
     model = _make_model(args, base, cache_dir=cache)
     bars = ProgressBars(args.quiet, "evaluate")
     with sigint_cancel() as cancel:
         try:
-            report = evaluate(model, stack, clicks=args.clicks, progress=bars, cancel=cancel)
+            report = evaluate(model, stack, clicks=args.clicks, hd95_convention=args.hd95, progress=bars,
+                              cancel=cancel)
         except Cancelled:
             print("rpsam2: evaluation cancelled; nothing written", file=sys.stderr)
             return 130
@@ -201,13 +204,15 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
     report = dict(report)
     report["run"] = {"images": str(args.images), "labels": str(args.labels),
                      "shift_block": args.shift_block, "backbone": model.backbone.name,
-                     "sam2_weights": model.backbone.weights_signature}
+                     "sam2_weights": model.backbone.weights_signature, "merge_gap": stack.merge_gap}
     write_report(report, out, title=f"{'/'.join(Path(args.images).resolve().parts[-2:])}: {args.clicks} seeds")
     print(f"{'method':<8} {'class':<16} {'mDSC (%)':>16} {'mHD95 (px)':>18}")
     for m in method_names(report):
         for r in class_rows(report[m]):
             print(f"{m:<8} {r['class']:<16} {r['mDSC_mean']:>8.2f} ± {r['mDSC_std']:<5.2f} "
                   f"{r['mHD95_mean']:>9.2f} ± {r['mHD95_std']:<6.2f}")
+    print(f"HD95 convention: {args.hd95}; 'class average' is the mean over classes (the paper's Avg. row), "
+          "'object-weighted' counts every object once")
     if args.shift_block is None:
         print("note: no --shift-block given, so rpsam2 used an untrained (identity) block and equals sam2")
     print(f"wrote {out}, {out.with_suffix('.csv').name}, {out.with_suffix('.png').name}")
@@ -225,8 +230,8 @@ def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
     labels = read_label_file(existing_file(args.labels, "labels"))
     if image.shape[:2] != labels.shape:
         raise UsageError(f"image {args.image} is {image.shape[:2]} but labels {args.labels} are {labels.shape}")
-    try:  # binary masks → connected components, as the training reader does
-        mask = object_mask(labels, args.object, split_binary=True, where=str(args.labels))
+    try:  # binary masks → objects, as the training reader makes them (regions closer than the gap join)
+        mask = object_mask(labels, args.object, split_binary=True, merge_gap=args.merge_gap, where=str(args.labels))
     except ValueError as err:
         raise UsageError(str(err)) from err
     if args.stride is not None and args.stride < 1:
@@ -273,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--labels", required=True, help="folder of label images with the same file names")
         sp.add_argument("--class-map", default=None, help="JSON file {\"object id\": \"class name\"}")
         sp.add_argument("--cache", default=None, help="embedding cache folder (see 'rpsam2 embed')")
+        merge_gap(sp)
+
+    def merge_gap(sp: argparse.ArgumentParser) -> None:  # default None: the library's (12 px)
+        sp.add_argument("--merge-gap", type=float, default=None, metavar="PX",
+                        help="binary labels: regions at most PX pixels apart are one object (default 12: "
+                             "joins the prongs of one forceps; 0: every region is an object); "
+                             "instance labels are kept as they are")
 
     sp = sub.add_parser("info", help="print the model summary")
     common(sp)
@@ -311,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     data(sp)
     sp.add_argument("--shift-block", default=None, help="shift-block checkpoint (default: untrained)")
     sp.add_argument("--clicks", type=int, default=10, help="seeds: one click per object per seed")
+    sp.add_argument("--hd95", choices=("pooled", "max-directed"), default="pooled",
+                    help="HD95 convention: 95th percentile of both directions' border distances pooled "
+                         "(MedPy; default) or the larger directed 95th percentile (MONAI)")
     sp.add_argument("--out", required=True, help="report .json (a .csv and a .png are written beside it)")
     sp.set_defaults(func=cmd_evaluate)
 
@@ -323,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="grid spacing in pixels (default: about 12×12 points inside the object)")
     sp.add_argument("--shift-block", default=None, help="also map RP-SAM2 with this checkpoint")
     sp.add_argument("--cache", default=None, help="embedding cache folder (see 'rpsam2 embed')")
+    merge_gap(sp)
     sp.add_argument("--out", required=True, help="Dice map .npy (a .png is written beside it)")
     sp.set_defaults(func=cmd_heatmap)
     return p

@@ -19,7 +19,8 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QProgressBar, QPushButton, QToolButton, QVBoxLayout,
                             QWidget)
 
-from ..app.train import label_array, supports_merge_gap, train_from_arrays
+from ..app.train import label_array, train_from_arrays
+from ..training.data import DEFAULT_MERGE_GAP
 from ..jobs import CancelFlag
 from ..training.data import DataError
 from ._plot import TrainingPlot
@@ -93,8 +94,9 @@ def _hyper_parameters() -> Container:
                 tooltip="Candidate grid spacing in pixels; 0 = auto (about 12×12 points per object)"),
         SpinBox(name="eval_clicks", label="Validation clicks", value=10, min=1, max=100,
                 tooltip="Validation: single clicks (seeds) per object"),
-        SpinBox(name="merge_gap", label="Merge gap (px)", value=0, min=0, max=100,
-                tooltip="Binary labels: parts of one object closer than this are merged; 0 = the reader's default"),
+        FloatSpinBox(name="merge_gap", label="Merge gap (px)", value=DEFAULT_MERGE_GAP, min=0.0, max=200.0, step=1.0,
+                     tooltip="Binary labels: regions closer than this many pixels are one object (the two prongs\n"
+                             "of a forceps); 0 = every connected region is an object of its own"),
     ])
 
 
@@ -120,9 +122,6 @@ class TrainingWidget(DockView):
         self.use_val.toggled.connect(self._val_toggled)
         self._val_toggled(False)
         self.form = _hyper_parameters()
-        if not supports_merge_gap():
-            self.form.merge_gap.enabled = False
-            self.form.merge_gap.tooltip = "Needs a newer data reader (merge_gap); binary labels are split as they are"
         self.out = FileEdit(mode="w", filter="*.safetensors", label="Output file",
                             value=str(Path.home() / "rpsam2-shift-block.safetensors"),
                             tooltip="Best checkpoint; '<name>.last.safetensors' beside it lets you resume")
@@ -246,7 +245,7 @@ class TrainingWidget(DockView):
         self.status.info("Training… the viewer stays usable.")
         emit, viewer = self._bridge.send, self.viewer
         index = (lambda i: (i,)) if image.ndim > 2 else (lambda i: ())
-        gap = int(self.form.merge_gap.value) or None
+        gap = float(self.form.merge_gap.value)
         start_worker(_training_job, model, self.workspace.candidates, img, lab, str(out), self.config(), rgb=rgb,
                      contrast_limits=list(image.contrast_limits), val=val,
                      slice_keys=lambda i: image_slice(viewer, image, index(i)).key, merge_gap=gap,

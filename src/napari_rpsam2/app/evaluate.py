@@ -22,11 +22,12 @@ __all__ = ["evaluate", "write_report"]
 
 
 def evaluate(model: "RPSAM2", stack: "AnnotatedStack", *, clicks: int = 10,
-             methods: Sequence[str] = ("sam2", "rpsam2"), progress: jobs.Progress | None = None,
-             cancel: jobs.Cancel | None = None) -> dict:
+             methods: Sequence[str] = ("sam2", "rpsam2"), hd95_convention: str = "pooled",
+             progress: jobs.Progress | None = None, cancel: jobs.Cancel | None = None) -> dict:
     """SAM2 and RP-SAM2 on ``stack``: one click per object per seed, ``clicks`` seeds.
 
-    Returns the protocol's report (see :func:`napari_rpsam2.evaluation.protocol.evaluate`).
+    Returns the protocol's report (see :func:`napari_rpsam2.evaluation.protocol.evaluate`);
+    ``hd95_convention`` is ``"pooled"`` (medpy) or ``"max-directed"`` (MONAI).
 
     Raises
     ------
@@ -36,7 +37,7 @@ def evaluate(model: "RPSAM2", stack: "AnnotatedStack", *, clicks: int = 10,
     """
     if clicks < 1:
         raise ValueError(f"the number of seeds (clicks) must be at least 1, got {clicks}")
-    return run_protocol(model, stack, clicks=clicks, methods=methods,
+    return run_protocol(model, stack, clicks=clicks, methods=methods, hd95_convention=hd95_convention,
                         progress=jobs.stage_progress(progress, "slices"), cancel=cancel)
 
 

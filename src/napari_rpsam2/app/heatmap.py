@@ -16,6 +16,7 @@ import numpy as np
 from .. import jobs
 from ..evaluation.sensitivity import SensitivityMap, heatmap
 from ..model.shift_block import offset_is_identity
+from ..training.components import DEFAULT_MERGE_GAP, split_objects
 
 if TYPE_CHECKING:
     from ..model import RPSAM2
@@ -30,13 +31,14 @@ def maps_wanted(model: "RPSAM2", refined: bool | None = None) -> tuple[bool, ...
     return (False, True) if refined else (False,)
 
 
-def object_mask(labels: np.ndarray, object_id: int, *, split_binary: bool = False, where: str = "the labels"
-                ) -> np.ndarray:
+def object_mask(labels: np.ndarray, object_id: int, *, split_binary: bool = False,
+                merge_gap: float | None = None, where: str = "the labels") -> np.ndarray:
     """Boolean mask of ``object_id`` in a 2D label image.
 
     With ``split_binary`` a binary mask (one non-zero value) is first split
-    into connected components numbered 1, 2, … (as the training data reader
-    does); otherwise ids are taken as they are.
+    into objects numbered 1, 2, … as the training data reader does
+    (connected regions, those closer than ``merge_gap`` pixels joined;
+    ``None``: the reader's default); otherwise ids are taken as they are.
 
     Raises
     ------
@@ -47,9 +49,7 @@ def object_mask(labels: np.ndarray, object_id: int, *, split_binary: bool = Fals
     if split_binary:
         values = np.unique(labels[labels != 0])
         if values.size == 1:
-            from skimage.measure import label as connected_components
-
-            labels = connected_components(labels != 0, connectivity=2)
+            labels = split_objects(labels != 0, DEFAULT_MERGE_GAP if merge_gap is None else merge_gap)
     mask = labels == object_id
     if not mask.any():
         ids = [int(i) for i in np.unique(labels) if i != 0][:20]

@@ -17,7 +17,6 @@ Progress follows :mod:`napari_rpsam2.jobs`: stages ``"embeddings"`` (slices),
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
     from ..training.trainer import EpochLog, TrainConfig, TrainResult
 
 __all__ = ["TrainingData", "Trained", "label_array", "data_from_arrays", "data_from_folders", "train", "train_from_arrays",
-           "reuse_embeddings", "supports_merge_gap", "VAL_FRACTION"]
+           "reuse_embeddings", "VAL_FRACTION"]
 
 VAL_FRACTION = 0.2
 """Share of the annotated slices held out for validation when none is given."""
@@ -68,13 +67,9 @@ class Trained:
     data: TrainingData
 
 
-def supports_merge_gap() -> bool:
-    """Whether the data readers accept a ``merge_gap`` for binary labels (added by the data layer)."""
-    return "merge_gap" in inspect.signature(stack_from_arrays).parameters
-
-
-def _merge_kw(merge_gap: int | None) -> dict[str, Any]:
-    return {"merge_gap": merge_gap} if merge_gap is not None and supports_merge_gap() else {}
+def _merge_kw(merge_gap: float | None) -> dict[str, Any]:
+    """``merge_gap`` for the data readers; ``None`` keeps their default (``DEFAULT_MERGE_GAP``)."""
+    return {} if merge_gap is None else {"merge_gap": float(merge_gap)}
 
 
 def label_array(labels: np.ndarray, spatial: tuple[int, ...], name: str = "labels") -> np.ndarray:
@@ -121,12 +116,13 @@ def _split(stack: AnnotatedStack, val: AnnotatedStack | None, val_fraction: floa
 
 def data_from_arrays(image: np.ndarray, labels: np.ndarray, *, rgb: bool, contrast_limits=None,
                      val: tuple[np.ndarray, np.ndarray, bool] | None = None, val_fraction: float = VAL_FRACTION,
-                     seed: int = 0, merge_gap: int | None = None) -> TrainingData:
+                     seed: int = 0, merge_gap: float | None = None) -> TrainingData:
     """Training data from an image ``(N, H, W[, C])`` or ``(H, W[, C])`` and its labels.
 
     ``val`` is an optional separate ``(image, labels, rgb)``; ``contrast_limits``
     is the display mapping the encoder should see (a layer's limits).
-    ``merge_gap`` is passed to the data layer only where it accepts one.
+    ``merge_gap``: binary-label regions closer than this many pixels are one
+    object (``None``: the readers' default, 12 px; ``0``: every region apart).
     """
     spatial = np.shape(image)[:-1] if rgb else np.shape(image)
     stack = stack_from_arrays(image, label_array(labels, spatial), rgb=rgb, contrast_limits=contrast_limits,
@@ -143,7 +139,7 @@ def data_from_arrays(image: np.ndarray, labels: np.ndarray, *, rgb: bool, contra
 def data_from_folders(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, *, class_map=None,
                       val_images_dir: str | os.PathLike | None = None,
                       val_labels_dir: str | os.PathLike | None = None, val_fraction: float = VAL_FRACTION,
-                      seed: int = 0, merge_gap: int | None = None) -> TrainingData:
+                      seed: int = 0, merge_gap: float | None = None) -> TrainingData:
     """Training data from ``images/`` and ``labels/`` folders (warnings kept on the stacks)."""
     kw = {"class_map": class_map, **_merge_kw(merge_gap)}
     stack = stack_from_folders(images_dir, labels_dir, **kw)
@@ -243,7 +239,7 @@ def train_from_arrays(model: "RPSAM2", image: np.ndarray, labels: np.ndarray, ou
                       config: "TrainConfig", *, rgb: bool, contrast_limits=None,
                       val: tuple[np.ndarray, np.ndarray, bool] | None = None,
                       slice_keys: Callable[[int], Hashable] | None = None, candidates: CandidateCache | None = None,
-                      merge_gap: int | None = None, val_fraction: float = VAL_FRACTION,
+                      merge_gap: float | None = None, val_fraction: float = VAL_FRACTION,
                       progress: jobs.Progress | None = None, on_epoch: Callable[["EpochLog"], None] | None = None,
                       cancel: jobs.Cancel | None = None) -> Trained:
     """:func:`data_from_arrays` then :func:`train`, reusing embeddings a viewer already has.

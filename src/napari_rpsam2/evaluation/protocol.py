@@ -1,12 +1,22 @@
-"""The 10-seed single-click evaluation protocol (SPEC "Evaluation protocol").
+"""The 10-seed single-click evaluation protocol of the RP-SAM2 paper (docs/method.md).
 
 For seed ``s`` in ``0 … clicks-1`` a ``numpy.random.default_rng(s)`` walks the
 objects in stack order and draws one pixel uniformly inside each; that pixel
 is a single positive click.  Plain SAM2 and RP-SAM2 get the same clicks.  Per
-seed, Dice and HD95 are averaged over objects (overall) and over the objects
-of each class; the report gives mean ± std (population std, ``ddof=0``) of
-these per-seed averages across seeds.  An empty prediction scores Dice 0 and
-HD95 = image diagonal.
+seed, Dice and HD95 are averaged over all objects and over the objects of
+each class; mean ± std (population std, ``ddof=0``) are taken across seeds.
+Two summaries are reported side by side:
+
+* **object-weighted** (``mDSC``, ``mHD95``): mean and std across seeds of the
+  all-object average; each object counts once, so common classes weigh more.
+* **class average** (``class_average``): the plain mean over classes of the
+  per-class means, and the plain mean over classes of the per-class stds.
+  This is the "Avg." row of the RP-SAM2 paper's Table 1, and the figure to
+  compare with it.  Its std is not the std of anything: it is the typical
+  per-class spread across seeds, usually larger than the object-weighted std.
+
+With a single class the two means agree.  An empty prediction scores Dice 0
+and HD95 = image diagonal.
 """
 
 from __future__ import annotations
@@ -18,9 +28,9 @@ import torch
 
 from ..model.backbone import logits_to_image
 from ..jobs import Cancelled
-from .metrics import dice, hd95
+from .metrics import HD95_CONVENTIONS, dice, hd95
 
-__all__ = ["evaluate", "draw_clicks", "METHODS"]
+__all__ = ["evaluate", "draw_clicks", "summarize", "METHODS"]
 
 METHODS = {"sam2": False, "rpsam2": True}
 
@@ -44,6 +54,43 @@ def _mean_std(values: np.ndarray) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
+def summarize(dsc: np.ndarray, hd: np.ndarray, classes: Sequence[str], seeds: Sequence[int]) -> dict:
+    """One method's report from its per-seed, per-object scores.
+
+    Parameters
+    ----------
+    dsc, hd : array (seeds, objects)
+        Dice in ``[0, 1]`` and HD95 in pixels of each object for each seed.
+    classes : sequence of str
+        Class name of each object.
+    seeds : sequence of int
+        The seeds, in row order.
+
+    Returns
+    -------
+    dict
+        ``mDSC``/``mHD95`` (object-weighted ``{"mean", "std"}``),
+        ``class_average`` (same shape plus ``classes``), ``per_class`` and
+        ``per_seed``; Dice in percent.
+    """
+    dsc, hd = 100.0 * np.asarray(dsc, float), np.asarray(hd, float)
+    per_class = {}
+    for name in sorted(set(classes)):
+        cols = [i for i, c in enumerate(classes) if c == name]
+        per_class[name] = {"mDSC": _mean_std(dsc[:, cols].mean(1)), "mHD95": _mean_std(hd[:, cols].mean(1)),
+                           "objects": len(cols)}
+    average = {key: {stat: float(np.mean([row[key][stat] for row in per_class.values()]))
+                     for stat in ("mean", "std")} for key in ("mDSC", "mHD95")}
+    return {
+        "mDSC": _mean_std(dsc.mean(1)),
+        "mHD95": _mean_std(hd.mean(1)),
+        "class_average": {**average, "classes": len(per_class)},
+        "per_class": per_class,
+        "per_seed": [{"seed": int(s), "mDSC": float(dsc[i].mean()), "mHD95": float(hd[i].mean())}
+                     for i, s in enumerate(seeds)],
+    }
+
+
 def evaluate(
     model,
     stack,
@@ -51,6 +98,7 @@ def evaluate(
     clicks: int = 10,
     methods: Sequence[str] = ("sam2", "rpsam2"),
     chunk_size: int | None = None,
+    hd95_convention: str = "pooled",
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> dict:
@@ -66,6 +114,9 @@ def evaluate(
         Number of seeds (one single click per object per seed).
     methods : sequence of str
         Any of ``"sam2"`` and ``"rpsam2"``.
+    hd95_convention : str
+        ``"pooled"`` (MedPy, the default) or ``"max-directed"`` (MONAI); see
+        :mod:`napari_rpsam2.evaluation.metrics`.
     progress : callable(done, total), optional
         Called after each slice.
     cancel : callable() -> bool, optional
@@ -75,14 +126,17 @@ def evaluate(
     -------
     dict
         ``{"protocol": {...}, method: {"mDSC": {"mean", "std"}, "mHD95": {...},
+        "class_average": {"mDSC": {...}, "mHD95": {...}, "classes"},
         "per_class": {class: {"mDSC", "mHD95", "objects"}}, "per_seed": [...]}}``
-        with Dice in percent and HD95 in pixels.
+        with Dice in percent and HD95 in pixels (:func:`summarize`).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown evaluation method(s) {unknown}; choose from {list(METHODS)}")
     if clicks < 1:
         raise ValueError(f"clicks must be at least 1, got {clicks}")
+    if hd95_convention not in HD95_CONVENTIONS:
+        raise ValueError(f"unknown HD95 convention {hd95_convention!r}; choose one of {list(HD95_CONVENTIONS)}")
     seeds = list(range(int(clicks)))
     objects = stack.objects()
     if not objects:
@@ -107,7 +161,7 @@ def evaluate(
                 for k, pred in zip(range(sl.start, sl.stop), preds):
                     s_i, m_i = divmod(k, len(members))
                     dsc[s_i, members[m_i]] = dice(pred, masks[m_i])
-                    hd[s_i, members[m_i]] = hd95(pred, masks[m_i])
+                    hd[s_i, members[m_i]] = hd95(pred, masks[m_i], hd95_convention)
         if progress is not None:
             progress(done, len(slices))
     classes = sorted({o.class_name for o in objects})
@@ -115,25 +169,15 @@ def evaluate(
         "clicks_per_object": len(seeds), "seeds": seeds,
         "click_sampling": "one pixel uniformly inside each object per seed, numpy default_rng(seed), "
                           "objects in stack order",
-        "aggregation": "per seed: mean over objects (overall) and over each class's objects; "
-                       "reported: mean and population std (ddof=0) across seeds",
+        "aggregation": "per seed: mean over all objects and over each class's objects; reported: mean and "
+                       "population std (ddof=0) across seeds. mDSC/mHD95: object-weighted (all-object "
+                       "average per seed); class_average: mean over classes of the per-class means and of the "
+                       "per-class stds (the paper's Avg. row)",
         "dice_units": "percent", "hd95_units": "pixels",
-        "hd95": "95th percentile of pooled border-to-border distances (scipy.ndimage EDT)",
+        "hd95": hd95_convention, "hd95_definition": HD95_CONVENTIONS[hd95_convention],
         "empty_prediction": "Dice 0 and HD95 = image diagonal",
         "slices": len(slices), "objects": n_obj, "classes": classes,
     }}
     for method in methods:
-        dsc, hd = scores[method]
-        per_class = {}
-        for name in classes:
-            cols = [i for i, o in enumerate(objects) if o.class_name == name]
-            per_class[name] = {"mDSC": _mean_std(100.0 * dsc[:, cols].mean(1)),
-                               "mHD95": _mean_std(hd[:, cols].mean(1)), "objects": len(cols)}
-        result[method] = {
-            "mDSC": _mean_std(100.0 * dsc.mean(1)),
-            "mHD95": _mean_std(hd.mean(1)),
-            "per_class": per_class,
-            "per_seed": [{"seed": s, "mDSC": float(100.0 * dsc[i].mean()), "mHD95": float(hd[i].mean())}
-                         for i, s in enumerate(seeds)],
-        }
+        result[method] = summarize(*scores[method], [o.class_name for o in objects], seeds)
     return result

@@ -3,7 +3,10 @@
 The input is the dictionary returned by
 :func:`napari_rpsam2.evaluation.protocol.evaluate`: for each method
 (``sam2``, ``rpsam2``) ``mDSC`` and ``mHD95`` as ``{"mean", "std"}`` across
-seeds, a ``per_class`` table and ``per_seed`` values, plus ``protocol``.
+seeds (object-weighted), ``class_average`` (the paper's "Avg." row), a
+``per_class`` table and ``per_seed`` values, plus ``protocol``.  Tables and
+the figure end with two summary rows, named :data:`OBJECT_WEIGHTED` and
+:data:`CLASS_AVERAGE`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import numpy as np
 from .._atomic import atomic_write
 
 __all__ = ["write_json", "write_csv", "write_figure", "method_names", "class_rows", "seed_values",
-           "to_jsonable"]
+           "to_jsonable", "OBJECT_WEIGHTED", "CLASS_AVERAGE"]
+
+OBJECT_WEIGHTED = "object-weighted"  # all objects averaged per seed, then mean ± std across seeds
+CLASS_AVERAGE = "class average"  # mean over classes of per-class means and stds (the paper's Avg. row)
 
 METRICS = ("mDSC", "mHD95")
 CSV_FIELDS = ("method", "class", "objects", "mDSC_mean", "mDSC_std", "mHD95_mean", "mHD95_std")
@@ -83,7 +89,8 @@ def class_rows(method_report: Mapping) -> list[dict[str, Any]]:
     """Rows ``class, objects, mDSC_mean, mDSC_std, mHD95_mean, mHD95_std`` of one method.
 
     ``per_class`` may be a mapping ``{class: {...}}`` or a list of dicts with a
-    ``class`` key; the overall row comes last.
+    ``class`` key.  The :data:`OBJECT_WEIGHTED` row follows, then the
+    :data:`CLASS_AVERAGE` row when the report has ``class_average``.
     """
     table = method_report.get("per_class") or {}
     items = table.items() if isinstance(table, Mapping) else (
@@ -91,7 +98,11 @@ def class_rows(method_report: Mapping) -> list[dict[str, Any]]:
     rows = []
     for name, entry in items:
         rows.append(_row(str(name), entry))
-    rows.append(_row("overall", method_report))
+    total = sum(r["objects"] for r in rows if r["objects"] != "")
+    rows.append(_row(OBJECT_WEIGHTED, {**method_report, "objects": method_report.get("objects", total or None)}))
+    average = method_report.get("class_average")
+    if isinstance(average, Mapping):
+        rows.append(_row(CLASS_AVERAGE, {**average, "objects": total or None}))
     return rows
 
 
@@ -128,7 +139,7 @@ def _fmt(v: Any) -> Any:
 
 
 def write_csv(report: Mapping, path: str | os.PathLike) -> Path:
-    """One row per method × class, plus an ``overall`` row per method, atomically."""
+    """One row per method × class, plus the two summary rows per method, atomically."""
     rows = [{"method": m, **r} for m in method_names(report) for r in class_rows(report[m])]
 
     def write(tmp: str) -> None:
@@ -168,7 +179,9 @@ def write_figure(report: Mapping, path: str | os.PathLike, title: str | None = N
         if seeds:
             s, v = zip(*seeds)
             ax_seed.plot(s, v, marker="o", label=m, color=color)
+    summaries = sum(c in (OBJECT_WEIGHTED, CLASS_AVERAGE) for c in classes)
     for ax, label in ((ax_dsc, "mDSC (%)"), (ax_hd, "mHD95 (px)")):
+        ax.axvline(len(classes) - summaries - 0.5, color="0.6", lw=0.8, ls="--")  # classes | summaries
         ax.set_xticks(x)
         ax.set_xticklabels(classes, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(label)

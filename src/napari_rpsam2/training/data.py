@@ -2,8 +2,10 @@
 
 An *object* is one instance id on one slice.  A binary label image (a single
 non-zero value in the whole stack, e.g. 0/1 or 0/255 masks) is split into
-connected components, so two instruments in one binary mask are two objects.
-Label images with several ids are taken as instance labels as they are.
+connected regions, and regions at most ``merge_gap`` pixels apart are joined
+(:mod:`napari_rpsam2.training.components`: default 12 px, so the two prongs of
+one forceps stay one object while two instruments are two).  Label images with
+several ids are taken as instance labels as they are.
 
 Folders: ``images/`` and ``labels/`` with matching file stems (``a.png`` ↔
 ``a.png`` or ``a.tif``).  Files present on one side only are *skipped* and
@@ -22,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from ..model.image_adapter import ImageError, split_stack
+from .components import DEFAULT_MERGE_GAP, check_merge_gap, split_objects
 
 __all__ = [
     "DataError", "AnnotatedObject", "AnnotatedStack", "stack_from_arrays", "stack_from_folders",
-    "split_by_slice", "IMAGE_SUFFIXES",
+    "split_by_slice", "IMAGE_SUFFIXES", "DEFAULT_MERGE_GAP",
 ]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -66,6 +69,9 @@ class AnnotatedStack:
         Display mapping used for the encoder (``None``: from the dtype).
     warnings : list of str
         Things that were skipped while reading (e.g. unmatched files).
+    merge_gap : float or None
+        Gap (px) used to join the regions of binary labels into objects;
+        ``None`` for instance labels, which are taken as they are.
     """
 
     images: np.ndarray | list
@@ -75,6 +81,7 @@ class AnnotatedStack:
     rgb: bool = False
     contrast_limits: tuple[float, float] | None = None
     warnings: list[str] = field(default_factory=list)
+    merge_gap: float | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -109,7 +116,8 @@ class AnnotatedStack:
             return seq[np.asarray(idx, dtype=int)] if isinstance(seq, np.ndarray) else [seq[i] for i in idx]
 
         return AnnotatedStack(pick(self.images), pick(self.labels), [self.names[i] for i in idx],
-                              dict(self.class_names), self.rgb, self.contrast_limits, list(self.warnings))
+                              dict(self.class_names), self.rgb, self.contrast_limits, list(self.warnings),
+                              self.merge_gap)
 
     def summary(self) -> dict:
         """JSON-friendly description (stored in checkpoint headers and reports)."""
@@ -120,7 +128,7 @@ class AnnotatedStack:
         shapes = sorted({tuple(int(s) for s in self.image_hw(i)) for i in range(len(self))})
         return {"slices": len(self), "objects": len(objs), "objects_per_class": per_class,
                 "image_sizes": [list(s) for s in shapes], "rgb": bool(self.rgb),
-                "names": list(self.names)[:50]}
+                "merge_gap": self.merge_gap, "names": list(self.names)[:50]}
 
 
 # ---------------------------------------------------------------------- arrays
@@ -132,10 +140,20 @@ def _slice_of(bad: np.ndarray) -> str:
     return f" (slice {first})"
 
 
-def _instance_labels(labels: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
-    """Integer labels; binary masks split into connected components per slice."""
-    from skimage.measure import label as connected_components
+def _merge_gap(merge_gap: float) -> float:
+    try:
+        return check_merge_gap(merge_gap)
+    except ValueError as err:
+        raise DataError(str(err)) from err
 
+
+def _instance_labels(labels: np.ndarray, where: str, merge_gap: float | None) -> tuple[np.ndarray, bool]:
+    """Integer labels; binary masks split into objects per slice (:func:`split_objects`).
+
+    ``merge_gap=None``: the labels are known to be instance labels (e.g. one
+    file of a folder that uses several ids), kept as they are even when only
+    one id occurs.
+    """
     arr = np.asarray(labels)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
@@ -150,8 +168,8 @@ def _instance_labels(labels: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
                         "use 0 for background and 1, 2, … for objects (e.g. set labels[labels < 0] = 0)")
     values = np.unique(arr)
     nonzero = values[values != 0]
-    if nonzero.size == 1:  # a binary mask (0/1, 0/255, …): objects are its connected regions
-        out = np.stack([connected_components(s != 0, connectivity=2) for s in arr.reshape(-1, *arr.shape[-2:])])
+    if nonzero.size == 1 and merge_gap is not None:  # a binary mask (0/1, 0/255, …): objects are its (joined) connected regions
+        out = np.stack([split_objects(s, merge_gap) for s in arr.reshape(-1, *arr.shape[-2:])])
         return out.reshape(arr.shape).astype(np.int32), True
     if arr.max(initial=0) > np.iinfo(np.int32).max:
         raise DataError(f"{where}: label ids above 2^31 are not supported")
@@ -166,11 +184,16 @@ def stack_from_arrays(
     rgb: bool | None = None,
     contrast_limits: Sequence[float] | None = None,
     names: Sequence[str] | None = None,
+    merge_gap: float = DEFAULT_MERGE_GAP,
 ) -> AnnotatedStack:
     """Build a stack from an image ``(N, H, W[, C])`` or ``(H, W[, C])`` and labels ``(N, H, W)``.
 
-    Raises :class:`DataError` when the shapes disagree or no slice has an object.
+    ``merge_gap`` (pixels, default 12): regions of *binary* labels at most
+    this far apart are one object (0: every connected region is an object);
+    instance labels are kept as they are.  Raises :class:`DataError` when the
+    shapes disagree or no slice has an object.
     """
+    gap = _merge_gap(merge_gap)
     image = np.asarray(image)
     try:
         n, has_channels = split_stack(image, rgb)
@@ -183,14 +206,15 @@ def stack_from_arrays(
                         "(same slices, height and width); pick the labels that belong to this image")
     if len(spatial) == 2:
         image, labels = image[None], labels[None]
-    inst, binary = _instance_labels(labels, "labels")
+    inst, binary = _instance_labels(labels, "labels", gap)
     classes = {int(k): str(v) for k, v in (class_names or {}).items()}
     if binary and classes:
         value = int(np.unique(labels[labels != 0])[0])
         classes = {i: classes.get(value, DEFAULT_CLASS) for i in range(1, int(inst.max()) + 1)}
     stack = AnnotatedStack(image, inst, list(names) if names else [f"slice {i}" for i in range(n)], classes,
                            bool(has_channels),
-                           None if contrast_limits is None else tuple(float(c) for c in contrast_limits))
+                           None if contrast_limits is None else tuple(float(c) for c in contrast_limits),
+                           merge_gap=gap if binary else None)
     if not stack.objects():
         raise DataError("the labels have no objects (all 0); paint at least one object before training "
                         "or evaluating")
@@ -291,13 +315,16 @@ def stack_from_folders(
     labels_dir: str | os.PathLike,
     *,
     class_map: Mapping | str | os.PathLike | None = None,
+    merge_gap: float = DEFAULT_MERGE_GAP,
 ) -> AnnotatedStack:
     """Read ``images_dir`` and ``labels_dir`` (PNG/TIFF, pairs matched by file stem).
 
     Unmatched files are skipped and listed in ``stack.warnings``.  Images of
     different sizes are kept as lists; grey images are made RGB when the
-    folder mixes grey and colour.
+    folder mixes grey and colour.  ``merge_gap`` as in :func:`stack_from_arrays`
+    (binary label files only).
     """
+    gap = _merge_gap(merge_gap)
     images = _list_images(Path(images_dir), "images")
     labels = _list_images(Path(labels_dir), "labels")
     common = [s for s in images if s in labels]
@@ -334,11 +361,9 @@ def stack_from_folders(
     inst_labels = []
     for stem, lab in zip(common, labs):
         if binary:
-            from skimage.measure import label as connected_components
-
-            inst = connected_components(lab != 0, connectivity=2).astype(np.int32)
+            inst = split_objects(lab, gap)
         else:
-            inst, _ = _instance_labels(lab, str(labels[stem]))
+            inst, _ = _instance_labels(lab, str(labels[stem]), None)  # ids as they are, even if one
         inst_labels.append(inst)
     if binary and classes:
         name = classes.get(next(iter(binary_values)), DEFAULT_CLASS)
@@ -346,7 +371,7 @@ def stack_from_folders(
         classes = {i: name for i in range(1, top + 1)}
     stack = AnnotatedStack(np.stack(pics) if uniform else pics,
                            np.stack(inst_labels) if uniform else inst_labels,
-                           list(common), classes, rgb, None, warnings)
+                           list(common), classes, rgb, None, warnings, gap if binary else None)
     if not stack.objects():
         raise DataError(f"the label files in {labels_dir} have no objects (all pixels are 0)")
     return stack

@@ -1,4 +1,4 @@
-"""Train the shift block with the compound loss (SPEC "Training").
+"""Train the shift block with the compound loss (docs/method.md, "Loss" and "Training").
 
 The backbone is frozen and in ``eval()``.  Embeddings and candidate sets are
 computed once (:func:`prepare_slices`) and reused every step.  A step runs,
@@ -37,10 +37,11 @@ from ..evaluation.protocol import evaluate
 from ..jobs import Cancelled
 from .candidates import CandidateCache
 from .data import AnnotatedStack, DataError
-from .losses import distance_loss, outside_loss, signed_distance_map, soft_dice_loss
+from .losses import ObjectShape, distance_loss, object_shape, outside_loss, soft_dice_loss
+from .optimizer import make_optimizer, optimizer_tensors, restore_optimizer
 
 __all__ = ["TrainConfig", "EpochLog", "TrainResult", "ObjectTarget", "SliceTargets", "prepare_slices",
-           "training_step", "train_shift_block", "last_checkpoint_path"]
+           "training_step", "train_shift_block", "last_checkpoint_path", "make_optimizer"]
 
 LOW_RES = 256
 
@@ -97,7 +98,7 @@ class ObjectTarget:
     inside: np.ndarray  # (A, 2) int32 pixels (row, col) to draw clicks from
     candidates: torch.Tensor  # (M, 2) normalized (x, y)
     target: torch.Tensor  # (256, 256) float mask in SAM2's low-res frame
-    signed_distance: torch.Tensor  # (256, 256) signed distance, low-res pixels
+    shape: ObjectShape  # the object at full resolution, for L_out
 
 
 @dataclass
@@ -120,11 +121,10 @@ def _object_target(mask: np.ndarray, grid, config: TrainConfig, device: torch.de
     hw = mask.shape
     low = F.interpolate(torch.as_tensor(mask, dtype=torch.float32)[None, None], size=(LOW_RES, LOW_RES),
                         mode="bilinear", align_corners=False, antialias=True)[0, 0]
-    sd = signed_distance_map((low > 0.5).numpy())
     cands = pixels_to_normalized(grid.candidates(config.epsilon), hw)
     return ObjectTarget(np.argwhere(mask).astype(np.int32),
                         torch.as_tensor(cands, dtype=torch.float32, device=device),
-                        low.to(device), torch.as_tensor(sd, device=device))
+                        low.to(device), object_shape(mask, device))
 
 
 def prepare_slices(model, stack: AnnotatedStack, config: TrainConfig, *, indices=None,
@@ -200,7 +200,7 @@ def training_step(model, batch: list[SliceTargets], config: TrainConfig, rng: np
         for j, obj in enumerate(item.objects):
             pts = refined[j * k:(j + 1) * k]
             dist = distance_loss(pts, obj.candidates, config.theta)
-            out = outside_loss(pts, obj.signed_distance, config.out_temperature)
+            out = outside_loss(pts, obj.shape, config.out_temperature)
             rest = rest + (config.beta * dist.sum() + config.gamma * out.sum()) / total_clicks
             sums["dist_loss"] += float(dist.detach().sum()) / total_clicks
             sums["out_loss"] += float(out.detach().sum()) / total_clicks
@@ -213,30 +213,6 @@ def training_step(model, batch: list[SliceTargets], config: TrainConfig, rng: np
 
 
 # ------------------------------------------------------------------ checkpoints
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for idx, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
-            if torch.is_tensor(value):
-                out[f"optim.{idx}.{name}"] = value.reshape(-1) if value.dim() == 0 else value
-    return out
-
-
-def _restore_optimizer(optimizer: torch.optim.Optimizer, extras: dict[str, torch.Tensor]) -> bool:
-    state: dict[int, dict] = {}
-    for key, value in extras.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value.reshape(()) if name == "step" else value
-    if not state:
-        return False
-    current = optimizer.state_dict()
-    device = optimizer.param_groups[0]["params"][0].device
-    state = {i: {n: (v if n == "step" else v.to(device)) for n, v in s.items()} for i, s in state.items()}
-    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})
-    return True
-
-
 def _copy_state(block: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in block.state_dict().items()}
 
@@ -291,14 +267,13 @@ def train_shift_block(
     if rank == 0 and not out.parent.is_dir():
         raise DataError(f"cannot write the checkpoint: folder {out.parent} does not exist")
     block = model.shift_block
-    optimizer = torch.optim.AdamW([p for p in block.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = make_optimizer(block, config)
     start_epoch, best_epoch, best_score, history = 0, 0, -math.inf, []
     best_state = _copy_state(block)
     if resume is not None:
         saved, header, extras = load_checkpoint(resume, backbone=model.backbone.name)
         block.load_state_dict(saved.state_dict())
-        _restore_optimizer(optimizer, extras)
+        restore_optimizer(optimizer, extras)
         info = header.get("training", {})
         start_epoch = int(info.get("epoch", 0))
         best_epoch, best_score = int(info.get("best_epoch", start_epoch)), float(info.get("best_score", -math.inf))
@@ -368,7 +343,7 @@ def train_shift_block(
             save_checkpoint(last_path, block, model.backbone.name, metrics=metrics,
                             training={**summary, "epoch": epoch, "epochs": epoch, "best_epoch": best_epoch,
                                       "best_score": best_score, "history": [asdict(h) for h in history]},
-                            extra_tensors=_optimizer_tensors(optimizer))
+                            extra_tensors=optimizer_tensors(optimizer))
             if log_file is not None:
                 with open(log_file, "a") as fh:
                     fh.write(json.dumps(asdict(log)) + "\n")
