@@ -203,15 +203,12 @@ def cancel_when_destroyed(widget: QObject, flag: Callable[[], "CancelFlag | None
 
 
 def find_click_widget(viewer: "napari.viewer.Viewer"):
-    """The click widget docked in ``viewer``'s window, or ``None``."""
-    from .click_widget import ClickWidget
-
+    """The click dock in ``viewer``'s window, or ``None`` (kept only until the heatmap and training docks use
+    the workspace; no import of the click dock, so the modules do not import each other)."""
     window = getattr(viewer, "window", None)
     docks = getattr(window, "dock_widgets", None) if window is not None else None
-    if not docks:
-        return None
-    for widget in list(docks.values()):
-        if isinstance(widget, ClickWidget):
+    for widget in list(docks.values()) if docks else []:
+        if type(widget).__name__ == "ClickWidget":
             return widget
     return None
 

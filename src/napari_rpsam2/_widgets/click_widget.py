@@ -136,6 +136,10 @@ class ClickWidget(QWidget):
         """The viewer's model (shared by every dock), or ``None``."""
         return self.workspace.model
 
+    def set_model(self, model: "RPSAM2") -> None:
+        """Give the viewer's workspace a model built elsewhere (a script, a test); every dock uses it."""
+        self.workspace.set_model(model)
+
     def _on_model(self, *_: Any) -> None:
         self.settings.show_model()
         self._update_block_label()
@@ -168,6 +172,7 @@ class ClickWidget(QWidget):
         session.events.message.connect(self._on_message)
         session.events.preview_changed.connect(self._on_preview)
         session.events.clicks_changed.connect(self._on_clicks)
+        session.events.refine_changed.connect(self._on_clicks)
         image.events.contrast_limits.connect(self._on_mapping)
         image.events.gamma.connect(self._on_mapping)
         self._layers.show_clicks(session)
@@ -183,7 +188,8 @@ class ClickWidget(QWidget):
         if self.session is not None:
             for sig, slot in ((self.session.events.message, self._on_message),
                               (self.session.events.preview_changed, self._on_preview),
-                              (self.session.events.clicks_changed, self._on_clicks)):
+                              (self.session.events.clicks_changed, self._on_clicks),
+                              (self.session.events.refine_changed, self._on_clicks)):
                 sig.disconnect(slot)
         if self._layers is not None:
             self._layers.image.events.contrast_limits.disconnect(self._on_mapping)
@@ -214,7 +220,7 @@ class ClickWidget(QWidget):
         if self._layers is not None:
             self._layers.show_preview(preview)
 
-    def _on_clicks(self, index: tuple[int, ...]) -> None:
+    def _on_clicks(self, *_: Any) -> None:
         self._schedule()
 
     def _on_mapping(self, *_: Any) -> None:
