@@ -35,7 +35,7 @@ def _make(role: str, image: Any) -> Any:
     nd, shape = image.ndim, layer_shape(image)
     geo = {"scale": image.scale, "translate": image.translate,
            "metadata": {PLUGIN_LAYER_KEY: {"role": role, "image": image.unique_id}}}
-    size = max(4.0, 0.02 * min(shape[-2:]))
+    size = max(6.0, 0.035 * min(shape[-2:]))
     if role == "preview":
         cmap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR})
         return Labels(np.zeros(shape, np.uint8), name=f"{image.name} preview", opacity=PREVIEW_OPACITY,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image, Labels
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from ..app.click_session import ClickSession, Preview
@@ -124,6 +124,7 @@ class ClickWidget(QWidget):
         lay.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # narrow dock: the text wraps instead
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -139,6 +140,18 @@ class ClickWidget(QWidget):
     def set_model(self, model: "RPSAM2") -> None:
         """Give the viewer's workspace a model built elsewhere (a script, a test); every dock uses it."""
         self.workspace.set_model(model)
+
+    def load_shift_block(self, path: str) -> bool:
+        """Load a shift-block checkpoint into the viewer's model; False (with a message) on failure."""
+        try:
+            self.workspace.load_shift_block(path)  # shift_block_changed updates this dock
+        except Exception as err:  # NoModelError, CheckpointError...: show, do not crash
+            self.status.error(f"Could not load the shift block: {error_text(err)}")
+            return False
+        self.settings.shift_block.setText(str(path))
+        self.refine_box.setChecked(True)
+        self.status.info(f"Shift block loaded from {path}.")
+        return True
 
     def _on_model(self, *_: Any) -> None:
         self.settings.show_model()
