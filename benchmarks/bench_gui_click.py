@@ -101,7 +101,19 @@ def _run(args) -> dict:
     model, debounce = dock.model, DEBOUNCE_MS / 1000
     prompts, preview = dock.layers()["prompts"], dock.layers()["preview"]
     shown: list[float] = []
-    preview.events.data.connect(lambda *_: shown.append(time.perf_counter()))
+    preview.events.set_data.connect(lambda *_: shown.append(time.perf_counter()))  # the new slice is on the layer
+    calls: list[tuple[float, float]] = []  # (start, end) of each segment call the dock makes
+    segment = model.segment
+
+    def timed_segment(*a, **k):
+        start = time.perf_counter()
+        try:
+            return segment(*a, **k)
+        finally:
+            calls.append((start, time.perf_counter()))
+
+    model.segment = timed_segment  # the dock calls workspace.model.segment: same object
+    parts: dict[str, list[float]] = {"before_segment": [], "in_segment": [], "after_segment": []}
     rows, cols = np.nonzero(labels[0] == 1)
     picks = np.random.default_rng(0).integers(0, len(rows), args.repeats + 1)
 
@@ -109,23 +121,31 @@ def _run(args) -> dict:
         dock.clear()
         _wait(app, lambda: not dock.busy)
         shown.clear()
+        calls.clear()
         released = _click(viewer, prompts, [index, *rc], QTest, QPoint, Qt)
         _wait(app, lambda: dock.preview_mask() is not None and shown and not dock.busy)
+        (start, end), = calls
+        parts["before_segment"].append(start - released - debounce)
+        parts["in_segment"].append(end - start)
+        parts["after_segment"].append(shown[-1] - end)
         return shown[-1] - released - debounce
 
     def api_click(index: int, rc) -> float:
         sl = dock.current_slice()
         start = time.perf_counter()
-        model.segment(sl.plane, np.asarray([rc]), [1], True, rgb=sl.rgb, key=sl.key,
+        segment(sl.plane, np.asarray([rc]), [1], True, rgb=sl.rgb, key=sl.key,
                       contrast_limits=layer.contrast_limits, gamma=layer.gamma)
         return time.perf_counter() - start
 
     widget_click(0, (float(rows[picks[0]]), float(cols[picks[0]])))  # warm-up: embeds slice 0
     widget_t, api_t = [], []
+    for values in parts.values():
+        values.clear()
     for i in picks[1:]:
         rc = (float(rows[i]), float(cols[i]))
         widget_t.append(widget_click(0, rc))
         api_t.append(api_click(0, rc))
+    cached_parts = {f"{k}_ms_median": round(1000 * statistics.median(v), 2) for k, v in parts.items()}
     first_t, encoder_t = [], []
     stack = np.asarray(layer.data)
     for s in range(1, args.fresh + 1):
@@ -133,7 +153,7 @@ def _run(args) -> dict:
         _wait(app, lambda: not dock.busy)
         first_t.append(widget_click(s, (float(rows[picks[0]]), float(cols[picks[0]]))))
         start = time.perf_counter()
-        model.embed(np.ascontiguousarray(stack[s][::-1]), rgb=True)  # same size, never seen: a real encode
+        model.embed(np.ascontiguousarray(stack[s][::-1]), rgb=True, contrast_limits=layer.contrast_limits)  # same size, never seen: a real encode
         encoder_t.append(time.perf_counter() - start)
     viewer.close()
     result = {
@@ -144,6 +164,7 @@ def _run(args) -> dict:
         "first_click_ms_median": round(1000 * statistics.median(first_t), 1),
         "encoder_ms_median": round(1000 * statistics.median(encoder_t), 1),
         "first_click_to_encoder_ratio": round(statistics.median(first_t) / statistics.median(encoder_t), 3),
+        "cached_click_breakdown": cached_parts,
         "debounce_ms": DEBOUNCE_MS,
         "repeats": args.repeats,
         "fresh_slices": args.fresh,

@@ -108,7 +108,8 @@ def test_commit_into_new_layer_adopts_it_and_clicks_keep_working(make_napari_vie
 def test_click_outside_the_image_is_refused(make_napari_viewer, qtbot, model, frame):
     image, labels = frame
     viewer, widget = open_dock(qtbot, make_napari_viewer, model, image, rgb=True)
-    viewer.camera.zoom *= 0.6  # black margin all around the image
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.zoom *= 0.6  # black margin all around the image
     click_canvas(qtbot, viewer, clicks_layer(viewer), inside(labels, 1))
     wait_mask(qtbot, widget)
     click_canvas(qtbot, viewer, clicks_layer(viewer), (-40.0, 100.0))

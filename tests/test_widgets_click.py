@@ -106,3 +106,16 @@ def test_messages_without_model_and_keys_unbound_on_close(make_napari_viewer, qt
     viewer.window.remove_dock_widget(widget)  # what the dock's close button does
     keys = {str(k) for k in viewer.keymap}
     assert "Shift+C" not in keys and "Shift-C" not in keys
+
+
+def test_dock_follows_the_viewers_model_and_fits_a_small_screen(make_napari_viewer, qtbot, model, moving_model):
+    from napari_rpsam2._widgets.click_widget import MAX_WIDTH
+
+    viewer, widget, _ = _open(qtbot, make_napari_viewer, None, np.zeros((64, 64), np.float32))
+    assert viewer.window._qt_window.width() <= 1280 and widget.width() <= MAX_WIDTH
+    workspace = workspace_for(viewer)
+    workspace.set_model(RPSAM2(model.backbone))  # e.g. loaded by another dock
+    assert "Loaded sam2.1_hiera_tiny" in widget.settings.status.text() and "random" in widget.settings.status.text()
+    assert "untrained" in widget.block_label.text()
+    workspace.use_shift_block(moving_model.shift_block)  # the training dock's "use the trained block"
+    assert widget.block_label.text() == "Shift block: trained"

@@ -79,6 +79,8 @@ class ClickLayers:
                 layer = _make(role, self.image)
                 self.viewer.add_layer(layer)
                 made = True
+                if role == "preview":
+                    self._shown_index = Ellipsis
             self.layers[role] = layer
         self.prompts.mode = "pan_zoom"  # canvas clicks become session clicks; napari never adds points itself
         return made
@@ -149,4 +151,5 @@ class ClickLayers:
             lead = np.broadcast_to(np.asarray(preview.index, float), (int(pos.sum()), len(preview.index)))
             self.layers["refined"].data = np.concatenate([lead, res.points[pos]], axis=1)
             self.layers["arrows"].data = vectors_from(res.clicks[pos], res.points[pos], preview.index)
-        layer.data = data  # same array: napari re-slices and redraws
+        # the array was changed in place: re-slice and redraw, without the extent and dims work of `data = `
+        layer.refresh(extent=False, thumbnail=False, force=True)

@@ -213,8 +213,11 @@ class ClickWidget(QWidget):
         """The dock's layers of the chosen image by role (``prompts``, ``refined``, ``arrows``, ``preview``)."""
         if self._layers is None:
             raise SliceError("No image layer: open an image (or File ▸ Open Sample ▸ RP-SAM2).")
-        if not self._layers.alive() and self._layers.ensure():
+        if not self._layers.alive() and self._layers.ensure():  # the person deleted one: make it again
+            self._input.disconnect()
+            self._input = ClickInput(self._layers, self.session, self._current_index, self.status.error)
             self._layers.show_clicks(self.session)
+            self._layers.show_preview(self.session.preview)
             self._layers.activate()
         return dict(self._layers.layers)
 
