@@ -15,15 +15,18 @@ if TYPE_CHECKING:
 __all__ = ["commit_target"]
 
 
-def commit_target(viewer: "napari.viewer.Viewer", picker: LayerPicker, image: Any) -> Any:
+def commit_target(viewer: "napari.viewer.Viewer", picker: LayerPicker, image: Any, below: Any = None) -> Any:
     """The picker's Labels layer; with "(new Labels layer)" a new one on ``image``'s grid, chosen in the picker.
 
     The new layer is the real layer (not napari's public-only proxy), so the
-    picker finds it and the next commit goes into the same layer.
+    picker finds it and the next commit goes into the same layer.  It is put
+    just under the layer ``below`` (the preview), so it never hides the next preview.
     """
     target = picker.layer()
     if target is None:
         target = unwrap(viewer.add_labels(np.zeros(layer_shape(image), np.int32), name=f"{image.name} objects",
                                           scale=image.scale, translate=image.translate))
         picker.set_layer(target)
+        if below is not None and below in viewer.layers:
+            viewer.layers.move(viewer.layers.index(target), viewer.layers.index(below))
     return target

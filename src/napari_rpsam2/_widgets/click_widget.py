@@ -313,7 +313,8 @@ class ClickWidget(QWidget):
             self.status.error("Still segmenting the latest clicks; commit again in a moment.")
             return
         if self.session.preview is not None:
-            self.session.target = commit_target(self.viewer, self.target_picker, self._layers.image)
+            self.session.target = commit_target(self.viewer, self.target_picker, self._layers.image,
+                                                below=self._layers.preview)
         self.session.commit()
         self._layers.activate()  # a new Labels layer took the focus: the next canvas click must still count
 
