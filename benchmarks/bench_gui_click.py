@@ -105,87 +105,103 @@ def _open(n_slices: int):
     return viewer, layer, dock, labels
 
 
-def _run(args) -> dict:
-    from qtpy.QtCore import QPoint, Qt
-    from qtpy.QtTest import QTest
-    from qtpy.QtWidgets import QApplication
+class _Probe:
+    """Clicks through the dock and through the library, timing each part."""
 
+    def __init__(self, viewer, layer, dock) -> None:
+        from qtpy.QtWidgets import QApplication
+
+        from napari_rpsam2._widgets.click_widget import DEBOUNCE_MS
+
+        self.viewer, self.layer, self.dock = viewer, layer, dock
+        self.app, self.debounce = QApplication.instance(), DEBOUNCE_MS / 1000
+        self.prompts = dock.layers()["prompts"]
+        self.shown: list[float] = []  # set_data of the preview: the new slice is on the layer
+        dock.layers()["preview"].events.set_data.connect(lambda *_: self.shown.append(time.perf_counter()))
+        self.calls: list[tuple[float, float]] = []  # (start, end) of each segment call the dock makes
+        self.model = dock.model
+        self.segment = self.model.segment
+        self.model.segment = self._timed_segment  # the dock calls workspace.model.segment: same object
+        self.parts: dict[str, list[float]] = {"before_segment": [], "in_segment": [], "after_segment": []}
+
+    def _timed_segment(self, *a, **k):
+        start = time.perf_counter()
+        try:
+            return self.segment(*a, **k)
+        finally:
+            self.calls.append((start, time.perf_counter()))
+
+    def widget_click(self, index: int, rc) -> float:
+        from qtpy.QtCore import QPoint, Qt
+        from qtpy.QtTest import QTest
+
+        dock = self.dock
+        dock.clear()
+        _wait(self.app, lambda: not dock.busy)
+        self.shown.clear()
+        self.calls.clear()
+        released = _click(self.viewer, self.prompts, [index, *rc], QTest, QPoint, Qt)
+        _wait(self.app, lambda: dock.preview_mask() is not None and self.shown and not dock.busy)
+        (start, end), = self.calls
+        self.parts["before_segment"].append(start - released - self.debounce)
+        self.parts["in_segment"].append(end - start)
+        self.parts["after_segment"].append(self.shown[-1] - end)
+        return self.shown[-1] - released - self.debounce
+
+    def api_click(self, rc) -> float:
+        sl, layer = self.dock.current_slice(), self.layer
+        start = time.perf_counter()
+        self.segment(sl.plane, np.asarray([rc]), [1], True, rgb=sl.rgb, key=sl.key,
+                     contrast_limits=layer.contrast_limits, gamma=layer.gamma)
+        return time.perf_counter() - start
+
+    def encoder(self, s: int) -> float:
+        plane = np.ascontiguousarray(np.asarray(self.layer.data[s])[::-1])  # same size, never seen: a real encode
+        start = time.perf_counter()
+        self.model.embed(plane, rgb=True, contrast_limits=self.layer.contrast_limits)
+        return time.perf_counter() - start
+
+
+def _ratio(a: list[float], b: list[float]) -> float:
+    return round(statistics.median(a) / statistics.median(b), 3)
+
+
+def _run(args) -> dict:
     from napari_rpsam2._widgets.click_widget import DEBOUNCE_MS
 
     viewer, layer, dock, labels = _open(args.fresh + 1)
-    app = QApplication.instance()
-    model, debounce = dock.model, DEBOUNCE_MS / 1000
-    prompts, preview = dock.layers()["prompts"], dock.layers()["preview"]
-    shown: list[float] = []
-    preview.events.set_data.connect(lambda *_: shown.append(time.perf_counter()))  # the new slice is on the layer
-    calls: list[tuple[float, float]] = []  # (start, end) of each segment call the dock makes
-    segment = model.segment
-
-    def timed_segment(*a, **k):
-        start = time.perf_counter()
-        try:
-            return segment(*a, **k)
-        finally:
-            calls.append((start, time.perf_counter()))
-
-    model.segment = timed_segment  # the dock calls workspace.model.segment: same object
-    parts: dict[str, list[float]] = {"before_segment": [], "in_segment": [], "after_segment": []}
+    probe = _Probe(viewer, layer, dock)
     rows, cols = np.nonzero(labels[0] == 1)
-    picks = np.random.default_rng(0).integers(0, len(rows), args.repeats + 1)
-
-    def widget_click(index: int, rc) -> float:
-        dock.clear()
-        _wait(app, lambda: not dock.busy)
-        shown.clear()
-        calls.clear()
-        released = _click(viewer, prompts, [index, *rc], QTest, QPoint, Qt)
-        _wait(app, lambda: dock.preview_mask() is not None and shown and not dock.busy)
-        (start, end), = calls
-        parts["before_segment"].append(start - released - debounce)
-        parts["in_segment"].append(end - start)
-        parts["after_segment"].append(shown[-1] - end)
-        return shown[-1] - released - debounce
-
-    def api_click(index: int, rc) -> float:
-        sl = dock.current_slice()
-        start = time.perf_counter()
-        segment(sl.plane, np.asarray([rc]), [1], True, rgb=sl.rgb, key=sl.key,
-                      contrast_limits=layer.contrast_limits, gamma=layer.gamma)
-        return time.perf_counter() - start
-
-    widget_click(0, (float(rows[picks[0]]), float(cols[picks[0]])))  # warm-up: embeds slice 0
-    widget_t, api_t = [], []
-    for values in parts.values():
+    picks = [(float(rows[i]), float(cols[i])) for i in np.random.default_rng(0).integers(0, len(rows), args.repeats + 1)]
+    probe.widget_click(0, picks[0])  # warm-up: embeds slice 0
+    for values in probe.parts.values():
         values.clear()
-    for i in picks[1:]:
-        rc = (float(rows[i]), float(cols[i]))
-        widget_t.append(widget_click(0, rc))
-        api_t.append(api_click(0, rc))
-    cached_parts = {f"{k}_ms_median": round(1000 * statistics.median(v), 2) for k, v in parts.items()}
+    widget_t, api_t = [], []
+    for rc in picks[1:]:  # interleaved: dock, library, dock, library...
+        widget_t.append(probe.widget_click(0, rc))
+        api_t.append(probe.api_click(rc))
+    breakdown = {f"{k}_ms_median": round(1000 * statistics.median(v), 2) for k, v in probe.parts.items()}
     first_t, encoder_t = [], []
-    stack = np.asarray(layer.data)
     for s in range(1, args.fresh + 1):
         viewer.dims.set_current_step(0, s)
-        _wait(app, lambda: not dock.busy)
-        first_t.append(widget_click(s, (float(rows[picks[0]]), float(cols[picks[0]]))))
-        start = time.perf_counter()
-        model.embed(np.ascontiguousarray(stack[s][::-1]), rgb=True, contrast_limits=layer.contrast_limits)  # same size, never seen: a real encode
-        encoder_t.append(time.perf_counter() - start)
+        _wait(probe.app, lambda: not dock.busy)
+        first_t.append(probe.widget_click(s, picks[0]))
+        encoder_t.append(probe.encoder(s))
     viewer.close()
     result = {
         "benchmark": "gui_click",
         "widget_ms_median": round(1000 * statistics.median(widget_t), 2),
         "api_ms_median": round(1000 * statistics.median(api_t), 2),
-        "widget_to_api_ratio": round(statistics.median(widget_t) / statistics.median(api_t), 3),
+        "widget_to_api_ratio": _ratio(widget_t, api_t),
         "first_click_ms_median": round(1000 * statistics.median(first_t), 1),
         "encoder_ms_median": round(1000 * statistics.median(encoder_t), 1),
-        "first_click_to_encoder_ratio": round(statistics.median(first_t) / statistics.median(encoder_t), 3),
-        "cached_click_breakdown": cached_parts,
+        "first_click_to_encoder_ratio": _ratio(first_t, encoder_t),
+        "cached_click_breakdown": breakdown,
         "debounce_ms": DEBOUNCE_MS,
         "repeats": args.repeats,
         "fresh_slices": args.fresh,
         "goals": {"widget_to_api_ratio": 1.5, "first_click_to_encoder_ratio": 1.2},
-        "device": str(model.device),
+        "device": str(probe.model.device),
         "machine": platform.machine(),
         "python": platform.python_version(),
     }
