@@ -157,6 +157,14 @@ def test_deleting_all_clicks_clears_the_mask_text(make_napari_viewer, qtbot, mod
     assert len(layer.data) == 0
     qtbot.waitUntil(lambda: not widget.busy, timeout=10_000)
     assert "mask of" not in widget.status.text()
+    # napari's own add tool: the polarity still comes from each press alone (napari selects the
+    # added point and copies its features into feature_defaults)
+    click_button(qtbot, controls.addition_button)
+    click_canvas(qtbot, viewer, layer, (20.0, 20.0), SHIFT)
+    click_canvas(qtbot, viewer, layer, obj1)
+    assert polarities(viewer) == ["negative", "positive"]
+    assert len(layer.face_color) == 2 and not np.allclose(layer.face_color[0], layer.face_color[1])
+    wait_mask(qtbot, widget)
 
 
 def test_preview_stands_out_on_a_reddish_frame(make_napari_viewer, qtbot, model, frame):

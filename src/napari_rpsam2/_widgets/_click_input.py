@@ -99,7 +99,7 @@ class ClickInput:
             return
         points = self.layers.read_clicks()
         if action.endswith("added"):  # napari's add mode: polarity from the press, never from feature_defaults
-            added = set(getattr(event, "data_indices", ()) or ())
+            added = {int(i) % len(points) for i in getattr(event, "data_indices", ()) or ()}  # napari uses -1...
             points = [(ix, Click(c.row, c.col, not self._press_negative) if i in added else c)
                       for i, (ix, c) in enumerate(points)]
         found: dict[tuple[int, ...], list[Click]] = {}
