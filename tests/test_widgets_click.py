@@ -1,4 +1,4 @@
-"""Click widget in a real napari viewer (under Xvfb): clicks, preview, commit / undo."""
+"""Click dock in a real napari viewer, driven by canvas clicks, keys and buttons (under Xvfb)."""
 
 from __future__ import annotations
 
@@ -8,121 +8,97 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from napari_rpsam2._widgets._logic import NEGATIVE, CommitError, plan_commit, plan_undo  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+
+from gui_input import click_button, click_canvas, press_key  # noqa: E402
+from napari_rpsam2 import RPSAM2  # noqa: E402
+from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
 from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
 
 WIDGET = "Click segmentation (RP-SAM2)"
+SHIFT = Qt.KeyboardModifier.ShiftModifier
 
 
-def _open(make_napari_viewer, model, image, **kwargs):
-    viewer = make_napari_viewer()
+def _open(qtbot, make_napari_viewer, model, image, **kwargs):
+    viewer = make_napari_viewer(show=True)
     layer = viewer.add_image(image, name="my picture", **kwargs)
+    if model is not None:
+        workspace_for(viewer).set_model(RPSAM2(model.backbone))
     _, widget = viewer.window.add_plugin_dock_widget("napari-rpsam2", WIDGET)
-    widget.set_model(model)
-    widget.image_picker.set_layer(layer)
-    return viewer, widget
+    viewer.window._qt_window.resize(1280, 800)
+    qtbot.wait(10)
+    viewer.reset_view()
+    return viewer, widget, layer
 
 
-def _wait_idle(qtbot, widget, timeout=60_000):
-    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
+def _wait_mask(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.busy and "mask of" in widget.status.text(), timeout=60_000)
 
 
-def test_commit_plan_never_overwrites():
-    target = np.zeros((2, 5, 5), np.int32)
-    target[1, 0, :] = 7
-    mask = np.zeros((5, 5), bool)
-    mask[0:2, :] = True
-    rec = plan_commit(target, (1,), mask)
-    assert rec.label_id == 8 and rec.size == 5  # row 0 belongs to object 7
-    target[rec.indices] = rec.label_id
-    target[1, 1, 0] = 3  # the user paints over one committed pixel
-    undo = plan_undo(target, rec)
-    target[undo] = 0
-    assert (target[1, 0] == 7).all() and target[1, 1, 0] == 3 and (target[1, 1, 1:] == 0).all()
-    with pytest.raises(CommitError, match="empty"):
-        plan_commit(target, (0,), np.zeros((5, 5), bool))
-
-
-def test_clicks_preview_commit_undo(make_napari_viewer, qtbot, model):
-    image, _ = make_instrument_stack(1)
-    viewer, widget = _open(make_napari_viewer, model, image[0], rgb=True)
-    widget.precompute_box.setChecked(False)
+def test_stack_slices_background_embedding_toggle_and_arrows(make_napari_viewer, qtbot, model):
+    image, _ = make_instrument_stack(2)
+    viewer, widget, layer = _open(qtbot, make_napari_viewer, model, image, rgb=True)
     layers = widget.layers()
-    prompts, preview = layers["prompts"], layers["preview"]
-    assert prompts in viewer.layers and preview.data.shape == image.shape[1:3]
+    assert widget.embedder.running and not widget.embedder.isHidden()  # other slices embed with progress
+    qtbot.waitUntil(lambda: not widget.embedder.running, timeout=120_000)
+    viewer.dims.set_current_step(0, 1)
+    click_canvas(qtbot, viewer, layers["prompts"], (170.0, 80.0))
+    click_canvas(qtbot, viewer, layers["prompts"], (20.0, 20.0), SHIFT)
+    np.testing.assert_allclose(layers["prompts"].data[:, 0], [1, 1])  # both on slice 1
+    assert not np.allclose(layers["prompts"].face_color[0], layers["prompts"].face_color[1])
+    _wait_mask(qtbot, widget)
+    assert layers["refined"].data.shape == (1, 3) and layers["arrows"].data.shape == (1, 2, 3)
+    assert "RP-SAM2" in widget.status.text()
+    press_key(qtbot, viewer, "R", SHIFT)  # plain SAM2: refined points are the clicks
+    assert not widget.refine_box.isChecked()
+    _wait_mask(qtbot, widget)
+    assert widget.status.text().startswith("SAM2")
+    np.testing.assert_allclose(layers["refined"].data[0, 1:], layers["prompts"].data[0, 1:], atol=1e-4)
+    index, mask = widget.preview_mask()
+    assert index == (1,) and np.array_equal(np.asarray(layers["preview"].data[1]) > 0, mask)
+    viewer.dims.set_current_step(0, 0)  # slice 0 has no clicks: no preview; slice 1 keeps its clicks
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert widget.preview_mask() is None and not np.asarray(layers["preview"].data).any()
+    viewer.dims.set_current_step(0, 1)
+    _wait_mask(qtbot, widget)
+    assert len(layers["prompts"].data) == 2
 
-    prompts.data = np.array([[170.0, 80.0]])  # a click on the forceps shaft
-    qtbot.waitUntil(lambda: widget.preview_mask() is not None, timeout=60_000)
-    _wait_idle(qtbot, widget)
-    assert preview.data.any()
-    assert layers["refined"].data.shape == (1, 2)
-    assert layers["arrows"].data.shape == (1, 2, 2)
 
-    # a target that already holds a user's object: it must survive commit and undo
+def test_commit_undo_restore_exactly_and_contrast_reaches_sam2(make_napari_viewer, qtbot, model):
+    image, _ = make_instrument_stack(1)
+    viewer, widget, layer = _open(qtbot, make_napari_viewer, model, image[0].mean(-1).astype(np.uint8))
     existing = np.zeros(image.shape[1:3], np.int32)
     existing[:40, :40] = 5
-    existing[preview.data.astype(bool)] = 0
-    existing[np.argwhere(preview.data)[0][0], np.argwhere(preview.data)[0][1]] = 5
     target = viewer.add_labels(existing.copy(), name="renamed by user")
     widget.target_picker.set_layer(target)
+    widget.layers()["prompts"].visible = True
+    viewer.layers.selection.active = widget.layers()["prompts"]
+    layer.contrast_limits = (20.0, 120.0)  # the person narrows the contrast
+    click_canvas(qtbot, viewer, widget.layers()["prompts"], (170.0, 80.0))
+    _wait_mask(qtbot, widget)
+    plane, click = np.asarray(layer.data), widget.layers()["prompts"].data
+    expected = widget.model.segment(plane, click, [1], True, contrast_limits=(20.0, 120.0)).mask
+    assert not np.array_equal(expected, widget.model.segment(plane, click, [1], True).mask)  # the mapping matters
+    _, mask = widget.preview_mask()
+    np.testing.assert_array_equal(mask, expected)  # SAM2 sees the image as shown
     before = np.asarray(target.data).copy()
-    n_preview = int(preview.data.astype(bool).sum())
-    widget.commit()
+    click_button(qtbot, widget.commit_button)
     after = np.asarray(target.data)
     assert (after[before != 0] == before[before != 0]).all()  # earlier labels intact
-    assert (after == 6).sum() == n_preview - 1
-    assert len(prompts.data) == 0 and not preview.data.any()
-    widget.undo()
+    assert (after == 6).sum() == (expected & (before == 0)).sum()
+    assert len(widget.layers()["prompts"].data) == 0 and not np.asarray(widget.layers()["preview"].data).any()
+    click_button(qtbot, widget.undo_button)
     np.testing.assert_array_equal(np.asarray(target.data), before)
 
 
-def test_negative_click_toggle_and_stack_slices(make_napari_viewer, qtbot, model):
-    image, _ = make_instrument_stack(2)
-    viewer, widget = _open(make_napari_viewer, model, image, rgb=True)
-    layers = widget.layers()
-    prompts = layers["prompts"]
-    assert prompts.ndim == 3
-    # precompute runs in the background with a progress bar
-    assert widget.embedder.running and not widget.embedder.isHidden()
-    qtbot.waitUntil(lambda: not widget.embedder.running, timeout=120_000)
-
-    viewer.dims.set_current_step(0, 1)
-    prompts.data = np.array([[1.0, 170.0, 80.0]])
-
-    class Press:  # what napari passes to mouse callbacks, as far as the widget looks
-        modifiers = ("Shift",)
-
-    widget._on_press(prompts, Press())  # Shift-click, then napari's add mode adds the point
-    prompts.add([1.0, 20.0, 20.0])
-    assert list(prompts.features["label"]) == ["positive", NEGATIVE]
-    assert not np.allclose(prompts.face_color[0], prompts.face_color[1])
-    widget.refine_box.setChecked(False)  # plain SAM2: refined == clicks
-    qtbot.waitUntil(lambda: widget.preview_mask() is not None, timeout=60_000)
-    _wait_idle(qtbot, widget)
-    index, mask = widget.preview_mask()
-    assert index == (1,) and mask.any()
-    np.testing.assert_allclose(layers["refined"].data, [[1.0, 170.0, 80.0]])  # only the positive click
-
-    viewer.dims.set_current_step(0, 0)  # slice 0 has no clicks: preview empties, slice 1 keeps its clicks
-    qtbot.waitUntil(lambda: widget.preview_mask() is None and not widget.busy, timeout=60_000)
-    assert len(prompts.data) == 2
-    viewer.dims.set_current_step(0, 1)
-    qtbot.waitUntil(lambda: widget.preview_mask() is not None, timeout=60_000)
-
-
-def test_messages_without_model_or_image(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-rpsam2", WIDGET)
-    widget.commit()
+def test_messages_without_model_and_keys_unbound_on_close(make_napari_viewer, qtbot):
+    viewer, widget, layer = _open(qtbot, make_napari_viewer, None, np.zeros((64, 64), np.float32))
+    click_button(qtbot, widget.commit_button)
     assert "Nothing to commit" in widget.status.text()
-    widget.clear()
-    assert "No image layer" in widget.status.text()
-    viewer.add_image(np.zeros((64, 64), np.float32))
-    widget.layers()["prompts"].data = np.array([[10.0, 10.0]])
+    click_canvas(qtbot, viewer, widget.layers()["prompts"], (10.0, 10.0))
     qtbot.waitUntil(lambda: "No model loaded" in widget.status.text(), timeout=5_000)
-    # missing weights: a clear message in the widget, no crash
-    widget.settings.weights.setText("/nonexistent/sam2.pt")
-    widget.settings.load()
+    widget.settings.weights.setText("/nonexistent/sam2.pt")  # missing weights: a clear message, no crash
+    click_button(qtbot, widget.settings.load_button)
     qtbot.waitUntil(lambda: "Could not load the model" in widget.settings.status.text(), timeout=30_000)
     assert "does not exist" in widget.settings.status.text()
     keys = {str(k) for k in viewer.keymap}
@@ -130,3 +106,16 @@ def test_messages_without_model_or_image(make_napari_viewer, qtbot):
     viewer.window.remove_dock_widget(widget)  # what the dock's close button does
     keys = {str(k) for k in viewer.keymap}
     assert "Shift+C" not in keys and "Shift-C" not in keys
+
+
+def test_dock_follows_the_viewers_model_and_fits_a_small_screen(make_napari_viewer, qtbot, model, moving_model):
+    from napari_rpsam2._widgets.click_widget import MAX_WIDTH
+
+    viewer, widget, _ = _open(qtbot, make_napari_viewer, None, np.zeros((64, 64), np.float32))
+    assert viewer.window._qt_window.width() <= 1280 and widget.width() <= MAX_WIDTH
+    workspace = workspace_for(viewer)
+    workspace.set_model(RPSAM2(model.backbone))  # e.g. loaded by another dock
+    assert "Loaded sam2.1_hiera_tiny" in widget.settings.status.text() and "random" in widget.settings.status.text()
+    assert "untrained" in widget.block_label.text()
+    workspace.use_shift_block(moving_model.shift_block)  # the training dock's "use the trained block"
+    assert widget.block_label.text() == "Shift block: trained"

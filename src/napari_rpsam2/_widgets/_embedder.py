@@ -39,8 +39,9 @@ class BackgroundEmbedder(QWidget):
         """Whether a job is running."""
         return self._cancel is not None
 
-    def start(self, model: "RPSAM2", stack: Any, *, rgb: bool, key: Any, order: list[int]) -> None:
-        """Embed ``stack[i]`` for ``i`` in ``order`` (cached under ``(key, i)``)."""
+    def start(self, model: "RPSAM2", stack: Any, *, rgb: bool, key: Any, order: list[int],
+              contrast_limits: Any = None, gamma: float = 1.0) -> None:
+        """Embed ``stack[i]`` for ``i`` in ``order`` (cached under ``(key, i)``), mapped as the layer shows it."""
         self.cancel()
         flag = self._cancel = CancelFlag()
         self.progress.setRange(0, len(order))
@@ -52,6 +53,7 @@ class BackgroundEmbedder(QWidget):
                 self._bridge.send_progress(done, total)
 
         start_worker(model.precompute, stack, rgb=rgb, key=key, indices=order, progress=progress, cancel=flag,
+                     contrast_limits=contrast_limits, gamma=gamma,
                      on_error=self._failed, on_finish=lambda: self._done(flag))
 
     def _failed(self, err: BaseException) -> None:

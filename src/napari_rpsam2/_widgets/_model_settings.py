@@ -1,20 +1,27 @@
-"""Model settings box: backbone size, SAM2 weights, shift-block checkpoint, device."""
+"""Model settings box: backbone size, SAM2 weights, shift-block checkpoint, device.
+
+The model is loaded into the viewer's :class:`~napari_rpsam2.app.Workspace`, shared by every dock;
+the box shows whatever model the workspace holds (also one loaded by another dock or a script).
+"""
 
 from __future__ import annotations
 
-from qtpy.QtCore import Signal
+from typing import Any
+
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QToolButton,
     QWidget,
 )
 
+from ..app import Workspace
 from ..model import RPSAM2
 from ._workers import StatusLabel, error_text, start_worker
 
@@ -48,17 +55,14 @@ def _path_row(edit: QLineEdit, pick) -> QWidget:
 
 
 class ModelSettings(QGroupBox):
-    """Choose and load an RP-SAM2 model in a worker thread.
+    """Choose an RP-SAM2 model and load it into ``workspace`` in a worker thread.
 
-    Emits :attr:`model_changed` with the new :class:`RPSAM2` once loaded.
     Loading errors (missing weights, wrong checkpoint) are shown in the box.
     """
 
-    model_changed = Signal(object)
-
-    def __init__(self, parent=None) -> None:
+    def __init__(self, workspace: Workspace, parent=None) -> None:
         super().__init__("Model", parent)
-        self.model: RPSAM2 | None = None
+        self.workspace = workspace
         self._worker = None
         form = QFormLayout(self)
 
@@ -75,6 +79,10 @@ class ModelSettings(QGroupBox):
             "'random' builds random weights — for testing only, its masks are meaningless."
         )
         form.addRow("SAM2 weights", _path_row(self.weights, self._pick_weights))
+        hint = QLabel("Offline or just trying things out? Type <b>random</b>: every step works, "
+                      "but the masks mean nothing.")
+        hint.setWordWrap(True)
+        form.addRow(hint)
 
         self.shift_block = QLineEdit()
         self.shift_block.setPlaceholderText("none: untrained block = plain SAM2")
@@ -92,6 +100,7 @@ class ModelSettings(QGroupBox):
         self.status = StatusLabel("No model loaded. Choose the weights and press Load model.")
         form.addRow(self.status)
         self._update_placeholder(self.backbone.currentText())
+        self.show_model()
 
     # ------------------------------------------------------------ file pickers
     def _update_placeholder(self, size: str) -> None:
@@ -123,8 +132,8 @@ class ModelSettings(QGroupBox):
         self.load_button.setEnabled(False)
         self.status.info(f"Loading {backbone} ({weights}) on {device}… the viewer stays usable.")
         self._worker = start_worker(
-            RPSAM2.load, backbone, weights, block, device,
-            on_return=self._loaded, on_error=self._failed, on_finish=self._done,
+            self.workspace.load_model, backbone, weights, block, device,
+            on_return=self.workspace.set_model, on_error=self._failed, on_finish=self._done,
         )
 
     def _done(self) -> None:
@@ -134,18 +143,16 @@ class ModelSettings(QGroupBox):
     def _failed(self, err: BaseException) -> None:
         self.status.error(f"Could not load the model: {error_text(err)}")
 
-    def _loaded(self, model: RPSAM2) -> None:
-        self.set_model(model)
+    @property
+    def model(self) -> RPSAM2 | None:
+        """The workspace's model, or ``None``."""
+        return self.workspace.model
 
-    def set_model(self, model: RPSAM2) -> None:
-        """Use an existing model (e.g. one built by a script or a test)."""
-        self.model = model
-        note = "  ⚠ random weights: for testing only." if "random" in model.backbone.weights_signature else ""
+    def show_model(self, model: Any = None) -> None:
+        """Describe the workspace's model (called when it or its shift block changes)."""
+        model = self.workspace.model
+        if model is None:
+            return
+        note = "  ⚠ random weights: for trying things out only." if "random" in model.backbone.weights_signature else ""
         self.status.info(f"Loaded {model.backbone.name} on {model.device}{note}")
         self.status.setToolTip(model.summary())
-        self.model_changed.emit(model)
-
-    def refresh_summary(self) -> None:
-        """Update the tooltip after the shift block changed."""
-        if self.model is not None:
-            self.status.setToolTip(self.model.summary())

@@ -14,28 +14,46 @@ if TYPE_CHECKING:
 
     from ..model import RPSAM2
 
-__all__ = ["LayerPicker", "Bridge", "CancelFlag", "ClickModelUser", "StatusLabel", "bind_keys", "cancel_when_destroyed", "error_text",
-           "find_click_widget", "prepare_torch_optimizers", "start_worker", "unbind_keys"]
+__all__ = ["LayerPicker", "Bridge", "CancelFlag", "ClickModelUser", "StatusLabel", "bind_keys", "cancel_when_destroyed",
+           "error_text", "find_click_widget", "is_plugin_layer", "PLUGIN_LAYER_KEY", "prepare_torch_optimizers",
+           "start_worker", "unbind_keys", "unwrap"]
+
+PLUGIN_LAYER_KEY = "napari_rpsam2"
+"""Key in a layer's ``metadata`` marking the plugin's own layers (preview, clicks, heatmaps...)."""
+
+
+def unwrap(obj: Any) -> Any:
+    """The object behind napari's public-only proxy (a viewer or a layer), or ``obj`` itself."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def is_plugin_layer(layer: Any) -> bool:
+    """Whether ``layer`` is one of the plugin's own layers (marked with :data:`PLUGIN_LAYER_KEY`)."""
+    metadata = getattr(layer, "metadata", None)
+    return isinstance(metadata, dict) and PLUGIN_LAYER_KEY in metadata
 
 
 class LayerPicker(QComboBox):
     """A combo box of the viewer's layers of some types, kept up to date.
 
     Layers are stored as item data, so renaming a layer never breaks the
-    choice; no layer name is assumed.
+    choice; no layer name is assumed.  The plugin's own layers (see
+    :func:`is_plugin_layer`) are never listed.  Layers are compared by the
+    object behind napari's public-only proxy, so a layer a dock made through
+    its proxy viewer is found.
     """
 
     def __init__(self, viewer: "napari.viewer.Viewer", layer_types: tuple[type, ...],
                  *, allow_none: str | None = None, exclude: Callable[[Any], bool] | None = None,
                  parent=None) -> None:
         super().__init__(parent)
-        self._viewer = viewer
+        self._viewer = unwrap(viewer)
         self._types = layer_types
         self._none = allow_none
         self._exclude = exclude
         self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
-        events = viewer.layers.events
+        events = self._viewer.layers.events
         for ev in (events.inserted, events.removed, events.reordered):
             ev.connect(self.refresh)
         self.refresh()
@@ -56,7 +74,9 @@ class LayerPicker(QComboBox):
         if self._none is not None:
             self.addItem(self._none, None)
         for layer in self._viewer.layers:
-            if isinstance(layer, self._types) and not (self._exclude and self._exclude(layer)):
+            if is_plugin_layer(layer) or (self._exclude and self._exclude(layer)):
+                continue
+            if isinstance(layer, self._types):
                 self.addItem(layer.name, layer)
                 layer.events.name.disconnect(self.refresh)
                 layer.events.name.connect(self.refresh)
@@ -74,7 +94,7 @@ class LayerPicker(QComboBox):
 
     def set_layer(self, layer: Any) -> None:
         """Choose ``layer`` (no-op if it is not listed)."""
-        index = self.findData(layer)
+        index = self.findData(unwrap(layer))
         if index >= 0:
             self.setCurrentIndex(index)
 
@@ -183,15 +203,12 @@ def cancel_when_destroyed(widget: QObject, flag: Callable[[], "CancelFlag | None
 
 
 def find_click_widget(viewer: "napari.viewer.Viewer"):
-    """The click widget docked in ``viewer``'s window, or ``None``."""
-    from .click_widget import ClickWidget
-
+    """The click dock in ``viewer``'s window, or ``None`` (kept only until the heatmap and training docks use
+    the workspace; no import of the click dock, so the modules do not import each other)."""
     window = getattr(viewer, "window", None)
     docks = getattr(window, "dock_widgets", None) if window is not None else None
-    if not docks:
-        return None
-    for widget in list(docks.values()):
-        if isinstance(widget, ClickWidget):
+    for widget in list(docks.values()) if docks else []:
+        if type(widget).__name__ == "ClickWidget":
             return widget
     return None
 

@@ -1,84 +1,73 @@
-"""Click segmentation dock widget: live RP-SAM2 masks from positive / negative clicks."""
+"""Click segmentation dock: a view over the image's :class:`~napari_rpsam2.app.ClickSession`.
+
+The session (clicks per slice, preview, undo stack, target) lives in the
+viewer's workspace, so closing and reopening the dock keeps it; the dock
+mirrors it into napari layers and feeds canvas clicks, keys and buttons into it.
+"""
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from napari.layers import Image, Labels, Points
-from qtpy.QtCore import QEvent, QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from napari.layers import Image, Labels
+from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
+from ..app.click_session import ClickSession, Preview
 from ..model.shift_block import offset_is_identity
-from ._commit import CommitMixin
-from ._logic import NEGATIVE, POSITIVE, CommitRecord, prompts_on_slice, vectors_from
+from ._click_input import NEGATIVE_MODIFIER, ClickInput
+from ._click_layers import ClickLayers
+from ._commit import commit_target
+from ._embedder import BackgroundEmbedder
 from ._model_settings import ModelSettings
 from ._slicing import ImageSlice, SliceError, image_slice, layer_shape
-from ._click_layers import ROLES, ensure_click_layers
-from ._embedder import BackgroundEmbedder
 from ._workers import (LayerPicker, StatusLabel, bind_keys, cancel_when_destroyed, error_text, start_worker,
-                       unbind_keys)
+                       unbind_keys, unwrap)
+from ._workspace import workspace_for
 
 if TYPE_CHECKING:
     import napari
 
-    from ..model import RPSAM2, SegmentResult
+    from ..model import RPSAM2
 
-__all__ = ["ClickWidget", "KEYS"]
+__all__ = ["ClickWidget", "KEYS", "DEBOUNCE_MS", "MAX_WIDTH"]
 
 KEYS = {"commit": "Shift-C", "clear": "Shift-X", "toggle": "Shift-R"}
-"""Viewer key bindings while the widget is open."""
-NEGATIVE_MODIFIER = "Shift"
-COLORS = {POSITIVE: (0.2, 0.9, 0.2, 1.0), NEGATIVE: (1.0, 0.25, 0.25, 1.0)}
+"""Viewer key bindings while the dock is open."""
 DEBOUNCE_MS = 120
+"""Clicks within this interval are segmented together."""
+MAX_WIDTH = 420
 
 
-class ClickWidget(CommitMixin, QWidget):
+class ClickWidget(QWidget):
     """Segment objects by clicking; commit them into a Labels layer.
 
     Parameters
     ----------
     napari_viewer : napari.viewer.Viewer
-        The viewer (injected by napari).
+        The viewer (injected by napari, possibly as its public-only proxy).
     """
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
         super().__init__()
-        self.viewer = napari_viewer
-        self._own: weakref.WeakSet = weakref.WeakSet()
-        self._layers: dict[int, dict[str, Any]] = {}
-        self._generation = 0
-        self._busy = False
-        self._dirty = False
-        self._pending_label = POSITIVE
-        self._shown: tuple[tuple[int, ...], np.ndarray] | None = None
-        self._undo: list[tuple[Labels, CommitRecord]] = []
-
-        self.settings = ModelSettings()
-        self.settings.model_changed.connect(self._on_model)
-        self.image_picker = LayerPicker(napari_viewer, (Image,), exclude=self._is_own)
-        self.target_picker = LayerPicker(napari_viewer, (Labels,), allow_none="(new Labels layer)", exclude=self._is_own)
+        self.viewer = unwrap(napari_viewer)  # layers made here must be the ones the pickers list
+        self.workspace = workspace_for(self.viewer)
+        self.session: ClickSession | None = None
+        self._layers: ClickLayers | None = None
+        self._input: ClickInput | None = None
+        self._busy = self._dirty = False
+        self.settings = ModelSettings(self.workspace)
+        self.image_picker = LayerPicker(self.viewer, (Image,))
+        self.target_picker = LayerPicker(self.viewer, (Labels,), allow_none="(new Labels layer)")
         self.refine_box = QCheckBox("Refine clicks (RP-SAM2)")
         self.refine_box.setChecked(True)
         self.refine_box.setToolTip(f"Off: plain SAM2 on the same clicks, to compare. Key: {KEYS['toggle']}")
         self.precompute_box = QCheckBox("Embed other slices in the background")
         self.precompute_box.setChecked(True)
         self.block_label = QLabel("Shift block: –")
-
         self.commit_button = QPushButton(f"Commit ({KEYS['commit']})")
-        self.commit_button.setToolTip(
-            "Write the preview into the target Labels layer under the next free id.\n"
-            "Only background pixels (0) are written: other objects are never overwritten."
-        )
+        self.commit_button.setToolTip("Write the preview into the target Labels layer under the next free id.\n"
+                                      "Only background pixels (0) are written: other objects are never overwritten.")
         self.clear_button = QPushButton(f"Clear ({KEYS['clear']})")
         self.clear_button.setToolTip("Remove the clicks of this slice and the preview")
         self.undo_button = QPushButton("Undo commit")
@@ -87,36 +76,40 @@ class ClickWidget(CommitMixin, QWidget):
         self.embedder = BackgroundEmbedder(on_error=self.status.error)
         embedder = self.embedder
         cancel_when_destroyed(self, lambda: embedder._cancel)  # the viewer closed while slices are embedded
-
-        self.commit_button.clicked.connect(self.commit)
-        self.clear_button.clicked.connect(self.clear)
-        self.undo_button.clicked.connect(self.undo)
-        self.refine_box.toggled.connect(lambda _: self._schedule())
-        self.image_picker.currentIndexChanged.connect(self._on_image)
         self._layout()
-
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self._segment_now)
-        napari_viewer.dims.events.current_step.connect(self._on_step)
-        self._key_funcs = bind_keys(napari_viewer, {KEYS["commit"]: self.commit, KEYS["clear"]: self.clear,
-                                                     KEYS["toggle"]: self.toggle_refine})
+        self._connect()
         self._on_image()
 
-    # ------------------------------------------------------------------ layout
+    def _connect(self) -> None:
+        self.commit_button.clicked.connect(self.commit)
+        self.clear_button.clicked.connect(self.clear)
+        self.undo_button.clicked.connect(self.undo)
+        self.refine_box.toggled.connect(self._on_refine_box)
+        self.image_picker.currentIndexChanged.connect(self._on_image)
+        self.viewer.dims.events.current_step.connect(self._on_step)
+        self.workspace.events.model_changed.connect(self._on_model)
+        self.workspace.events.shift_block_changed.connect(self._on_model)
+        self._key_funcs = bind_keys(self.viewer, {KEYS["commit"]: self.commit, KEYS["clear"]: self.clear,
+                                                  KEYS["toggle"]: self.toggle_refine})
+        if self.workspace.model is not None:
+            self._update_block_label()
+
     def _layout(self) -> None:
-        lay = QVBoxLayout(self)
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
         lay.addWidget(self.settings)
         form = QFormLayout()
         form.addRow("Image", self.image_picker)
         form.addRow("Commit into", self.target_picker)
         lay.addLayout(form)
-        help_text = QLabel(
-            f"<b>Click</b>: positive point (green) · <b>{NEGATIVE_MODIFIER}-click</b>: negative point (red), "
-            f"on the clicks layer in add mode.<br>Keys: {KEYS['commit']} commit · {KEYS['clear']} clear · "
-            f"{KEYS['toggle']} RP-SAM2 / SAM2."
-        )
+        help_text = QLabel(f"<b>Click</b> on the image: object (green) · <b>{NEGATIVE_MODIFIER}-click</b>: "
+                           f"background (red). Keys: {KEYS['commit']} commit · {KEYS['clear']} clear · "
+                           f"{KEYS['toggle']} RP-SAM2 / SAM2. Delete a click: select it on the clicks layer, "
+                           "press Delete.")
         help_text.setWordWrap(True)
         lay.addWidget(help_text)
         lay.addWidget(self.refine_box)
@@ -129,149 +122,175 @@ class ClickWidget(CommitMixin, QWidget):
         lay.addWidget(self.embedder)
         lay.addWidget(self.status)
         lay.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # narrow dock: the text wraps instead
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.setMaximumWidth(MAX_WIDTH)
 
     # ------------------------------------------------------------------ model
     @property
     def model(self) -> "RPSAM2 | None":
-        """The loaded model, or ``None``."""
-        return self.settings.model
+        """The viewer's model (shared by every dock), or ``None``."""
+        return self.workspace.model
 
     def set_model(self, model: "RPSAM2") -> None:
-        """Use an existing model instead of loading one."""
-        self.settings.set_model(model)
+        """Give the viewer's workspace a model built elsewhere (a script, a test); every dock uses it."""
+        self.workspace.set_model(model)
 
-    def _on_model(self, model: "RPSAM2") -> None:
+    def load_shift_block(self, path: str) -> bool:
+        """Load a shift-block checkpoint into the viewer's model; False (with a message) on failure."""
+        try:
+            self.workspace.load_shift_block(path)  # shift_block_changed updates this dock
+        except Exception as err:  # NoModelError, CheckpointError...: show, do not crash
+            self.status.error(f"Could not load the shift block: {error_text(err)}")
+            return False
+        self.settings.shift_block.setText(str(path))
+        self.refine_box.setChecked(True)
+        self.status.info(f"Shift block loaded from {path}.")
+        return True
+
+    def _on_model(self, *_: Any) -> None:
+        self.settings.show_model()
         self._update_block_label()
+        if self.session is not None:
+            self.session.invalidate()
         self.start_precompute()
         self._schedule()
 
     def _update_block_label(self) -> None:
-        if self.model is None:
-            return
-        identity = offset_is_identity(self.model.shift_block)
-        self.block_label.setText("Shift block: untrained (identity) — RP-SAM2 equals SAM2" if identity
-                                 else "Shift block: trained")
+        if self.model is not None:
+            identity = offset_is_identity(self.model.shift_block)
+            self.block_label.setText("Shift block: untrained (identity) — RP-SAM2 equals SAM2" if identity
+                                     else "Shift block: trained")
 
-    def load_shift_block(self, path: str) -> bool:
-        """Load a shift-block checkpoint into the current model; False (with a message) on failure."""
-        if self.model is None:
-            self.status.error("Load a model first, then the shift block.")
-            return False
-        try:
-            self.model.load_shift_block(path)
-        except Exception as err:  # CheckpointError and friends: show, do not crash
-            self.status.error(f"Could not load the shift block: {error_text(err)}")
-            return False
-        self.settings.shift_block.setText(str(path))
-        self.settings.refresh_summary()
-        self._update_block_label()
-        self.refine_box.setChecked(True)
-        self.status.info(f"Shift block loaded from {path}.")
-        self._schedule()
-        return True
-
-    # ------------------------------------------------------------------ layers
-    def _is_own(self, layer: Any) -> bool:
-        return layer in self._own
-
-    def _add(self, layer: Any) -> Any:
-        self._own.add(layer)
-        self.viewer.add_layer(layer)
-        return layer
-
-    def layers(self, image: Image | None = None) -> dict[str, Any]:
-        """The widget's prompts / refined / arrows / preview layers for ``image`` (created if missing)."""
-        image = image or self.image_picker.layer()
-        if image is None:
-            raise SliceError("No image layer: open an image (or File ▸ Open Sample ▸ RP-SAM2).")
-        found = self._layers.get(id(image))
-        if found and found["image"] is image and all(found[k] in self.viewer.layers for k in ROLES):
-            return found
-        found = ensure_click_layers(self.viewer, image, found, self._add, self._setup_prompts)
-        self._layers[id(image)] = found
-        self.viewer.layers.selection.active = found["prompts"]
-        return found
-
-    def _setup_prompts(self, prompts: Points) -> None:
-        prompts.events.data.connect(self._on_prompts_data)
-        prompts.mouse_drag_callbacks.insert(0, self._on_press)
-
+    # ------------------------------------------------------------------ image, session, layers
     def _on_image(self, *_: Any) -> None:
+        self._detach()
         image = self.image_picker.layer()
-        self._generation += 1
-        self._shown = None
-        if image is not None:
-            self.layers(image)
-            self.start_precompute()
-            self._schedule()
-
-    def _on_press(self, layer: Points, event: Any) -> None:
-        self._pending_label = NEGATIVE if NEGATIVE_MODIFIER in event.modifiers else POSITIVE
-
-    def _on_prompts_data(self, event: Any) -> None:
-        action = str(getattr(event, "action", "changed"))
-        if action.endswith(("adding", "removing", "changing")):
+        if image is None:
             return
-        layer = event.source
-        if action.endswith("added") and self._pending_label == NEGATIVE:
-            for i in getattr(event, "data_indices", ()):
-                layer.features.loc[layer.features.index[i], "label"] = NEGATIVE
-        self._pending_label = POSITIVE
-        self.recolor(layer)
+        sessions = self.workspace.click_sessions
+        session = sessions.get(image.unique_id)
+        if session is None or session.shape != layer_shape(image):
+            session = sessions[image.unique_id] = ClickSession(layer_shape(image))
+        session.refine = self.refine_box.isChecked()
+        session.target_alive = lambda target: target in self.viewer.layers
+        self.session = session
+        self._layers = ClickLayers(self.viewer, image)
+        self._input = ClickInput(self._layers, session, self._current_index, self.status.error)
+        session.events.message.connect(self._on_message)
+        session.events.preview_changed.connect(self._on_preview)
+        session.events.clicks_changed.connect(self._on_clicks)
+        session.events.refine_changed.connect(self._on_clicks)
+        image.events.contrast_limits.connect(self._on_mapping)
+        image.events.gamma.connect(self._on_mapping)
+        self._layers.show_clicks(session)
+        self._layers.show_preview(session.preview)
+        self._layers.activate()
+        self.start_precompute()
         self._schedule()
 
-    def recolor(self, layer: Points) -> None:
-        """Paint each click by its label (positive green, negative red)."""
-        if len(layer.data):
-            layer.face_color = np.array([COLORS.get(str(v), COLORS[POSITIVE]) for v in layer.features["label"]])
+    def _detach(self) -> None:
+        """Stop listening to the current image's session and layers (they stay)."""
+        if self._input is not None:
+            self._input.disconnect()
+        if self.session is not None:
+            for sig, slot in ((self.session.events.message, self._on_message),
+                              (self.session.events.preview_changed, self._on_preview),
+                              (self.session.events.clicks_changed, self._on_clicks),
+                              (self.session.events.refine_changed, self._on_clicks)):
+                sig.disconnect(slot)
+        if self._layers is not None:
+            self._layers.image.events.contrast_limits.disconnect(self._on_mapping)
+            self._layers.image.events.gamma.disconnect(self._on_mapping)
+        self.session, self._layers, self._input = None, None, None
 
-    # ------------------------------------------------------------------ slicing
+    def layers(self) -> dict[str, Any]:
+        """The dock's layers of the chosen image by role (``prompts``, ``refined``, ``arrows``, ``preview``)."""
+        if self._layers is None:
+            raise SliceError("No image layer: open an image (or File ▸ Open Sample ▸ RP-SAM2).")
+        if not self._layers.alive() and self._layers.ensure():  # the person deleted one: make it again
+            self._input.disconnect()
+            self._input = ClickInput(self._layers, self.session, self._current_index, self.status.error)
+            self._layers.show_clicks(self.session)
+            self._layers.show_preview(self.session.preview)
+            self._layers.activate()
+        return dict(self._layers.layers)
+
     def current_slice(self) -> ImageSlice:
         """The displayed 2D slice of the chosen image."""
         return image_slice(self.viewer, self.image_picker.layer())
 
+    def _current_index(self) -> tuple[int, ...]:
+        self.layers()  # the person may have deleted one of the dock's layers
+        return self.current_slice().index
+
+    def _on_message(self, level: str, text: str) -> None:
+        (self.status.error if level == "error" else self.status.info)(text)
+
+    def _on_preview(self, preview: Preview | None) -> None:
+        if self._layers is not None:
+            self._layers.show_preview(preview)
+
+    def _on_clicks(self, *_: Any) -> None:
+        self._schedule()
+
+    def _on_mapping(self, *_: Any) -> None:
+        """Contrast limits or gamma changed: SAM2 must see the image as it is shown now."""
+        if self.session is not None:
+            self.session.invalidate()
+        self.start_precompute()
+        self._schedule()
+
     def _on_step(self, *_: Any) -> None:
         image = self.image_picker.layer()
-        if image is not None and image.ndim > 2:
-            self._generation += 1
+        if image is not None and image.ndim > 2 and self.session is not None:
+            self.session.invalidate()
             self._schedule()
+
+    def _on_refine_box(self, on: bool) -> None:
+        if self.session is not None:
+            self.session.refine = on
 
     # ------------------------------------------------------------------ segmentation
     def _schedule(self) -> None:
         self._timer.start()
 
-    def _slice_and_layers(self) -> tuple[ImageSlice, dict] | None:
-        """The slice on screen and the widget's layers for it; ``None`` (and a message) when unusable."""
-        try:
-            sl = self.current_slice()
-            return sl, self.layers(sl.layer)
-        except SliceError as err:
-            self.status.error(str(err))
-            return None
+    @property
+    def busy(self) -> bool:
+        """Whether a segmentation is pending or running."""
+        return self._busy or self._dirty or self._timer.isActive()
 
     def _segment_now(self) -> None:
-        self._generation += 1
-        found = self._slice_and_layers()
-        if found is None:
+        if self.session is None:
             return
-        sl, layers = found
-        _, points, clicks = prompts_on_slice(layers["prompts"].data, layers["prompts"].features["label"], sl.index)
-        if not (clicks == 1).any():
-            self._show_result(layers, sl.index, None)
-            if len(clicks):
-                self.status.error("Only negative clicks on this slice: add a positive click on the object.")
+        try:
+            sl = self.current_slice()
+            self.layers()
+        except SliceError as err:
+            self.status.error(str(err))
             return
-        if self.model is None:
-            self.status.error("No model loaded: choose the SAM2 weights above and press Load model.")
+        request = self.session.request(sl.index)
+        if request is None:
+            return
+        model = self.model
+        if model is None:
+            self.status.error("No model loaded: choose the SAM2 weights above and press Load model "
+                              "('random' works offline).")
             return
         if self._busy:
             self._dirty = True
             return
         self._busy = True
-        gen, refine, model = self._generation, self.refine_box.isChecked(), self.model
-        start_worker(model.segment, sl.plane, points, clicks, refine, rgb=sl.rgb, key=sl.key,
-                     on_return=lambda res: self._segmented(gen, sl.index, refine, res),
-                     on_error=lambda err: self._segment_failed(gen, err), on_finish=self._segment_done)
+        session, layer = self.session, sl.layer
+        start_worker(model.segment, sl.plane, request.points, request.labels, request.refine, rgb=sl.rgb,
+                     key=sl.key, contrast_limits=layer.contrast_limits, gamma=layer.gamma,
+                     on_return=lambda res: session.accept(request, res),
+                     on_error=lambda err: session.reject(request, error_text(err)), on_finish=self._segment_done)
 
     def _segment_done(self) -> None:
         self._busy = False
@@ -279,63 +298,40 @@ class ClickWidget(CommitMixin, QWidget):
             self._dirty = False
             self._segment_now()
 
-    def _segment_failed(self, gen: int, err: BaseException) -> None:
-        if gen == self._generation:
-            self.status.error(f"Segmentation failed: {error_text(err)}")
-
-    def _segmented(self, gen: int, index: tuple[int, ...], refine: bool, res: "SegmentResult") -> None:
-        if gen != self._generation:
-            return  # stale: the clicks or the slice changed meanwhile
-        try:
-            layers = self.layers()
-        except SliceError:
-            return
-        self._show_result(layers, index, res)
-        pos = res.labels == 1
-        shift = np.linalg.norm(res.points[pos] - res.clicks[pos], axis=1).mean()
-        method = "RP-SAM2" if refine else "SAM2"
-        self.status.info(f"{method}: mask of {int(res.mask.sum())} px, predicted IoU {res.score:.2f}, "
-                         f"mean click shift {shift:.1f} px.")
-
-    def _show_result(self, layers: dict[str, Any], index: tuple[int, ...], res: "SegmentResult | None") -> None:
-        preview = layers["preview"]
-        data = np.zeros(preview.data.shape, np.uint8)
-        nd = preview.ndim
-        if res is None:
-            self._shown = None
-            layers["refined"].data = np.zeros((0, nd))
-            layers["arrows"].data = np.zeros((0, 2, nd))
-        else:
-            data[index] = res.mask
-            self._shown = (index, res.mask)
-            pos = res.labels == 1
-            lead = np.broadcast_to(np.asarray(index, float), (int(pos.sum()), len(index)))
-            layers["refined"].data = np.concatenate([lead, res.points[pos]], axis=1)
-            layers["arrows"].data = vectors_from(res.clicks[pos], res.points[pos], index)
-        preview.data = data
-
-    def preview_mask(self) -> tuple[tuple[int, ...], np.ndarray] | None:
+    def preview_mask(self) -> tuple[tuple[int, ...], Any] | None:
         """``(slice index, mask)`` of the preview on screen, or ``None``."""
-        return self._shown
+        preview = None if self.session is None else self.session.preview
+        return None if preview is None else (preview.index, preview.mask)
 
-    @property
-    def busy(self) -> bool:
-        """Whether a segmentation is pending or running."""
-        return self._busy or self._dirty or self._timer.isActive()
+    # ------------------------------------------------------------------ actions
+    def commit(self) -> None:
+        """Write the preview into the target Labels layer under the next free id."""
+        if self.session is None:
+            self.status.error("No image layer: open an image (or File ▸ Open Sample ▸ RP-SAM2).")
+            return
+        if self.busy:
+            self.status.error("Still segmenting the latest clicks; commit again in a moment.")
+            return
+        if self.session.preview is not None:
+            self.session.target = commit_target(self.viewer, self.target_picker, self._layers.image,
+                                                below=self._layers.preview)
+        self.session.commit()
+        self._layers.activate()  # a new Labels layer took the focus: the next canvas click must still count
+
+    def undo(self) -> None:
+        """Undo the last commit (only its pixels that still hold its id)."""
+        if self.session is not None:
+            self.session.undo()
 
     def clear(self) -> None:
         """Remove the clicks of the current slice and the preview."""
-        found = self._slice_and_layers()
-        if found is None:
+        try:
+            index = self.current_slice().index
+        except SliceError as err:
+            self.status.error(str(err))
             return
-        sl, layers = found
-        prompts = layers["prompts"]
-        rows, _, _ = prompts_on_slice(prompts.data, prompts.features["label"], sl.index)
-        self._generation += 1
-        if len(rows):
-            prompts.selected_data = set(int(r) for r in rows)
-            prompts.remove_selected()
-        self._show_result(layers, sl.index, None)
+        if self.session is not None:
+            self.session.clear(index)
 
     def toggle_refine(self) -> None:
         """Switch between RP-SAM2 and plain SAM2."""
@@ -354,20 +350,24 @@ class ClickWidget(CommitMixin, QWidget):
             return
         n = layer_shape(image)[0]
         order = [sl.index[0]] + [i for i in range(n) if i != sl.index[0]]
-        self.embedder.start(self.model, image.data[0] if image.multiscale else image.data,
-                            rgb=sl.rgb, key=sl.key[0], order=order)
+        self.embedder.start(self.model, image.data[0] if image.multiscale else image.data, rgb=sl.rgb,
+                            key=sl.key[0], order=order, contrast_limits=image.contrast_limits, gamma=image.gamma)
 
-    # ------------------------------------------------------------------ keys and closing
+    # ------------------------------------------------------------------ closing
     def cleanup(self) -> None:
-        """Unbind keys, stop jobs and stop following the viewer (called on close)."""
+        """Unbind keys, stop jobs and stop following the viewer (the session and layers stay)."""
         self.embedder.cancel()
         self._timer.stop()
         unbind_keys(self.viewer, self._key_funcs)
         self._key_funcs = {}
-        try:
-            self.viewer.dims.events.current_step.disconnect(self._on_step)
-        except Exception:  # already gone with the viewer
-            pass
+        self._detach()
+        for sig, slot in ((self.viewer.dims.events.current_step, self._on_step),
+                          (self.workspace.events.model_changed, self._on_model),
+                          (self.workspace.events.shift_block_changed, self._on_model)):
+            try:
+                sig.disconnect(slot)
+            except Exception:  # already gone with the viewer
+                pass
         self.image_picker.disconnect_viewer()
         self.target_picker.disconnect_viewer()
 

@@ -52,6 +52,8 @@ class Workspace:
         self.events = WorkspaceEvents()
         self.cache = EmbeddingCache(cache_bytes, cache_dir)
         self.candidates = CandidateCache()
+        self.click_sessions: dict = {}
+        """Click session of each image (by the image layer's id), kept while a dock is closed and reopened."""
         self._model: RPSAM2 | None = None
         self._lock = threading.Lock()
 

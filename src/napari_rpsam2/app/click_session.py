@@ -1,0 +1,310 @@
+"""The click session: clicks per slice, the live preview, commits and their undo — without Qt.
+
+A front end (the click dock, a script, a test) feeds user actions into a
+:class:`ClickSession` and shows what its :attr:`ClickSession.events` report.
+Segmentation itself runs wherever the front end wants (a worker thread): it
+asks :meth:`ClickSession.request` what to segment and hands the result back
+to :meth:`ClickSession.accept`, which drops results made for clicks that have
+changed since (a generation counter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from psygnal import Signal, SignalGroup
+
+from .click_commit import CommitError, CommitRecord, plan_commit, plan_undo
+
+if TYPE_CHECKING:
+    from ..model import RPSAM2, SegmentResult
+
+__all__ = ["Click", "ClickSession", "ClickSessionEvents", "Preview", "SegmentRequest"]
+
+Index = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Click:
+    """One click ``(row, col)`` in image pixels; ``positive`` False for a background click."""
+
+    row: float
+    col: float
+    positive: bool = True
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """What to segment for the clicks of one slice, stamped with the session's generation."""
+
+    generation: int
+    index: Index
+    points: np.ndarray
+    labels: np.ndarray
+    refine: bool
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The mask shown for the current clicks of one slice (not yet committed)."""
+
+    index: Index
+    result: "SegmentResult"
+    refine: bool
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The mask ``(H, W)`` bool."""
+        return self.result.mask
+
+    def mean_shift(self) -> float:
+        """Mean distance in pixels by which the positive clicks were moved."""
+        pos = self.result.labels == 1
+        if not pos.any():
+            return 0.0
+        return float(np.linalg.norm(self.result.points[pos] - self.result.clicks[pos], axis=1).mean())
+
+    def describe(self) -> str:
+        """One status line: method, mask size, predicted IoU, click shift."""
+        method = "RP-SAM2" if self.refine else "SAM2"
+        return (f"{method}: mask of {int(self.mask.sum())} px, predicted IoU {self.result.score:.2f}, "
+                f"mean click shift {self.mean_shift():.1f} px.")
+
+
+class ClickSessionEvents(SignalGroup):
+    """Signals of a :class:`ClickSession` (emitted in the thread that called the session)."""
+
+    clicks_changed = Signal(tuple)
+    """The clicks of a slice changed (argument: the slice index)."""
+    preview_changed = Signal(object)
+    """A new preview, or ``None`` when there is none."""
+    refine_changed = Signal(bool)
+    """RP-SAM2 (True) or plain SAM2 (False)."""
+    committed = Signal(object)
+    """A preview was written into the target (argument: the :class:`CommitRecord`)."""
+    undone = Signal(object)
+    """A commit was undone (argument: its :class:`CommitRecord`)."""
+    message = Signal(str, str)
+    """``(level, text)`` for the person: level ``"info"`` or ``"error"``."""
+
+
+def _label_array(target: Any) -> np.ndarray:
+    return np.asarray(getattr(target, "data", target))
+
+
+def _write(target: Any, indices: tuple[np.ndarray, ...], value: int) -> None:
+    if hasattr(target, "data_setitem"):  # a napari Labels layer: its own undo history and refresh
+        target.data_setitem(indices, value)
+    else:
+        target[indices] = value
+
+
+class ClickSession:
+    """Clicks per slice of one image, the preview of the current slice, commits and their undo.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Spatial shape of the image: ``(H, W)`` or ``(N, ..., H, W)``.
+    """
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        self.events = ClickSessionEvents()
+        self.shape: tuple[int, ...] = tuple(int(n) for n in shape)
+        self.target: Any = None
+        """Where commits go: a napari Labels layer or an integer array of :attr:`shape`."""
+        self.target_alive: Callable[[Any], bool] = lambda target: True
+        """Whether an earlier commit's target still exists (the view says; a layer may be deleted)."""
+        self._clicks: dict[Index, tuple[Click, ...]] = {}
+        self._preview: Preview | None = None
+        self._undo: list[tuple[Any, CommitRecord]] = []
+        self._refine = True
+        self.generation = 0
+
+    # ------------------------------------------------------------------ clicks
+    def clicks(self, index: Index) -> tuple[Click, ...]:
+        """The clicks of slice ``index`` in the order they were made."""
+        return self._clicks.get(tuple(index), ())
+
+    def slices(self) -> dict[Index, tuple[Click, ...]]:
+        """Every slice that has clicks, with its clicks."""
+        return dict(self._clicks)
+
+    def outside(self, row: float, col: float) -> bool:
+        """Whether ``(row, col)`` lies outside the image (beyond the outer pixels' edges)."""
+        h, w = self.shape[-2:]
+        return not (-0.5 <= row <= h - 0.5 and -0.5 <= col <= w - 0.5)
+
+    def add_click(self, index: Index, row: float, col: float, positive: bool = True) -> bool:
+        """Add a click; a click outside the image is refused (message, preview dropped) and gives False."""
+        index = self._check_index(index)
+        if self.outside(row, col):
+            self._set_preview(None)
+            h, w = self.shape[-2:]
+            self._say("error", f"Click at (row {row:.1f}, col {col:.1f}) is outside the {h}×{w} image and was "
+                               "not kept: click inside the image.")
+            return False
+        self.set_clicks(index, self.clicks(index) + (Click(float(row), float(col), bool(positive)),))
+        return True
+
+    def set_clicks(self, index: Index, clicks: Sequence[Click]) -> None:
+        """Replace the clicks of a slice (e.g. after the person moved or deleted some); outside ones are dropped."""
+        index = self._check_index(index)
+        kept = tuple(c for c in clicks if not self.outside(c.row, c.col))
+        if len(kept) < len(clicks):
+            h, w = self.shape[-2:]
+            self._say("error", f"Clicks outside the {h}×{w} image were not kept: click inside the image.")
+        if kept == self.clicks(index):
+            return
+        if kept:
+            self._clicks[index] = kept
+        else:
+            self._clicks.pop(index, None)
+        self.generation += 1
+        if self._preview is not None and self._preview.index == index:
+            self._set_preview(None)
+        if not kept:
+            self._say("info", "No clicks on this slice: click on an object (Shift-click: background).")
+        self.events.clicks_changed.emit(index)
+
+    def remove_click(self, index: Index, i: int) -> None:
+        """Remove the ``i``-th click of a slice."""
+        clicks = list(self.clicks(index))
+        del clicks[i]
+        self.set_clicks(index, clicks)
+
+    def clear(self, index: Index) -> None:
+        """Remove the clicks of a slice and its preview."""
+        self.set_clicks(index, ())
+        self.invalidate()
+
+    def _check_index(self, index: Index) -> Index:
+        index = tuple(int(i) for i in index)
+        lead = self.shape[:-2]
+        if len(index) != len(lead) or any(not 0 <= i < n for i, n in zip(index, lead)):
+            raise IndexError(f"slice {index} does not exist in an image of shape {self.shape}")
+        return index
+
+    # ------------------------------------------------------------------ refine
+    @property
+    def refine(self) -> bool:
+        """RP-SAM2 (True: clicks moved by the shift block) or plain SAM2 (False)."""
+        return self._refine
+
+    @refine.setter
+    def refine(self, on: bool) -> None:
+        if bool(on) != self._refine:
+            self._refine = bool(on)
+            self.invalidate()
+            self.events.refine_changed.emit(self._refine)
+
+    def toggle_refine(self) -> None:
+        """Switch between RP-SAM2 and plain SAM2."""
+        self.refine = not self._refine
+
+    # ------------------------------------------------------------------ preview
+    @property
+    def preview(self) -> Preview | None:
+        """The preview on screen, or ``None``."""
+        return self._preview
+
+    def invalidate(self) -> None:
+        """Drop the preview and any result still being computed (slice, model or method changed)."""
+        self.generation += 1
+        self._set_preview(None)
+
+    def request(self, index: Index) -> SegmentRequest | None:
+        """What to segment for slice ``index``; ``None`` (preview dropped, message) when nothing can be."""
+        index = self._check_index(index)
+        clicks = self.clicks(index)
+        if not any(c.positive for c in clicks):
+            self._set_preview(None)
+            if clicks:
+                self._say("error", "Only negative clicks on this slice: add a positive click on the object.")
+            return None
+        points = np.array([[c.row, c.col] for c in clicks], dtype=float)
+        labels = np.array([int(c.positive) for c in clicks], dtype=np.int64)
+        return SegmentRequest(self.generation, index, points, labels, self._refine)
+
+    def accept(self, request: SegmentRequest, result: "SegmentResult") -> bool:
+        """Show ``result`` unless the clicks changed since ``request`` (then it is stale: False)."""
+        if request.generation != self.generation:
+            return False
+        preview = Preview(request.index, result, request.refine)
+        self._set_preview(preview)
+        self._say("info", preview.describe())
+        return True
+
+    def reject(self, request: SegmentRequest, error: str) -> None:
+        """Report a failed segmentation (ignored when stale)."""
+        if request.generation == self.generation:
+            self._set_preview(None)
+            self._say("error", f"Segmentation failed: {error}")
+
+    def segment(self, model: "RPSAM2", plane: np.ndarray, index: Index = (), **mapping: Any) -> Preview | None:
+        """Segment slice ``index`` now (in this thread) with ``model``; ``mapping`` goes to ``model.segment``."""
+        request = self.request(index)
+        if request is None:
+            return None
+        result = model.segment(plane, request.points, request.labels, request.refine, **mapping)
+        self.accept(request, result)
+        return self._preview
+
+    def _set_preview(self, preview: Preview | None) -> None:
+        if preview is None and self._preview is None:
+            return
+        self._preview = preview
+        self.events.preview_changed.emit(preview)
+
+    # ------------------------------------------------------------------ commit / undo
+    @property
+    def can_undo(self) -> bool:
+        """Whether there is a commit to undo."""
+        return bool(self._undo)
+
+    def commit(self) -> CommitRecord | None:
+        """Write the preview into :attr:`target` under the next free id (background pixels only).
+
+        The slice's clicks and the preview are cleared; returns the record, or
+        ``None`` (with a message) when there is nothing to commit.
+        """
+        preview = self._preview
+        if preview is None:
+            self._say("error", "Nothing to commit: click on an object and wait for its preview.")
+            return None
+        if self.target is None:
+            self._say("error", "Cannot commit: no Labels layer chosen to commit into.")
+            return None
+        try:
+            record = plan_commit(_label_array(self.target), preview.index, preview.mask)
+        except CommitError as err:
+            self._say("error", f"Cannot commit: {err}")
+            return None
+        _write(self.target, record.indices, record.label_id)
+        self._undo.append((self.target, record))
+        self.clear(preview.index)
+        name = getattr(self.target, "name", "the labels")
+        self._say("info", f"Committed object {record.label_id} ({record.size} px) into '{name}'.")
+        self.events.committed.emit(record)
+        return record
+
+    def undo(self) -> CommitRecord | None:
+        """Undo the last commit: its pixels that still hold its id go back to 0."""
+        if not self._undo:
+            self._say("error", "No commit to undo.")
+            return None
+        target, record = self._undo.pop()
+        name = getattr(target, "name", "the labels")
+        if not self.target_alive(target):
+            self._say("error", f"The Labels layer of the last commit ('{name}') was deleted; nothing undone.")
+            return None
+        _write(target, plan_undo(_label_array(target), record), 0)
+        self._say("info", f"Undid object {record.label_id} in '{name}'.")
+        self.events.undone.emit(record)
+        return record
+
+    def _say(self, level: str, text: str) -> None:
+        self.events.message.emit(level, text)
