@@ -97,7 +97,7 @@ def _open(n_slices: int):
     image, labels = make_instrument_stack(n_slices)
     viewer = napari.Viewer(show=True)
     layer = viewer.add_image(image, name="stack", rgb=True)
-    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Click segmentation (RP-SAM2)")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Click segmentation")
     dock.precompute_box.setChecked(False)  # fresh slices must stay fresh
     viewer.window._qt_window.resize(1280, 800)
     workspace_for(viewer).set_model(RPSAM2.load("sam2.1_hiera_tiny", "random", device="auto", seed=0))

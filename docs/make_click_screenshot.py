@@ -49,7 +49,7 @@ app = QApplication.instance()
 viewer.open_sample("napari-rpsam2", "instruments")
 image, labels = viewer.layers[0], viewer.layers[1]
 labels.visible = False
-_, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Click segmentation (RP-SAM2)")
+_, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Click segmentation")
 viewer.window._qt_window.resize(1280, 800)
 dock.settings.weights.setText("random")
 torch.manual_seed(3)

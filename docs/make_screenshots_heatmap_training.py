@@ -73,11 +73,11 @@ workspace = workspace_for(viewer)
 workspace.set_model(RPSAM2.load("sam2.1_hiera_tiny", "random", device="cpu", seed=0))
 
 docks = {}
-for name in ("Click segmentation (RP-SAM2)", "Click-sensitivity heatmap", "Train shift block"):
+for name in ("Click segmentation", "Click-sensitivity heatmap", "Train shift block"):
     docks[name] = viewer.window.add_plugin_dock_widget("napari-rpsam2", name)
 settle()
 print(f"window with three docks: {window.width()}×{window.height()} px", flush=True)
-for name in ("Click segmentation (RP-SAM2)", "Click-sensitivity heatmap"):
+for name in ("Click segmentation", "Click-sensitivity heatmap"):
     press(docks[name][0].title.close_button)
 settle()
 

@@ -13,7 +13,7 @@ from qtpy.QtCore import QThreadPool, Qt  # noqa: E402
 from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2.model import read_header  # noqa: E402
 
-CLICK = "Click segmentation (RP-SAM2)"
+CLICK = "Click segmentation"
 TRAIN = "Train shift block"
 
 

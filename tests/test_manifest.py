@@ -8,7 +8,7 @@ import pytest
 npe2 = pytest.importorskip("npe2")
 
 WIDGETS = {
-    "Click segmentation (RP-SAM2)": "ClickWidget",
+    "Click segmentation": "ClickWidget",
     "Click-sensitivity heatmap": "HeatmapWidget",
     "Train shift block": "TrainingWidget",
 }

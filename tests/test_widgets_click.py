@@ -15,7 +15,7 @@ from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
 from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
 
-WIDGET = "Click segmentation (RP-SAM2)"
+WIDGET = "Click segmentation"
 SHIFT = Qt.KeyboardModifier.ShiftModifier
 
 

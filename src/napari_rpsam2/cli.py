@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_support import (Parser, ProgressBars, UsageError, existing_file, existing_folder, output_file,
-                           sigint_cancel)
+from ._cli_support import Parser, ProgressBars, UsageError, existing_file, existing_folder, output_file, sigint_cancel
 
 __all__ = ["main", "build_parser", "UsageError"]
 

@@ -16,7 +16,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from ..app.click_session import Click, ClickSession, Preview
 from ._logic import NEGATIVE, POSITIVE, vectors_from
 from ._slicing import layer_shape
-from ._workers import PLUGIN_LAYER_KEY
+from ._views import METADATA_KEY
 
 if TYPE_CHECKING:
     import napari
@@ -34,7 +34,7 @@ def _make(role: str, image: Any) -> Any:
     """A new layer for ``role`` on ``image``'s grid."""
     nd, shape = image.ndim, layer_shape(image)
     geo = {"scale": image.scale, "translate": image.translate,
-           "metadata": {PLUGIN_LAYER_KEY: {"role": role, "image": image.unique_id}}}
+           "metadata": {METADATA_KEY: {"role": role, "image": image.unique_id}}}
     size = max(6.0, 0.035 * min(shape[-2:]))
     if role == "preview":
         cmap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR})
@@ -52,7 +52,7 @@ def _make(role: str, image: Any) -> Any:
 
 
 def _role_of(layer: Any, image: Any) -> str | None:
-    mark = getattr(layer, "metadata", {}).get(PLUGIN_LAYER_KEY)
+    mark = getattr(layer, "metadata", {}).get(METADATA_KEY)
     if isinstance(mark, dict) and mark.get("image") == image.unique_id:
         return mark.get("role")
     return None

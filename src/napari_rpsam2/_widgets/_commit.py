@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._layer_picker import LayerPicker
 from ._slicing import layer_shape
-from ._workers import LayerPicker, unwrap
+from ._workspace import unwrap
 
 if TYPE_CHECKING:
     import napari

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget
 
-from ._workers import Bridge, CancelFlag, error_text, start_worker
+from ..jobs import CancelFlag
+from ._workers import Bridge, error_text, start_worker
 
 if TYPE_CHECKING:
     from ..model import RPSAM2

@@ -23,7 +23,8 @@ from qtpy.QtWidgets import (
 
 from ..app import Workspace
 from ..model import RPSAM2
-from ._workers import StatusLabel, error_text, start_worker
+from ._views import StatusLabel
+from ._workers import error_text, start_worker
 
 __all__ = ["ModelSettings", "BACKBONE_SIZES"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 __all__ = ["METADATA_KEY", "DOCK_MAX_WIDTH", "mark_plugin_layer", "plugin_role", "is_plugin_layer",
-           "plugin_layers", "scrolling_dock"]
+           "plugin_layers", "scrolling_dock", "StatusLabel"]
 
 METADATA_KEY = "napari_rpsam2"
 """``layer.metadata`` key of the layers this plugin makes: ``{"role": ..., ...}``."""
@@ -95,3 +95,21 @@ class DockView(QWidget):
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         self._cleanup_once()
         super().closeEvent(event)
+
+
+class StatusLabel(QLabel):
+    """A word-wrapped status line: info in the palette colour, errors in red."""
+
+    def __init__(self, text: str = "", parent=None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+
+    def info(self, text: str) -> None:
+        """Show a normal message."""
+        self.setStyleSheet("")
+        self.setText(text)
+
+    def error(self, text: str) -> None:
+        """Show what went wrong and what to do."""
+        self.setStyleSheet("color: #ff6b6b;")
+        self.setText(text)

@@ -12,19 +12,19 @@ from typing import Any
 
 from ..app import Workspace
 
-__all__ = ["workspace_for", "real_viewer"]
+__all__ = ["workspace_for", "unwrap"]
 
 _WORKSPACES: "weakref.WeakKeyDictionary[Any, Workspace]" = weakref.WeakKeyDictionary()
 
 
-def real_viewer(viewer: Any) -> Any:
-    """The viewer behind napari's public-only proxy (the viewer itself when not proxied)."""
-    return getattr(viewer, "__wrapped__", viewer)
+def unwrap(obj: Any) -> Any:
+    """The object behind napari's public-only proxy (a viewer or a layer), or ``obj`` itself."""
+    return getattr(obj, "__wrapped__", obj)
 
 
 def workspace_for(viewer: Any) -> Workspace:
     """The workspace of ``viewer`` (created on first use); the same for every dock of that viewer."""
-    key = real_viewer(viewer)
+    key = unwrap(viewer)
     found = _WORKSPACES.get(key)
     if found is None:
         found = _WORKSPACES[key] = Workspace()

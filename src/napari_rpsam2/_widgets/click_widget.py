@@ -19,11 +19,13 @@ from ._click_input import NEGATIVE_MODIFIER, ClickInput
 from ._click_layers import ClickLayers
 from ._commit import commit_target
 from ._embedder import BackgroundEmbedder
+from ._keys import bind_keys, unbind_keys
+from ._layer_picker import LayerPicker
 from ._model_settings import ModelSettings
 from ._slicing import ImageSlice, SliceError, image_slice, layer_shape
-from ._workers import (LayerPicker, StatusLabel, bind_keys, cancel_when_destroyed, error_text, start_worker,
-                       unbind_keys, unwrap)
-from ._workspace import workspace_for
+from ._views import StatusLabel
+from ._workers import cancel_when_destroyed, error_text, start_worker
+from ._workspace import unwrap, workspace_for
 
 if TYPE_CHECKING:
     import napari

@@ -18,10 +18,19 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPush
 
 from ..app.heatmap import maps_wanted, object_mask, sensitivity_maps
 from ..jobs import CancelFlag
+from ._layer_picker import LayerPicker
 from ._slicing import SliceError, image_slice, labels_plane
-from ._views import METADATA_KEY, DockView, is_plugin_layer, mark_plugin_layer, plugin_layers, scrolling_dock
-from ._workers import Bridge, LayerPicker, StatusLabel, cancel_when_destroyed, error_text, start_worker
-from ._workspace import real_viewer, workspace_for
+from ._views import (
+    METADATA_KEY,
+    DockView,
+    StatusLabel,
+    is_plugin_layer,
+    mark_plugin_layer,
+    plugin_layers,
+    scrolling_dock,
+)
+from ._workers import Bridge, cancel_when_destroyed, error_text, start_worker
+from ._workspace import unwrap, workspace_for
 
 if TYPE_CHECKING:
     import napari
@@ -63,7 +72,7 @@ class HeatmapWidget(DockView):
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
         super().__init__()
-        self.viewer = real_viewer(napari_viewer)
+        self.viewer = unwrap(napari_viewer)
         self.workspace = workspace_for(napari_viewer)
         self._cancel: CancelFlag | None = None
         self.last_maps: list[SensitivityMap] = []

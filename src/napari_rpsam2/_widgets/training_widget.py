@@ -16,19 +16,27 @@ import numpy as np
 from magicgui.widgets import Container, FileEdit, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QProgressBar, QPushButton, QToolButton, QVBoxLayout,
-                            QWidget)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QHBoxLayout,
+    QProgressBar,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..app.train import label_array, train_from_arrays
-from ..training.data import DEFAULT_MERGE_GAP
 from ..jobs import CancelFlag
-from ..training.data import DataError
+from ..training.data import DEFAULT_MERGE_GAP, DataError
+from ._layer_picker import LayerPicker
 from ._plot import TrainingPlot
 from ._slicing import image_slice
 from ._torch_import import import_torch_compiler
-from ._views import DockView, is_plugin_layer, scrolling_dock
-from ._workers import Bridge, LayerPicker, StatusLabel, cancel_when_destroyed, error_text, start_worker
-from ._workspace import real_viewer, workspace_for
+from ._views import DockView, StatusLabel, is_plugin_layer, scrolling_dock
+from ._workers import Bridge, cancel_when_destroyed, error_text, start_worker
+from ._workspace import unwrap, workspace_for
 
 if TYPE_CHECKING:
     import napari
@@ -105,7 +113,7 @@ class TrainingWidget(DockView):
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
         super().__init__()
-        self.viewer = real_viewer(napari_viewer)
+        self.viewer = unwrap(napari_viewer)
         self.workspace = workspace_for(napari_viewer)
         self._cancel: CancelFlag | None = None
         self.trained: Trained | None = None

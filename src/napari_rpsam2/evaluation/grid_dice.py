@@ -23,10 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..jobs import Cancelled
 from ..model.backbone import logits_to_image
 from ..model.embedding import ImageEmbedding
-
-from ..jobs import Cancelled
 
 __all__ = ["GridDice", "default_stride", "grid_points", "grid_dice", "mask_dice_batch"]
 

@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..model.backbone import logits_to_image
 from ..jobs import Cancelled
+from ..model.backbone import logits_to_image
 from .metrics import HD95_CONVENTIONS, dice, hd95
 
 __all__ = ["evaluate", "draw_clicks", "summarize", "METHODS"]

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..evaluation.protocol import evaluate
+from ..jobs import Cancelled
 from ..model.checkpoint import load_checkpoint, read_header, save_checkpoint
 from ..model.coords import pixels_to_normalized
 from ..model.embedding import ImageEmbedding
 from ..model.embedding_cache import slice_signature
 from . import ddp
-from ..evaluation.protocol import evaluate
-from ..jobs import Cancelled
 from .candidates import CandidateCache
 from .data import AnnotatedStack, DataError
 from .losses import ObjectShape, distance_loss, object_shape, outside_loss, soft_dice_loss
