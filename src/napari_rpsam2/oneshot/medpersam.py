@@ -146,6 +146,7 @@ class MedPerSAM(OneShotMethod):
         if box is None:  # the warped mask vanished: nothing to prompt with
             empty = np.zeros(emb.image_hw, bool)
             return ObjectResult(object_id, empty, 0.0, points, labels, points.copy(), None, prompt)
+        first = {"initial_points": points, "initial_labels": labels}
         decoded = self._refine(emb, points, labels)
         out = decode(self.model, emb, decoded, labels, box=box, mask_input=mask_to_logits(prompt), multimask=False)
         for _ in range(self.refinements):
@@ -155,4 +156,4 @@ class MedPerSAM(OneShotMethod):
             decoded = self._refine(emb, points, labels)
             out = decode(self.model, emb, decoded, labels, box=box, mask_input=out.logits, multimask=True)
         return ObjectResult(object_id, out.mask, out.score, points, labels, decoded, box=box, mask_prompt=prompt,
-                            info={"warping_seconds": self.training_seconds})
+                            info={**first, "warping_seconds": self.training_seconds})
