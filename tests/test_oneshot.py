@@ -64,18 +64,31 @@ def test_persam_three_passes_feed_logits_then_the_box(model, frame0, monkeypatch
     spy = DecodeSpy(model.backbone)
     monkeypatch.setattr(model.backbone, "decode", spy)
     passes = three_passes(model, emb, np.array([[120.0, 150.0], [5.0, 5.0]]), np.array([1, 0]))
-    assert len(spy.calls) == len(passes)
+    assert len(spy.calls) == len(passes) == 3, "the random-weight model gives a non-empty second mask here"
     first, second = spy.calls[:2]
     assert first["mask_input"] is None and not first["multimask"]
     torch.testing.assert_close(second["mask_input"][0, 0], first["logits"][0])
     assert second["multimask"]
-    if len(passes) == 3:  # the second mask was not empty: a box of it was added, corners first
-        third = spy.calls[2]
-        assert third["labels"][0, :2].tolist() == [2, 3] and third["labels"][0, 2:].tolist() == [1, 0]
-        r0, c0, r1, c1 = box_of(passes[1].mask)
-        corners = pixels_to_normalized(np.array([[r0, c0], [r1, c1]]), emb.image_hw)
-        np.testing.assert_allclose(third["xy"][0, :2].numpy(), corners, atol=1e-6)
-        torch.testing.assert_close(third["mask_input"][0, 0], second["logits"][0])
+    third = spy.calls[2]  # the box of the second mask, corners first, and the second logits
+    assert third["labels"][0, :2].tolist() == [2, 3] and third["labels"][0, 2:].tolist() == [1, 0]
+    r0, c0, r1, c1 = box_of(passes[1].mask)
+    corners = pixels_to_normalized(np.array([[r0, c0], [r1, c1]]), emb.image_hw)
+    np.testing.assert_allclose(third["xy"][0, :2].numpy(), corners, atol=1e-6)
+    torch.testing.assert_close(third["mask_input"][0, 0], second["logits"][0])
+
+
+@pytest.mark.parametrize("name", ["persam", "p2sam"])
+def test_refine_moves_every_generated_positive_click_and_never_a_negative(name, moving_model, frame0):
+    image, labels, _ = frame0
+    method = make_method(name, moving_model, refine=True, **({"parts": (2,)} if name == "p2sam" else {}))
+    method.set_reference(image, labels, [1])
+    obj = method.segment(image, 0).objects[0]
+    pos = obj.labels == 1
+    assert pos.sum() >= 1 and (obj.labels == 0).sum() == 1
+    expected = moving_model.segment(image, obj.points, obj.labels, refine=True).points
+    np.testing.assert_allclose(obj.decoded_points, expected, atol=0.05)
+    assert np.all(np.linalg.norm(obj.decoded_points[pos] - obj.points[pos], axis=1) > 0.5)
+    np.testing.assert_array_equal(obj.decoded_points[~pos], obj.points[~pos])
 
 
 def test_persam_clicks_follow_the_prototype_similarity(model, frame0):
