@@ -71,3 +71,18 @@ def test_oneshot_eval_writes_json_csv_and_figure(frames, tmp_path, model, capsys
     assert out.with_suffix(".png").stat().st_size > 0
     assert _run(["oneshot-eval", "--images", str(frames / "images"), "--labels", str(frames / "labels"),
                  "--methods", "sam3", "--out", str(out)], model) == 2
+
+
+def test_oneshot_medpersam_writes_the_mask_prompts(frames, tmp_path, model, capsys):
+    out = tmp_path / "med"
+    code = _run(["oneshot", "--reference-image", str(frames / "images" / "f0.png"),
+                 "--reference-labels", str(frames / "labels" / "f0.png"), "--images", str(frames / "targets"),
+                 "--method", "medpersam", "--warp-steps", "2", "--out", str(out)], model)
+    assert code == 0, capsys.readouterr().err
+    prompt = tifffile.imread(out / "mask_prompts" / "f1_object1.tif")
+    assert prompt.shape == (256, 320) and set(np.unique(prompt)) <= {0, 1}
+    report = json.loads((out / "report.json").read_text())
+    assert report["warping"]["parameters"] > 0 and report["warping"]["config"]["steps"] == 2
+    with open(out / "prompts.csv", newline="") as fh:
+        labels = [r["label"] for r in csv.DictReader(fh)]
+    assert set(labels) <= {"0", "1"} and "1" in labels
