@@ -105,6 +105,7 @@ class OneShotMethod:
         self.model, self.refine = model, bool(refine)
         self._embed_kw = {"contrast_limits": contrast_limits, "rgb": rgb}
         self.reference: dict[int, ReferenceFeatures] = {}
+        self.reference_image: np.ndarray | None = None
         self.reference_labels: np.ndarray | None = None
         self.object_ids: list[int] = []
 
