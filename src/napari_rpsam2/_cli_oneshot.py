@@ -183,7 +183,8 @@ def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     report["protocol"]["files"] = [f.name for f in files]
     write_protocol_json(report, out)
     write_protocol_csv(report, out.with_suffix(".csv"))
-    write_protocol_figure(report, out.with_suffix(".png"), title=f"{img_dir.name}: one-shot protocol")
+    folder = "/".join(img_dir.resolve().parts[-3:-1])
+    write_protocol_figure(report, out.with_suffix(".png"), title=f"{folder}: one-shot protocol")
     print(f"{'method':<10} {'Dice':>6} {'HD95':>7} {'pos in':>7} {'neg out':>8} {'warped':>7} {'copied':>7}")
     for m, s in report["methods"].items():
         cells = [s[k]["mean"] for k in ("dice", "hd95", "positive_precision", "negative_precision",
