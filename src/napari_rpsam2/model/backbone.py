@@ -129,10 +129,13 @@ class SAM2Backbone:
         with self.autocast():
             out = m.forward_image(x)
             _, feats, _, sizes = m._prepare_backbone_features(out)
+            raw = feats[-1]  # what SAM2's memory path reads (video propagation)
             if m.directly_add_no_mem_embed:
                 feats[-1] = feats[-1] + m.no_mem_embed
         maps = [f.permute(1, 2, 0).reshape(1, -1, *s).float() for f, s in zip(feats, sizes)]
-        return ImageEmbedding(maps[-1].contiguous(), [f.contiguous() for f in maps[:-1]], (h, w))
+        image_embed = maps[-1].contiguous()
+        memory = image_embed if raw is feats[-1] else raw.permute(1, 2, 0).reshape(1, -1, *sizes[-1]).float().contiguous()
+        return ImageEmbedding(image_embed, [f.contiguous() for f in maps[:-1]], (h, w), memory)
 
     # ------------------------------------------------------------------ prompts
     def point_tokens(self, points_xy: torch.Tensor) -> torch.Tensor:
