@@ -12,7 +12,8 @@ from .shift_block import ShiftBlock, ShiftBlockConfig
 from .weights import BACKBONES, WeightsError
 
 __all__ = [
-    "BACKBONES", "CheckpointError", "EmbeddingCache", "FramePrompt", "PropagationResult", "PropagationSession", "ImageEmbedding", "ImageError",
+    "BACKBONES", "CheckpointError", "EmbeddingCache", "FramePrompt",
+    "PropagationResult", "PropagationSession", "ImageEmbedding", "ImageError",
     "PromptError", "RPSAM2", "SAM2Backbone", "SegmentResult", "ShiftBlock", "ShiftBlockConfig",
     "WeightsError", "load_checkpoint", "pick_device", "read_header", "save_checkpoint",
     "slice_signature", "to_rgb_float",

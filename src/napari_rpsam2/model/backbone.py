@@ -139,7 +139,9 @@ class SAM2Backbone:
                 feats[-1] = feats[-1] + m.no_mem_embed
         maps = [f.permute(1, 2, 0).reshape(1, -1, *s).float() for f, s in zip(feats, sizes)]
         image_embed = maps[-1].contiguous()
-        memory = image_embed if raw is feats[-1] else raw.permute(1, 2, 0).reshape(1, -1, *sizes[-1]).float().contiguous()
+        memory = image_embed
+        if raw is not feats[-1]:
+            memory = raw.permute(1, 2, 0).reshape(1, -1, *sizes[-1]).float().contiguous()
         return ImageEmbedding(image_embed, [f.contiguous() for f in maps[:-1]], (h, w), memory)
 
     # ------------------------------------------------------------------ prompts
