@@ -121,3 +121,17 @@ def test_bad_direction_is_refused(model, instrument_stack):
     image, labels = instrument_stack
     with pytest.raises(ValueError, match="direction"):
         model.propagate(image, [FramePrompt(0, 1, mask=labels[0] > 0)], direction="sideways")
+
+
+def test_outputs_beyond_sam2s_memory_window_are_dropped_but_conditioning_ones_stay(model, instrument_stack):
+    image, _ = instrument_stack
+    session = model.propagation_session(np.repeat(image[:1], 80, axis=0))  # nothing is encoded yet
+    window = session.predictor.memory_window()
+    assert window == max(session.predictor.num_maskmem, session.predictor.max_obj_ptrs_in_encoder)
+    outputs = {"cond_frame_outputs": {0: {}}, "non_cond_frame_outputs": {k: {} for k in range(1, 80)}}
+    session.state["output_dict_per_obj"] = {0: outputs}
+    session._forget_far_outputs(79)
+    near_prompt = set(range(1, window + 1))
+    near_current = set(range(79 - window, 80))
+    assert set(outputs["non_cond_frame_outputs"]) == near_prompt | near_current
+    assert set(outputs["cond_frame_outputs"]) == {0}
