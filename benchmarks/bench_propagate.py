@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--memory-size", type=int, default=64, help="frame side of the memory runs")
     parser.add_argument("--memory-encoder", choices=("stub", "real"), default="stub")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     out = {"benchmark": "propagate", "backbone": args.backbone, "device": args.device,
            "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
-    out.update(_speed(args))
+    if not args.skip_speed:
+        out.update(_speed(args))
     if not args.skip_memory:
         out.update(_memory(args))
     print(json.dumps(out))
