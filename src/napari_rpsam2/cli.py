@@ -342,8 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_heatmap)
 
     from ._cli_oneshot import add_parser as add_oneshot_parsers  # oneshot, oneshot-eval
+    from ._cli_propagate import add_parser as add_propagate_parser
 
     add_oneshot_parsers(sub, common)
+    add_propagate_parser(sub, common)
     return p
 
 
