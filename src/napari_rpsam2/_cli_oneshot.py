@@ -15,30 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_support import ProgressBars, UsageError, existing_file, existing_folder, output_file, sigint_cancel
+from ._cli_support import (
+    ProgressBars,
+    UsageError,
+    existing_file,
+    existing_folder,
+    make_model,
+    output_file,
+    sigint_cancel,
+)
 
 __all__ = ["add_parser", "cmd_oneshot", "cmd_oneshot_eval"]
 
 METHOD_NAMES = ("persam", "p2sam", "medpersam")
-
-
-def _model(args: argparse.Namespace, base=None):
-    import torch
-
-    from .model import RPSAM2
-    from .model.weights import resolve_backbone
-
-    if args.shift_block is not None:
-        existing_file(args.shift_block, "shift-block checkpoint")
-    if base is None:
-        weights = args.sam2_weights or resolve_backbone(args.backbone).hf_id
-        return RPSAM2.load(args.backbone, weights, shift_block=args.shift_block, device=args.device, seed=0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = RPSAM2(base.backbone, cache=base.cache)
-    if args.shift_block is not None:
-        model.load_shift_block(args.shift_block)
-    return model
 
 
 def _method_options(args: argparse.Namespace, name: str) -> dict:
@@ -70,8 +59,9 @@ def _read_targets(path: str) -> tuple[list[np.ndarray], list[str]]:
 
 
 def _write_tif(path: Path, array: np.ndarray) -> None:
-    from ._atomic import atomic_write
     import tifffile
+
+    from ._atomic import atomic_write
 
     atomic_write(path, lambda tmp: tifffile.imwrite(tmp, array, compression="zlib"))
 
@@ -105,7 +95,7 @@ def cmd_oneshot(args: argparse.Namespace, base=None) -> int:
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder")
-    model = _model(args, base)
+    model = make_model(args, base)
     method = make_method(args.method, model, refine=args.refine, **_method_options(args, args.method))
     images = [ref_img, *targets]
     bars = ProgressBars(args.quiet, "slices")
@@ -168,7 +158,7 @@ def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     if unknown or not methods:
         raise UsageError(f"unknown method(s) {unknown}; choose from {', '.join(METHOD_NAMES)}")
     refs = None if args.reference == "each" else [_reference_index(args.reference, len(files))]
-    model = _model(args, base)
+    model = make_model(args, base)
     options = {m: _method_options(args, m) for m in methods}
     bars = ProgressBars(args.quiet, "references")
     with sigint_cancel() as cancel:

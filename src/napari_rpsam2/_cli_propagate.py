@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_support import ProgressBars, UsageError, existing_file, output_file, sigint_cancel
+from ._cli_support import ProgressBars, UsageError, existing_file, make_model, output_file, sigint_cancel
 
 __all__ = ["add_parser", "cmd_propagate", "read_prompts", "open_stack"]
 
@@ -137,7 +137,6 @@ def _write_scores(result, out: Path) -> None:
 
 def cmd_propagate(args: argparse.Namespace, base=None) -> int:
     """Run ``rpsam2 propagate``."""
-    from .cli import _make_model
     from .jobs import Cancelled
 
     out = output_file(args.out, ".tif")
@@ -147,7 +146,7 @@ def cmd_propagate(args: argparse.Namespace, base=None) -> int:
     stack = open_stack(args.images)
     prompts = read_prompts(args.prompts)
     cache = Path(args.cache).expanduser() if args.cache else None
-    model = _make_model(args, base, cache_dir=cache)
+    model = make_model(args, base, cache_dir=cache)
     bars = ProgressBars(args.quiet, "frames")
     with sigint_cancel() as cancel:
         try:

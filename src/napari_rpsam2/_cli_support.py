@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["UsageError", "Parser", "ProgressBars", "sigint_cancel", "existing_folder", "existing_file",
-           "output_file"]
+           "output_file", "make_model", "model_options", "merge_gap_option", "data_options"]
 
 
 class UsageError(ValueError):
@@ -96,3 +96,53 @@ def sigint_cancel() -> Iterator[Callable[[], bool]]:
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
+
+
+def model_options(sp: argparse.ArgumentParser) -> None:
+    """The model options every subcommand takes."""
+    sp.add_argument("--backbone", default="sam2.1_hiera_tiny", help="SAM2 size (default %(default)s)")
+    sp.add_argument("--sam2-weights", default=None,
+                    help="'random', a local .pt/.safetensors file, or a Hugging Face id "
+                         "(default: the backbone's facebook/sam2.1-hiera-* id)")
+    sp.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def merge_gap_option(sp: argparse.ArgumentParser) -> None:
+    """``--merge-gap`` (default None: the readers' 12 px)."""
+    sp.add_argument("--merge-gap", type=float, default=None, metavar="PX",
+                    help="binary labels: regions at most PX pixels apart are one object (default 12: "
+                         "joins the prongs of one forceps; 0: every region is an object); "
+                         "instance labels are kept as they are")
+
+
+def make_model(args: argparse.Namespace, base=None, cache_dir: Path | None = None):
+    """Load the model from the options; ``base`` (tests) lends its backbone and cache."""
+    import torch
+
+    from .model import RPSAM2, EmbeddingCache
+    from .model.weights import resolve_backbone
+
+    shift_block = getattr(args, "shift_block", None)
+    if shift_block is not None:
+        existing_file(shift_block, "shift-block checkpoint")
+    if base is None:
+        weights = args.sam2_weights or resolve_backbone(args.backbone).hf_id
+        return RPSAM2.load(args.backbone, weights, shift_block=shift_block, device=args.device,
+                           seed=0, cache_dir=cache_dir)
+    cache = base.cache if cache_dir is None else EmbeddingCache(base.cache.max_bytes, cache_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = RPSAM2(base.backbone, cache=cache)
+    if shift_block is not None:
+        model.load_shift_block(shift_block)
+    return model
+
+
+def data_options(sp: argparse.ArgumentParser) -> None:
+    """``--images``/``--labels`` folders, class map, cache and merge gap."""
+    sp.add_argument("--images", required=True, help="folder of images")
+    sp.add_argument("--labels", required=True, help="folder of label images with the same file names")
+    sp.add_argument("--class-map", default=None, help="JSON file {\"object id\": \"class name\"}")
+    sp.add_argument("--cache", default=None, help="embedding cache folder (see 'rpsam2 embed')")
+    merge_gap_option(sp)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PromptError", "FramePrompt", "check_box", "box_to_normalized", "merge_prompts"]
+__all__ = ["PromptError", "FramePrompt", "check_clicks", "check_box", "box_to_normalized", "merge_prompts"]
 
 
 class PromptError(ValueError):
@@ -40,6 +40,44 @@ class FramePrompt:
     labels: np.ndarray | None = field(default=None, repr=False)
     box: tuple[float, float, float, float] | None = None
     mask: np.ndarray | None = field(default=None, repr=False)
+
+
+def check_clicks(points, labels, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Clicks ``(N, 2)`` and their labels ``(N,)`` (1 positive, 0 negative), or :class:`PromptError`."""
+    try:
+        pts = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PromptError("clicks must be numbers, (row, col) pairs in image pixels") from None
+    if pts.size == 0:
+        pts = np.zeros((0, 2))
+    elif pts.ndim == 1 and pts.shape[0] == 2:
+        pts = pts[None]
+    elif pts.ndim != 2 or pts.shape[1] != 2:
+        raise PromptError(
+            f"clicks must be (row, col) pairs, an array of shape (N, 2); got shape {pts.shape}"
+            + ("; drop the slice index and click on one 2D slice" if pts.ndim == 2 and pts.shape[1] > 2 else "")
+        )
+    if pts.shape[0] == 0:
+        raise PromptError("no clicks given; click on the object first")
+    if not np.all(np.isfinite(pts)):
+        raise PromptError("a click has a non-finite coordinate (NaN or inf)")
+    try:
+        lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).ravel()
+    except (TypeError, ValueError):
+        raise PromptError("labels must be 1 (positive) or 0 (negative), one per click") from None
+    if lab.shape[0] != pts.shape[0]:
+        raise PromptError(f"{pts.shape[0]} clicks but {lab.shape[0]} labels; give one label per click")
+    if not np.isin(lab, (0, 1)).all():
+        raise PromptError("labels must be 1 (positive) or 0 (negative)")
+    h, w = image_hw
+    outside = (pts[:, 0] < -0.5) | (pts[:, 0] > h - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > w - 0.5)
+    if outside.any():
+        bad = pts[np.argmax(outside)]
+        raise PromptError(
+            f"click at (row {bad[0]:.1f}, col {bad[1]:.1f}) is outside the {h}×{w} image; "
+            "click inside the image"
+        )
+    return pts, lab
 
 
 def check_box(box: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:

@@ -22,7 +22,7 @@ import torch
 from .. import jobs
 from .coords import normalized_to_pixels, normalized_to_prompt, pixels_to_normalized
 from .image_adapter import split_stack
-from .prompts import FramePrompt, PromptError, box_to_normalized, merge_prompts
+from .prompts import FramePrompt, PromptError, box_to_normalized, check_clicks, merge_prompts
 from .video_features import CachedVideoPredictor
 
 __all__ = ["PropagationResult", "PropagationSession", "propagate", "DIRECTIONS"]
@@ -126,7 +126,7 @@ class PropagationSession:
         xy = np.zeros((0, 2))
         lab = np.zeros(0, np.int64)
         if p.points is not None and len(np.asarray(p.points)):
-            pts, lab = self.model._check_points(p.points, p.labels, self.image_hw)
+            pts, lab = check_clicks(p.points, p.labels, self.image_hw)
             xy_t = torch.as_tensor(pixels_to_normalized(pts, self.image_hw), dtype=torch.float64,
                                    device=self.model.device)
             positive = torch.as_tensor(lab == 1, device=xy_t.device)

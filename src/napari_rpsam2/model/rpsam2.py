@@ -13,17 +13,16 @@ import numpy as np
 import torch
 
 from .backbone import SAM2Backbone, logits_to_image
+from .cached_encoding import CachedEncoding
 from .checkpoint import load_checkpoint, save_checkpoint
 from .coords import clamp_straight_through, normalized_to_pixels, pixels_to_normalized
 from .embedding import ImageEmbedding
-from .embedding_cache import EmbeddingCache, slice_signature
-from .image_adapter import check_image, encoder_picture, split_stack
-from .prompts import PromptError, box_to_normalized, check_box
+from .embedding_cache import EmbeddingCache
+from .prompts import PromptError, box_to_normalized, check_box, check_clicks
 from .shift_block import ImageContext, ShiftBlock, ShiftBlockConfig
 
 __all__ = ["RPSAM2", "SegmentResult", "PromptError"]
 
-ProgressCallback = Callable[[int, int], None]
 _REFINE_CHUNK = 64  # clicks refined at once in one prompt
 CancelFlag = Callable[[], bool]
 
@@ -54,7 +53,7 @@ class SegmentResult:
     labels: np.ndarray = field(repr=False)
 
 
-class RPSAM2:
+class RPSAM2(CachedEncoding):
     """Point-prompt segmentation with click refinement.
 
     Build with :meth:`load`.  The model stays on its device between clicks;
@@ -161,93 +160,6 @@ class RPSAM2:
         ]
         return "\n".join(lines)
 
-    # ---------------------------------------------------------------- encoder
-    def _keys(self, image: np.ndarray, contrast_limits, gamma, rgb, key) -> tuple[Hashable, str]:
-        check_image(image, rgb)  # refuse bad images before hashing them
-        signature = slice_signature(image, contrast_limits, gamma, rgb) + "|" + self.backbone.weights_signature
-        if key is not None:  # the display mapping decides what SAM2 sees: it is part of the key
-            limits = None if contrast_limits is None else tuple(float(c) for c in contrast_limits)
-            memory_key = (key, self.backbone.weights_signature, limits, float(gamma), rgb)
-        else:
-            memory_key = signature
-        return memory_key, signature
-
-    def embed(
-        self,
-        image: np.ndarray,
-        *,
-        contrast_limits: Sequence[float] | None = None,
-        gamma: float = 1.0,
-        rgb: bool | None = None,
-        key: Hashable | None = None,
-    ) -> ImageEmbedding:
-        """Encoder output for one 2D slice, from the cache when possible.
-
-        ``key`` names the slice (e.g. ``(layer_id, index)``) so the cache can
-        skip hashing its content; without it the content signature is used.
-        """
-        memory_key, signature = self._keys(np.asarray(image), contrast_limits, gamma, rgb, key)
-        return self._embed(image, memory_key, signature, contrast_limits, gamma, rgb)
-
-    def _embed(self, image, memory_key, signature, contrast_limits, gamma, rgb) -> ImageEmbedding:
-        emb = self.cache.get(memory_key)
-        if emb is not None:
-            return emb
-        with self._encode_lock:
-            emb = self.cache.get(memory_key)  # another thread may have just made it
-            if emb is not None:
-                return emb
-            emb = self.cache.load_from_disk(signature, self.device)
-            if emb is None or emb.memory_embed is None:  # entries older than video propagation: redo
-                picture = encoder_picture(image, contrast_limits, gamma, rgb)
-                emb = self.backbone.encode(picture)
-                del picture
-                image_hw = tuple(int(n) for n in np.shape(image)[:2])
-                if emb.image_hw != image_hw:  # a big image was downscaled for the encoder
-                    emb = ImageEmbedding(emb.image_embed, emb.high_res_feats, image_hw, emb.memory_embed)
-                self.cache.save_to_disk(signature, emb)
-            self.cache.put(memory_key, emb)
-        return emb
-
-    def is_cached(self, image: np.ndarray, *, contrast_limits=None, gamma: float = 1.0,
-                  rgb: bool | None = None, key: Hashable | None = None) -> bool:
-        """Whether a click on this slice would skip the encoder (memory cache)."""
-        memory_key, _ = self._keys(np.asarray(image), contrast_limits, gamma, rgb, key)
-        return memory_key in self.cache
-
-    def precompute(
-        self,
-        stack: np.ndarray,
-        *,
-        contrast_limits: Sequence[float] | None = None,
-        gamma: float = 1.0,
-        rgb: bool | None = None,
-        key: Hashable | None = None,
-        indices: Sequence[int] | None = None,
-        progress: ProgressCallback | None = None,
-        cancel: CancelFlag | None = None,
-    ) -> int:
-        """Embed every slice of a stack ``(N, H, W[, C])`` (or one image).
-
-        Calls ``progress(done, total)`` after each slice and stops early when
-        ``cancel()`` is true.  With ``key``, slice ``i`` is cached under
-        ``(key, i)``.  Returns the number of slices now embedded.
-        """
-        n, _ = split_stack(stack, rgb)
-        is_stack = np.ndim(stack) - (1 if _ else 0) == 3
-        order = list(range(n)) if indices is None else [int(i) for i in indices]
-        done = 0
-        for i in order:
-            if cancel is not None and cancel():
-                break
-            plane = np.asarray(stack[i]) if is_stack else np.asarray(stack)
-            self.embed(plane, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb,
-                       key=None if key is None else (key, i))
-            done += 1
-            if progress is not None:
-                progress(done, len(order))
-        return done
-
     # ---------------------------------------------------------------- refinement
     def image_context(self, embedding: ImageEmbedding, memo_key: Hashable | None = None) -> ImageContext:
         """Shift-block keys/values for an image (memoised for the last two images)."""
@@ -276,42 +188,6 @@ class RPSAM2:
         return clamp_straight_through(moved, embedding.image_hw)
 
     # ---------------------------------------------------------------- segmentation
-    def _check_points(self, points, labels, image_hw) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            pts = np.asarray(points, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise PromptError("clicks must be numbers, (row, col) pairs in image pixels") from None
-        if pts.size == 0:
-            pts = np.zeros((0, 2))
-        elif pts.ndim == 1 and pts.shape[0] == 2:
-            pts = pts[None]
-        elif pts.ndim != 2 or pts.shape[1] != 2:
-            raise PromptError(
-                f"clicks must be (row, col) pairs, an array of shape (N, 2); got shape {pts.shape}"
-                + ("; drop the slice index and click on one 2D slice" if pts.ndim == 2 and pts.shape[1] > 2 else "")
-            )
-        if pts.shape[0] == 0:
-            raise PromptError("no clicks given; click on the object first")
-        if not np.all(np.isfinite(pts)):
-            raise PromptError("a click has a non-finite coordinate (NaN or inf)")
-        try:
-            lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).ravel()
-        except (TypeError, ValueError):
-            raise PromptError("labels must be 1 (positive) or 0 (negative), one per click") from None
-        if lab.shape[0] != pts.shape[0]:
-            raise PromptError(f"{pts.shape[0]} clicks but {lab.shape[0]} labels; give one label per click")
-        if not np.isin(lab, (0, 1)).all():
-            raise PromptError("labels must be 1 (positive) or 0 (negative)")
-        h, w = image_hw
-        outside = (pts[:, 0] < -0.5) | (pts[:, 0] > h - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > w - 0.5)
-        if outside.any():
-            bad = pts[np.argmax(outside)]
-            raise PromptError(
-                f"click at (row {bad[0]:.1f}, col {bad[1]:.1f}) is outside the {h}×{w} image; "
-                "click inside the image"
-            )
-        return pts, lab
-
     def segment(
         self,
         image: np.ndarray,
@@ -352,34 +228,37 @@ class RPSAM2:
         if box is not None and (points is None or len(points) == 0):
             pts, lab = np.zeros((0, 2)), np.zeros(0, np.int64)
         else:
-            pts, lab = self._check_points(points, labels, emb.image_hw)
+            pts, lab = check_clicks(points, labels, emb.image_hw)
         corners = None if box is None else box_to_normalized(check_box(box, emb.image_hw), emb.image_hw)
         if multimask == "auto":
             multimask = len(pts) == 1 and box is None
         with torch.inference_mode():
             xy = torch.as_tensor(pixels_to_normalized(pts, emb.image_hw), dtype=torch.float64,
                                  device=self.device)
-            positive = torch.as_tensor(lab == 1, device=self.device)
-            if refine and bool(positive.any()):
-                ctx = self.image_context(emb, memo_key=memory_key)
-                xy = xy.clone()
-                which = torch.nonzero(positive).flatten()
-                for start in range(0, which.numel(), _REFINE_CHUNK):  # memory bounded for many clicks
-                    idx = which[start:start + _REFINE_CHUNK]
-                    xy[idx] = self.refine_normalized(emb, xy[idx], ctx).to(xy.dtype)
+            if refine:
+                xy = self._refine_positive(emb, xy, lab, memory_key)
             prompt_xy, prompt_lab = xy, torch.as_tensor(lab, device=self.device)
             if corners is not None:  # SAM2 takes a box as two corner points labelled 2 and 3
                 prompt_xy = torch.cat([torch.as_tensor(corners, dtype=xy.dtype, device=self.device), xy])
                 prompt_lab = torch.cat([torch.tensor([2, 3], device=self.device), prompt_lab])
             logits, iou = self.backbone.decode(emb, prompt_xy.unsqueeze(0), prompt_lab.unsqueeze(0), bool(multimask))
             mask = logits_to_image(logits, emb.image_hw)[0] > 0
-        refined = normalized_to_pixels(xy.cpu().numpy(), emb.image_hw) if refine else pts.copy()
-        if refine:  # rounding in the frame change must not put a point a hair outside the image
-            h, w = emb.image_hw
-            np.clip(refined[:, 0], 0, h - 1, out=refined[:, 0])
-            np.clip(refined[:, 1], 0, w - 1, out=refined[:, 1])
+        refined = _pixels_inside(xy.cpu().numpy(), emb.image_hw) if refine else pts.copy()
         refined[lab == 0] = pts[lab == 0]
         return SegmentResult(mask.cpu().numpy(), refined, float(iou[0]), pts, lab)
+
+    def _refine_positive(self, emb: ImageEmbedding, xy: torch.Tensor, lab: np.ndarray,
+                         memory_key: Hashable) -> torch.Tensor:
+        """``xy`` with its positive clicks moved by the shift block (in chunks: memory stays bounded)."""
+        which = torch.nonzero(torch.as_tensor(lab == 1, device=self.device)).flatten()
+        if which.numel() == 0:
+            return xy
+        ctx = self.image_context(emb, memo_key=memory_key)
+        xy = xy.clone()
+        for start in range(0, which.numel(), _REFINE_CHUNK):
+            idx = which[start:start + _REFINE_CHUNK]
+            xy[idx] = self.refine_normalized(emb, xy[idx], ctx).to(xy.dtype)
+        return xy
 
     def propagate(self, stack, prompts, *, direction: str = "both", start: int | None = None,
                   stop: int | None = None, progress=None, cancel: CancelFlag | None = None, **options):
@@ -434,3 +313,11 @@ class RPSAM2:
                 logits, iou = self.backbone.decode(embedding, pts.unsqueeze(1), ones, multimask)
                 yield sl, pts, logits, iou
 
+
+def _pixels_inside(points_xy: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """Pixel ``(row, col)`` of normalized points, kept on the image (frame-change rounding)."""
+    refined = normalized_to_pixels(points_xy, image_hw)
+    h, w = image_hw
+    np.clip(refined[:, 0], 0, h - 1, out=refined[:, 0])
+    np.clip(refined[:, 1], 0, w - 1, out=refined[:, 1])
+    return refined

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .. import jobs
 from ..evaluation.protocol import evaluate
 from ..jobs import Cancelled
 from ..model.checkpoint import load_checkpoint, read_header, save_checkpoint
@@ -217,6 +218,86 @@ def _copy_state(block: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in block.state_dict().items()}
 
 
+@dataclass
+class _RunState:
+    """Where a run stands: the next epoch, the best epoch so far and its weights, the history."""
+
+    epoch: int
+    best_epoch: int
+    best_score: float
+    best_state: dict[str, torch.Tensor]
+    history: list[EpochLog]
+
+
+def _start_state(model, optimizer, resume, out: Path) -> _RunState:
+    """A fresh run, or the state saved in a ``.last`` checkpoint (weights and AdamW state restored)."""
+    block = model.shift_block
+    if resume is None:
+        return _RunState(0, 0, -math.inf, _copy_state(block), [])
+    saved, header, extras = load_checkpoint(resume, backbone=model.backbone.name)
+    block.load_state_dict(saved.state_dict())
+    restore_optimizer(optimizer, extras)
+    info = header.get("training", {})
+    epoch = int(info.get("epoch", 0))
+    state = _RunState(epoch, int(info.get("best_epoch", epoch)), float(info.get("best_score", -math.inf)),
+                      _copy_state(block), [EpochLog(**h) for h in info.get("history", [])])
+    if state.best_epoch != epoch and out.exists() and read_header(out).get("training", {}).get("epoch") == \
+            state.best_epoch:
+        state.best_state = _copy_state(load_checkpoint(out, backbone=model.backbone.name)[0])
+    return state
+
+
+def _train_epoch(model, optimizer, mine: list[SliceTargets], steps: int, config: TrainConfig, epoch: int,
+                 rank: int, cancel) -> np.ndarray | None:
+    """One pass over this process's slices; mean loss terms, or ``None`` when cancelled."""
+    rng = np.random.default_rng([config.seed, epoch, rank])
+    order = rng.permutation(len(mine))
+    sums = np.zeros(4)
+    for step in range(steps):
+        if ddp.any_rank(cancel is not None and bool(cancel()), model.device):
+            return None
+        optimizer.zero_grad(set_to_none=True)
+        batch = [mine[i] for i in order[step * config.batch_size:(step + 1) * config.batch_size]]
+        terms = training_step(model, batch, config, rng) if batch else dict.fromkeys(
+            ("loss", "dice_loss", "dist_loss", "out_loss"), 0.0)
+        ddp.average_gradients(model.shift_block.parameters())
+        optimizer.step()
+        sums += np.array([terms["loss"], terms["dice_loss"], terms["dist_loss"], terms["out_loss"]]) / steps
+    return sums
+
+
+def _validate(model, val: AnnotatedStack | None, config: TrainConfig, cancel) -> tuple[float | None, float | None]:
+    """Validation mDSC and mHD95 of the block as it is (``Cancelled`` when stopped meanwhile)."""
+    if val is None:
+        return None, None
+    block = model.shift_block
+    block.eval()
+    try:
+        report = evaluate(model, val, clicks=config.eval_clicks, methods=("rpsam2",), cancel=cancel)
+    finally:
+        block.train()
+    return report["rpsam2"]["mDSC"]["mean"], report["rpsam2"]["mHD95"]["mean"]
+
+
+def _keep_epoch(model, optimizer, state: _RunState, log: EpochLog, out: Path, summary: dict,
+                log_file: Path | None) -> None:
+    """Write the best checkpoint (when it is), the ``.last`` one and the log line of a finished epoch."""
+    block, epoch = model.shift_block, log.epoch
+    metrics = {"train_loss": log.loss, "val_mDSC": log.val_mdsc, "val_mHD95": log.val_mhd95}
+    state.history.append(log)
+    if log.is_best:
+        state.best_epoch, state.best_state = epoch, _copy_state(block)
+        save_checkpoint(out, block, model.backbone.name, metrics=metrics,
+                        training={**summary, "epoch": epoch, "epochs": epoch, "best_epoch": epoch})
+    save_checkpoint(last_checkpoint_path(out), block, model.backbone.name, metrics=metrics,
+                    training={**summary, "epoch": epoch, "epochs": epoch, "best_epoch": state.best_epoch,
+                              "best_score": state.best_score, "history": [asdict(h) for h in state.history]},
+                    extra_tensors=optimizer_tensors(optimizer))
+    if log_file is not None:
+        with open(log_file, "a") as fh:
+            fh.write(json.dumps(asdict(log)) + "\n")
+
+
 # ------------------------------------------------------------------ the loop
 def train_shift_block(
     model,
@@ -263,96 +344,51 @@ def train_shift_block(
     """
     rank, world = ddp.rank_and_world()
     out = Path(out)
-    last_path = last_checkpoint_path(out)
     if rank == 0 and not out.parent.is_dir():
         raise DataError(f"cannot write the checkpoint: folder {out.parent} does not exist")
     block = model.shift_block
     optimizer = make_optimizer(block, config)
-    start_epoch, best_epoch, best_score, history = 0, 0, -math.inf, []
-    best_state = _copy_state(block)
-    if resume is not None:
-        saved, header, extras = load_checkpoint(resume, backbone=model.backbone.name)
-        block.load_state_dict(saved.state_dict())
-        restore_optimizer(optimizer, extras)
-        info = header.get("training", {})
-        start_epoch = int(info.get("epoch", 0))
-        best_epoch, best_score = int(info.get("best_epoch", start_epoch)), float(info.get("best_score", -math.inf))
-        history = [EpochLog(**h) for h in info.get("history", [])]
-        best_state = _copy_state(block)
-        if best_epoch != start_epoch and out.exists() and read_header(out).get("training", {}).get("epoch") == best_epoch:
-            best_state = _copy_state(load_checkpoint(out, backbone=model.backbone.name)[0])
-    stopped = False
+    state = _start_state(model, optimizer, resume, out)
     try:
         slices = prepare_slices(model, train, config, candidate_cache=candidate_cache, progress=progress,
                                 cancel=cancel)
     except Cancelled:
-        slices, stopped = [], True
-    if not stopped and not slices:
+        slices = None
+    if slices is not None and not slices:
         raise DataError("the training data have no objects; paint at least one object")
-    mine = ddp.shard(slices, rank, world)
-    steps = math.ceil(math.ceil(len(slices) / world) / config.batch_size)
+    mine = ddp.shard(slices or [], rank, world)
+    steps = math.ceil(math.ceil(len(slices or []) / world) / config.batch_size)
     log_file = Path(log_path) if log_path is not None else None
     if rank == 0 and log_file is not None and resume is None and log_file.exists():
         log_file.unlink()
     summary = {"data": train.summary(), "val_data": val.summary() if val is not None else None,
                "config": asdict(config), "world_size": world}
     block.train()
-    epoch = start_epoch
-    while not stopped and epoch < config.epochs:
+    stopped = slices is None
+    while not stopped and state.epoch < config.epochs:
         began = time.perf_counter()
-        rng = np.random.default_rng([config.seed, epoch, rank])
-        order = rng.permutation(len(mine))
-        sums = np.zeros(4)
-        for step in range(steps):
-            if ddp.any_rank(cancel is not None and bool(cancel()), model.device):
-                stopped = True
-                break
-            optimizer.zero_grad(set_to_none=True)
-            batch = [mine[i] for i in order[step * config.batch_size:(step + 1) * config.batch_size]]
-            terms = training_step(model, batch, config, rng) if batch else dict.fromkeys(
-                ("loss", "dice_loss", "dist_loss", "out_loss"), 0.0)
-            ddp.average_gradients(block.parameters())
-            optimizer.step()
-            sums += np.array([terms["loss"], terms["dice_loss"], terms["dist_loss"], terms["out_loss"]]) / steps
-        if stopped:
+        sums = _train_epoch(model, optimizer, mine, steps, config, state.epoch, rank, cancel)
+        if sums is None:
+            stopped = True
             break
         loss, dice_l, dist_l, out_l = ddp.all_reduce_mean(sums.tolist(), model.device)
-        epoch += 1
-        val_mdsc = val_mhd95 = None
+        state.epoch += 1
         if rank == 0:
-            if val is not None:
-                block.eval()
-                try:
-                    report = evaluate(model, val, clicks=config.eval_clicks, methods=("rpsam2",), cancel=cancel)
-                except Cancelled:  # stopped during validation: this epoch is not kept
-                    stopped = True
-                    break
-                finally:
-                    block.train()
-                val_mdsc, val_mhd95 = report["rpsam2"]["mDSC"]["mean"], report["rpsam2"]["mHD95"]["mean"]
+            try:
+                val_mdsc, val_mhd95 = _validate(model, val, config, cancel)
+            except Cancelled:  # stopped during validation: this epoch is not kept
+                stopped = True
+                break
             score = val_mdsc if val_mdsc is not None else -loss
-            is_best = score > best_score
-            log = EpochLog(epoch, loss, dice_l, dist_l, out_l, val_mdsc, val_mhd95, is_best,
+            log = EpochLog(state.epoch, loss, dice_l, dist_l, out_l, val_mdsc, val_mhd95, score > state.best_score,
                            time.perf_counter() - began)
-            history.append(log)
-            metrics = {"train_loss": loss, "val_mDSC": val_mdsc, "val_mHD95": val_mhd95}
-            if is_best:
-                best_score, best_epoch, best_state = score, epoch, _copy_state(block)
-                save_checkpoint(out, block, model.backbone.name, metrics=metrics,
-                                training={**summary, "epoch": epoch, "epochs": epoch, "best_epoch": epoch})
-            save_checkpoint(last_path, block, model.backbone.name, metrics=metrics,
-                            training={**summary, "epoch": epoch, "epochs": epoch, "best_epoch": best_epoch,
-                                      "best_score": best_score, "history": [asdict(h) for h in history]},
-                            extra_tensors=optimizer_tensors(optimizer))
-            if log_file is not None:
-                with open(log_file, "a") as fh:
-                    fh.write(json.dumps(asdict(log)) + "\n")
+            state.best_score = max(state.best_score, score)
+            _keep_epoch(model, optimizer, state, log, out, summary, log_file)
             if on_epoch is not None:
                 on_epoch(log)
         ddp.barrier()
-        if progress is not None:
-            progress("epoch", epoch, config.epochs)
-    block.load_state_dict(best_state)
+        jobs.report(progress, "epoch", state.epoch, config.epochs)
+    block.load_state_dict(state.best_state)
     header = read_header(out) if rank == 0 and out.exists() else model.shift_block_header
     model.set_shift_block(block, header)
-    return TrainResult(out if out.exists() else None, best_epoch, history, stopped)
+    return TrainResult(out if out.exists() else None, state.best_epoch, state.history, stopped)
