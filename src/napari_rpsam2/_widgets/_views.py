@@ -12,11 +12,15 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
-__all__ = ["METADATA_KEY", "DOCK_MAX_WIDTH", "mark_plugin_layer", "plugin_role", "is_plugin_layer",
+__all__ = ["METADATA_KEY", "NO_MODEL", "DOCK_MAX_WIDTH", "mark_plugin_layer", "plugin_role", "is_plugin_layer",
            "plugin_layers", "scrolling_dock", "StatusLabel"]
 
 METADATA_KEY = "napari_rpsam2"
 """``layer.metadata`` key of the layers this plugin makes: ``{"role": ..., ...}``."""
+
+NO_MODEL = ("No model: load one in the click dock's Model box (Plugins ▸ RP-SAM2 ▸ Click segmentation; "
+            "weights 'random' work offline).")
+"""What a dock that needs the viewer's model says when none is loaded."""
 
 DOCK_MAX_WIDTH = 420
 """Widest a dock may be, so three docks and the canvas fit a 1280×800 screen."""

@@ -22,6 +22,7 @@ from ._layer_picker import LayerPicker
 from ._slicing import SliceError, image_slice, labels_plane
 from ._views import (
     METADATA_KEY,
+    NO_MODEL,
     DockView,
     StatusLabel,
     is_plugin_layer,
@@ -37,10 +38,8 @@ if TYPE_CHECKING:
 
     from ..evaluation.sensitivity import SensitivityMap
 
-__all__ = ["HeatmapWidget", "stats_html", "NO_MODEL"]
+__all__ = ["HeatmapWidget", "stats_html"]
 
-NO_MODEL = ("No model: load one in the click dock's Model box (Plugins ▸ RP-SAM2 ▸ Click segmentation; "
-            "weights 'random' work offline).")
 METHOD = {False: "SAM2", True: "RP-SAM2"}
 
 

@@ -34,7 +34,7 @@ from ._layer_picker import LayerPicker
 from ._plot import TrainingPlot
 from ._slicing import image_slice
 from ._torch_import import import_torch_compiler
-from ._views import DockView, StatusLabel, is_plugin_layer, scrolling_dock
+from ._views import NO_MODEL, DockView, StatusLabel, is_plugin_layer, scrolling_dock
 from ._workers import Bridge, cancel_when_destroyed, error_text, start_worker
 from ._workspace import unwrap, workspace_for
 
@@ -43,10 +43,8 @@ if TYPE_CHECKING:
 
     from ..app.train import Trained
 
-__all__ = ["TrainingWidget", "NO_MODEL"]
+__all__ = ["TrainingWidget"]
 
-NO_MODEL = ("No model: load one in the click dock's Model box (Plugins ▸ RP-SAM2 ▸ Click segmentation; "
-            "weights 'random' work offline).")
 STAGES = {"embeddings": "embedding slices", "candidates": "candidate grid clicks", "epoch": "epochs"}
 
 
