@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from ._cli_support import (
-    ProgressBars,
     UsageError,
     existing_file,
     existing_folder,
     make_model,
     output_file,
-    sigint_cancel,
+    run_job,
 )
 
 __all__ = ["add_parser", "cmd_oneshot", "cmd_oneshot_eval"]
@@ -81,7 +79,6 @@ def _write_prompts(path: Path, rows: list[tuple]) -> None:
 def cmd_oneshot(args: argparse.Namespace, base=None) -> int:
     """Propagate the reference slice's objects to every target slice."""
     from .evaluation.report import write_json
-    from .jobs import Cancelled
     from .oneshot import make_method, segment_stack
     from .training.data import read_image_file, read_label_file
 
@@ -98,16 +95,9 @@ def cmd_oneshot(args: argparse.Namespace, base=None) -> int:
     model = make_model(args, base)
     method = make_method(args.method, model, refine=args.refine, **_method_options(args, args.method))
     images = [ref_img, *targets]
-    bars = ProgressBars(args.quiet, "slices")
-    with sigint_cancel() as cancel:
-        try:
-            results = segment_stack(method, images, 0, ref_lab, object_ids=args.objects, progress=bars,
-                                    cancel=cancel)
-        except Cancelled:
-            print("rpsam2: one-shot segmentation cancelled; nothing written", file=sys.stderr)
-            return 130
-        finally:
-            bars.close()
+    results = run_job(lambda progress, cancel: segment_stack(method, images, 0, ref_lab, object_ids=args.objects,
+                                                             progress=progress, cancel=cancel),
+                      quiet=args.quiet, stage="slices", what="one-shot segmentation")
     (out / "labels").mkdir(parents=True, exist_ok=True)
     rows, slices = [], []
     for i, res in results.items():
@@ -140,7 +130,6 @@ def _info(info: dict) -> dict:
 
 def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     """The one-shot protocol on a folder of annotated slices."""
-    from .jobs import Cancelled
     from .oneshot.protocol import one_shot_protocol
     from .oneshot.report import write_protocol_csv, write_protocol_figure, write_protocol_json
     from .training.data import list_image_files, read_image_file, read_label_file
@@ -160,16 +149,10 @@ def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     refs = None if args.reference == "each" else [_reference_index(args.reference, len(files))]
     model = make_model(args, base)
     options = {m: _method_options(args, m) for m in methods}
-    bars = ProgressBars(args.quiet, "references")
-    with sigint_cancel() as cancel:
-        try:
-            report = one_shot_protocol(model, images, labels, methods=methods, references=refs,
-                                       refine=args.refine, options=options, progress=bars, cancel=cancel)
-        except Cancelled:
-            print("rpsam2: evaluation cancelled; nothing written", file=sys.stderr)
-            return 130
-        finally:
-            bars.close()
+    report = run_job(lambda progress, cancel: one_shot_protocol(model, images, labels, methods=methods, references=refs,
+                                                                refine=args.refine, options=options,
+                                                                progress=progress, cancel=cancel),
+                     quiet=args.quiet, stage="references", what="evaluation")
     report["protocol"]["files"] = [f.name for f in files]
     write_protocol_json(report, out)
     write_protocol_csv(report, out.with_suffix(".csv"))

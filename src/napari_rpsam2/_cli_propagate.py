@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ._cli_support import ProgressBars, UsageError, existing_file, make_model, output_file, sigint_cancel
+from ._cli_support import UsageError, existing_file, make_model, output_file, run_job
 
 __all__ = ["add_parser", "cmd_propagate", "read_prompts", "open_stack"]
 
@@ -137,7 +136,6 @@ def _write_scores(result, out: Path) -> None:
 
 def cmd_propagate(args: argparse.Namespace, base=None) -> int:
     """Run ``rpsam2 propagate``."""
-    from .jobs import Cancelled
 
     out = output_file(args.out, ".tif")
     scores = output_file(args.scores, ".csv") if args.scores else None
@@ -147,17 +145,10 @@ def cmd_propagate(args: argparse.Namespace, base=None) -> int:
     prompts = read_prompts(args.prompts)
     cache = Path(args.cache).expanduser() if args.cache else None
     model = make_model(args, base, cache_dir=cache)
-    bars = ProgressBars(args.quiet, "frames")
-    with sigint_cancel() as cancel:
-        try:
-            result = model.propagate(stack, prompts, direction=args.direction, start=args.start,
-                                     stop=args.stop, refine=not args.no_refine, stop_after=args.stop_after,
-                                     stop_threshold=args.stop_threshold, progress=bars, cancel=cancel)
-        except Cancelled:
-            print("rpsam2: propagation cancelled; nothing written", file=sys.stderr)
-            return 130
-        finally:
-            bars.close()
+    result = run_job(lambda progress, cancel: model.propagate(
+        stack, prompts, direction=args.direction, start=args.start, stop=args.stop, refine=not args.no_refine,
+        stop_after=args.stop_after, stop_threshold=args.stop_threshold, progress=progress, cancel=cancel),
+        quiet=args.quiet, stage="frames", what="propagation")
     _write_tiff(result.labels, out)
     if scores is not None:
         _write_scores(result, scores)

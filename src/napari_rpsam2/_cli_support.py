@@ -8,9 +8,13 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = ["UsageError", "Parser", "ProgressBars", "sigint_cancel", "existing_folder", "existing_file",
-           "output_file", "make_model", "model_options", "merge_gap_option", "data_options"]
+           "output_file", "make_model", "model_options", "merge_gap_option", "data_options", "run_job", "JobStopped"]
+
+
+T = TypeVar("T")
 
 
 class UsageError(ValueError):
@@ -146,3 +150,25 @@ def data_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--class-map", default=None, help="JSON file {\"object id\": \"class name\"}")
     sp.add_argument("--cache", default=None, help="embedding cache folder (see 'rpsam2 embed')")
     merge_gap_option(sp)
+
+
+class JobStopped(Exception):
+    """Ctrl-C stopped a job before it wrote anything; ``rpsam2`` exits with status 130."""
+
+
+def run_job(job: Callable[[Callable, Callable[[], bool]], T], *, quiet: bool, stage: str, what: str) -> T:
+    """``job(progress, cancel)`` with progress bars on stderr and Ctrl-C as its cancel flag.
+
+    Raises :class:`JobStopped` ("<what> cancelled; nothing written") when the
+    job stopped on a Ctrl-C (it raised :class:`napari_rpsam2.jobs.Cancelled`).
+    """
+    from .jobs import Cancelled
+
+    bars = ProgressBars(quiet, stage)
+    with sigint_cancel() as cancel:
+        try:
+            return job(bars, cancel)
+        except Cancelled:
+            raise JobStopped(f"{what} cancelled; nothing written") from None
+        finally:
+            bars.close()

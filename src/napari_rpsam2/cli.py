@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ._cli_support import (
+    JobStopped,
     Parser,
     ProgressBars,
     UsageError,
@@ -27,7 +28,7 @@ from ._cli_support import (
     merge_gap_option,
     model_options,
     output_file,
-    sigint_cancel,
+    run_job,
 )
 
 __all__ = ["main", "build_parser", "UsageError"]
@@ -81,7 +82,6 @@ def cmd_embed(args: argparse.Namespace, base=None) -> int:
 def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
     from .app.evaluate import evaluate, write_report
     from .evaluation.report import class_rows, method_names
-    from .jobs import Cancelled
 
     out = output_file(args.out, ".json")
     if args.clicks < 1:
@@ -89,16 +89,9 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
     stack = _stack(args.images, args.labels, args.class_map, merge_gap=args.merge_gap)
     cache = Path(args.cache).expanduser() if args.cache else None
     model = make_model(args, base, cache_dir=cache)
-    bars = ProgressBars(args.quiet, "evaluate")
-    with sigint_cancel() as cancel:
-        try:
-            report = evaluate(model, stack, clicks=args.clicks, hd95_convention=args.hd95, progress=bars,
-                              cancel=cancel)
-        except Cancelled:
-            print("rpsam2: evaluation cancelled; nothing written", file=sys.stderr)
-            return 130
-        finally:
-            bars.close()
+    report = run_job(lambda progress, cancel: evaluate(model, stack, clicks=args.clicks, hd95_convention=args.hd95,
+                                                       progress=progress, cancel=cancel),
+                     quiet=args.quiet, stage="evaluate", what="evaluation")
     report = dict(report)
     report["run"] = {"images": str(args.images), "labels": str(args.labels),
                      "shift_block": args.shift_block, "backbone": model.backbone.name,
@@ -258,6 +251,9 @@ def main(argv: Sequence[str] | None = None, *, model=None) -> int:
         return 2
     try:
         return int(args.func(args, model))
+    except JobStopped as stopped:
+        print(f"rpsam2: {stopped}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("rpsam2: interrupted", file=sys.stderr)
         return 130
