@@ -5,12 +5,15 @@ from .checkpoint import CheckpointError, load_checkpoint, read_header, save_chec
 from .embedding import ImageEmbedding
 from .embedding_cache import EmbeddingCache, slice_signature
 from .image_adapter import ImageError, to_rgb_float
-from .rpsam2 import RPSAM2, PromptError, SegmentResult
+from .prompts import FramePrompt, PromptError
+from .propagation import PropagationResult, PropagationSession
+from .rpsam2 import RPSAM2, SegmentResult
 from .shift_block import ShiftBlock, ShiftBlockConfig
 from .weights import BACKBONES, WeightsError
 
 __all__ = [
-    "BACKBONES", "CheckpointError", "EmbeddingCache", "ImageEmbedding", "ImageError",
+    "BACKBONES", "CheckpointError", "EmbeddingCache", "FramePrompt",
+    "PropagationResult", "PropagationSession", "ImageEmbedding", "ImageError",
     "PromptError", "RPSAM2", "SAM2Backbone", "SegmentResult", "ShiftBlock", "ShiftBlockConfig",
     "WeightsError", "load_checkpoint", "pick_device", "read_header", "save_checkpoint",
     "slice_signature", "to_rgb_float",

@@ -115,24 +115,34 @@ class SAM2Backbone:
 
     # ------------------------------------------------------------------ encoder
     @torch.no_grad()
-    def encode(self, rgb: np.ndarray) -> ImageEmbedding:
-        """Run the image encoder on an ``(H, W, 3)`` float picture in ``[0, 1]``."""
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """The encoder's input (1, 3, S, S): resized to SAM2's square and normalized as SAM2 does."""
         if rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise ValueError(f"encode expects an (H, W, 3) picture, got {rgb.shape}")
-        h, w = rgb.shape[:2]
         x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).to(self.device)
         x = x.permute(2, 0, 1).unsqueeze(0)
         x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                           align_corners=False, antialias=True)
-        x = (x - self._mean) / self._std
+        return (x - self._mean) / self._std
+
+    @torch.no_grad()
+    def encode(self, rgb: np.ndarray) -> ImageEmbedding:
+        """Run the image encoder on an ``(H, W, 3)`` float picture in ``[0, 1]``."""
+        h, w = rgb.shape[:2]
+        x = self.preprocess(rgb)
         m = self.model
         with self.autocast():
             out = m.forward_image(x)
             _, feats, _, sizes = m._prepare_backbone_features(out)
+            raw = feats[-1]  # what SAM2's memory path reads (video propagation)
             if m.directly_add_no_mem_embed:
                 feats[-1] = feats[-1] + m.no_mem_embed
         maps = [f.permute(1, 2, 0).reshape(1, -1, *s).float() for f, s in zip(feats, sizes)]
-        return ImageEmbedding(maps[-1].contiguous(), [f.contiguous() for f in maps[:-1]], (h, w))
+        image_embed = maps[-1].contiguous()
+        memory = image_embed
+        if raw is not feats[-1]:
+            memory = raw.permute(1, 2, 0).reshape(1, -1, *sizes[-1]).float().contiguous()
+        return ImageEmbedding(image_embed, [f.contiguous() for f in maps[:-1]], (h, w), memory)
 
     # ------------------------------------------------------------------ prompts
     def point_tokens(self, points_xy: torch.Tensor) -> torch.Tensor:

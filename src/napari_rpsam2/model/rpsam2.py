@@ -18,6 +18,7 @@ from .coords import clamp_straight_through, normalized_to_pixels, pixels_to_norm
 from .embedding import ImageEmbedding
 from .embedding_cache import EmbeddingCache, slice_signature
 from .image_adapter import check_image, encoder_picture, split_stack
+from .prompts import PromptError, box_to_normalized, check_box
 from .shift_block import ImageContext, ShiftBlock, ShiftBlockConfig
 
 __all__ = ["RPSAM2", "SegmentResult", "PromptError"]
@@ -25,10 +26,6 @@ __all__ = ["RPSAM2", "SegmentResult", "PromptError"]
 ProgressCallback = Callable[[int, int], None]
 _REFINE_CHUNK = 64  # clicks refined at once in one prompt
 CancelFlag = Callable[[], bool]
-
-
-class PromptError(ValueError):
-    """Clicks that cannot be used; the message says which and why."""
 
 
 @dataclass
@@ -201,13 +198,13 @@ class RPSAM2:
             if emb is not None:
                 return emb
             emb = self.cache.load_from_disk(signature, self.device)
-            if emb is None:
+            if emb is None or emb.memory_embed is None:  # entries older than video propagation: redo
                 picture = encoder_picture(image, contrast_limits, gamma, rgb)
                 emb = self.backbone.encode(picture)
                 del picture
                 image_hw = tuple(int(n) for n in np.shape(image)[:2])
                 if emb.image_hw != image_hw:  # a big image was downscaled for the encoder
-                    emb = ImageEmbedding(emb.image_embed, emb.high_res_feats, image_hw)
+                    emb = ImageEmbedding(emb.image_embed, emb.high_res_feats, image_hw, emb.memory_embed)
                 self.cache.save_to_disk(signature, emb)
             self.cache.put(memory_key, emb)
         return emb
@@ -327,8 +324,9 @@ class RPSAM2:
         gamma: float = 1.0,
         rgb: bool | None = None,
         key: Hashable | None = None,
+        box: Sequence[float] | None = None,
     ) -> SegmentResult:
-        """Segment one object from clicks on one 2D slice.
+        """Segment one object from clicks (and/or a box) on one 2D slice.
 
         Parameters
         ----------
@@ -344,13 +342,20 @@ class RPSAM2:
         multimask : bool or "auto"
             Choose among SAM2's three masks by predicted IoU; ``"auto"`` does
             so for a single click, as SAM2 recommends.
+        box : (top, left, bottom, right), optional
+            A rectangle in pixels, given to SAM2's prompt encoder as its two
+            corners (as SAM2's image predictor does); clicks may then be empty.
         """
         image = np.asarray(image)
         memory_key, signature = self._keys(image, contrast_limits, gamma, rgb, key)
         emb = self._embed(image, memory_key, signature, contrast_limits, gamma, rgb)
-        pts, lab = self._check_points(points, labels, emb.image_hw)
+        if box is not None and (points is None or len(points) == 0):
+            pts, lab = np.zeros((0, 2)), np.zeros(0, np.int64)
+        else:
+            pts, lab = self._check_points(points, labels, emb.image_hw)
+        corners = None if box is None else box_to_normalized(check_box(box, emb.image_hw), emb.image_hw)
         if multimask == "auto":
-            multimask = len(pts) == 1
+            multimask = len(pts) == 1 and box is None
         with torch.inference_mode():
             xy = torch.as_tensor(pixels_to_normalized(pts, emb.image_hw), dtype=torch.float64,
                                  device=self.device)
@@ -362,9 +367,11 @@ class RPSAM2:
                 for start in range(0, which.numel(), _REFINE_CHUNK):  # memory bounded for many clicks
                     idx = which[start:start + _REFINE_CHUNK]
                     xy[idx] = self.refine_normalized(emb, xy[idx], ctx).to(xy.dtype)
-            logits, iou = self.backbone.decode(
-                emb, xy.unsqueeze(0), torch.as_tensor(lab, device=self.device).unsqueeze(0), bool(multimask)
-            )
+            prompt_xy, prompt_lab = xy, torch.as_tensor(lab, device=self.device)
+            if corners is not None:  # SAM2 takes a box as two corner points labelled 2 and 3
+                prompt_xy = torch.cat([torch.as_tensor(corners, dtype=xy.dtype, device=self.device), xy])
+                prompt_lab = torch.cat([torch.tensor([2, 3], device=self.device), prompt_lab])
+            logits, iou = self.backbone.decode(emb, prompt_xy.unsqueeze(0), prompt_lab.unsqueeze(0), bool(multimask))
             mask = logits_to_image(logits, emb.image_hw)[0] > 0
         refined = normalized_to_pixels(xy.cpu().numpy(), emb.image_hw) if refine else pts.copy()
         if refine:  # rounding in the frame change must not put a point a hair outside the image
@@ -373,6 +380,28 @@ class RPSAM2:
             np.clip(refined[:, 1], 0, w - 1, out=refined[:, 1])
         refined[lab == 0] = pts[lab == 0]
         return SegmentResult(mask.cpu().numpy(), refined, float(iou[0]), pts, lab)
+
+    def propagate(self, stack, prompts, *, direction: str = "both", start: int | None = None,
+                  stop: int | None = None, progress=None, cancel: CancelFlag | None = None, **options):
+        """Follow objects through a stack with SAM2's memory, from prompts on any slices.
+
+        ``prompts`` is an iterable of :class:`~napari_rpsam2.model.prompts.FramePrompt`
+        (clicks, a box or a mask per object and slice).  Returns a
+        :class:`~napari_rpsam2.model.propagation.PropagationResult` (``labels``
+        (N, H, W), ``scores`` (N, objects), …).  ``options``: ``refine``,
+        ``stop_threshold``, ``stop_after``, ``contrast_limits``, ``gamma``, ``rgb``,
+        ``key``, ``on_frame``; see :func:`napari_rpsam2.model.propagation.propagate`.
+        """
+        from .propagation import propagate
+
+        return propagate(self, stack, prompts, direction=direction, start=start, stop=stop,
+                         progress=progress, cancel=cancel, **options)
+
+    def propagation_session(self, stack, **embed_options):
+        """A :class:`~napari_rpsam2.model.propagation.PropagationSession` for runs with corrections."""
+        from .propagation import PropagationSession
+
+        return PropagationSession(self, stack, **embed_options)
 
     def iter_single_clicks(
         self,

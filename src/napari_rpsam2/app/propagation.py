@@ -1,0 +1,111 @@
+"""Use case: propagate objects through a stack into a label volume, with one Undo.
+
+Qt-free: the Propagate panel (and scripts) call :func:`propagate_into_labels`
+from a worker thread.  Existing labels are never touched: only pixels that are
+0 in the target receive the propagated objects.  The returned
+:class:`PropagationUndo` takes a whole propagation back in one step.  A
+cancelled run raises :class:`napari_rpsam2.jobs.Cancelled` before anything is
+written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import jobs
+from ..model.prompts import FramePrompt, PromptError
+from ..model.propagation import PropagationResult
+
+__all__ = ["PropagationUndo", "propagate_into_labels", "write_new_labels"]
+
+
+@dataclass
+class PropagationUndo:
+    """What one propagation wrote: per slice, the flat pixel indices it set (they were 0).
+
+    Attributes
+    ----------
+    written : dict
+        ``slice index -> (flat indices (M,) int64, values written (M,))``.
+    """
+
+    written: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def pixels(self) -> int:
+        """Number of pixels the propagation labelled."""
+        return sum(len(i) for i, _ in self.written.values())
+
+    @property
+    def slices(self) -> list[int]:
+        """Slices that received pixels, in order."""
+        return sorted(self.written)
+
+    def undo(self, target: np.ndarray) -> list[int]:
+        """Put 0 back where this propagation wrote and the value is still its own.
+
+        Pixels the user edited since keep the user's value.  Returns the slices changed.
+        """
+        changed = []
+        for index, (flat, values) in sorted(self.written.items()):
+            plane = np.array(target[index])  # works for numpy, zarr and other array-likes
+            view = plane.reshape(-1)
+            view[flat[view[flat] == values]] = 0
+            target[index] = plane
+            changed.append(index)
+        return changed
+
+def write_new_labels(target: np.ndarray, result: PropagationResult,
+                     on_slice: Callable[[int], None] | None = None) -> PropagationUndo:
+    """Copy the result into ``target`` (N, H, W) where ``target`` is 0; returns the undo record."""
+    if tuple(np.shape(target)) != tuple(result.labels.shape):
+        raise PromptError(f"the labels layer has shape {np.shape(target)} but the propagation gave "
+                          f"{result.labels.shape}; pick the labels layer of this image stack")
+    info = np.iinfo(target.dtype) if np.issubdtype(target.dtype, np.integer) else None
+    if info is None or (result.object_ids and max(result.object_ids) > info.max):
+        raise PromptError(f"labels of dtype {target.dtype} cannot hold object id {max(result.object_ids)}; "
+                          "use an integer labels layer (e.g. int32)")
+    record = PropagationUndo()
+    for index in np.flatnonzero(result.tracked):
+        new = result.labels[index].reshape(-1)
+        old = np.asarray(target[index]).reshape(-1)
+        flat = np.flatnonzero((new > 0) & (old == 0))
+        if flat.size == 0:
+            continue
+        values = new[flat].astype(target.dtype)
+        plane = np.array(target[index])
+        plane.reshape(-1)[flat] = values
+        target[index] = plane
+        record.written[int(index)] = (flat, values)
+        if on_slice is not None:
+            on_slice(int(index))
+    return record
+
+
+def propagate_into_labels(model, stack, prompts: Iterable[FramePrompt], target: np.ndarray, *,
+                          direction: str = "both", start: int | None = None, stop: int | None = None,
+                          refine: bool = True, stop_after: int | None = None, stop_threshold: float = 0.0,
+                          contrast_limits: Sequence[float] | None = None, gamma: float = 1.0,
+                          rgb: bool | None = None, key=None, progress: jobs.Progress | None = None,
+                          cancel: jobs.Cancel | None = None,
+                          on_frame: Callable[[int, np.ndarray], None] | None = None,
+                          ) -> tuple[PropagationResult, PropagationUndo]:
+    """Propagate ``prompts`` through ``stack`` and add the objects to ``target`` without overwriting.
+
+    ``target`` (N, H, W) integer labels is written only after the whole run
+    (a cancelled run leaves it untouched), and only where it is 0.  Returns
+    the engine's result and the record that undoes the whole propagation.
+    See :meth:`napari_rpsam2.model.RPSAM2.propagate` for the other arguments.
+    """
+    if np.ndim(target) != 3 or tuple(np.shape(target)[:1]) != (np.shape(stack)[0],):
+        raise PromptError(f"the labels layer has shape {np.shape(target)}; it must be (N, H, W) with one "
+                          f"slice per image slice ({np.shape(stack)[0]})")
+    result = model.propagate(stack, prompts, direction=direction, start=start, stop=stop, refine=refine,
+                             stop_after=stop_after, stop_threshold=stop_threshold,
+                             contrast_limits=contrast_limits, gamma=gamma, rgb=rgb, key=key,
+                             progress=progress, cancel=cancel, on_frame=on_frame)
+    jobs.check(cancel, "propagation")
+    return result, write_new_labels(target, result)

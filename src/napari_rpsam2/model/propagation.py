@@ -1,0 +1,290 @@
+"""Follow objects through a stack or video with SAM2's memory.
+
+The tracking itself is SAM2's (:class:`~.video_features.CachedVideoPredictor`);
+this module adds what a napari user needs around it: prompts on any slices
+(refined clicks, boxes, masks), several objects, a slice range, a direction,
+a stop rule, progress and cancel, and bounded memory.
+
+Memory: SAM2 keeps every frame's tracking output.  Here an output is dropped
+once it is farther than SAM2's memory window from the frame being tracked and
+from every conditioning (prompted) frame of its object, so what a run holds
+does not grow with the number of frames, apart from the label volume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .. import jobs
+from .coords import normalized_to_pixels, normalized_to_prompt, pixels_to_normalized
+from .image_adapter import split_stack
+from .prompts import FramePrompt, PromptError, box_to_normalized, merge_prompts
+from .video_features import CachedVideoPredictor
+
+__all__ = ["PropagationResult", "PropagationSession", "propagate", "DIRECTIONS"]
+
+DIRECTIONS = ("forward", "backward", "both")
+FrameCallback = Callable[[int, np.ndarray], None]
+
+
+@dataclass
+class PropagationResult:
+    """What one propagation gives.
+
+    Attributes
+    ----------
+    labels : ndarray (N, H, W) int32
+        Object ids (0 = background) on every slice the run reached; where
+        objects overlap, the one with the highest mask logit wins.
+    scores : ndarray (N, K) float32
+        SAM2's object-score logit per slice and object (``> 0``: SAM2 sees the
+        object); NaN where the object was not tracked.
+    object_ids : tuple of int
+        The ``K`` objects, in the column order of ``scores``.
+    tracked : ndarray (N,) bool
+        Slices the run went through.
+    stopped : dict
+        ``object id -> slices`` where the stop rule dropped it (one per pass).
+    prompts : list of FramePrompt
+        The prompts as used: positive clicks after refinement.
+    """
+
+    labels: np.ndarray
+    scores: np.ndarray
+    object_ids: tuple[int, ...]
+    tracked: np.ndarray
+    stopped: dict[int, list[int]] = field(default_factory=dict)
+    prompts: list[FramePrompt] = field(default_factory=list, repr=False)
+
+
+class PropagationSession:
+    """One stack, its objects and SAM2's tracking state, across runs and corrections.
+
+    Parameters
+    ----------
+    model : RPSAM2
+        The model (its backbone, embedding cache and shift block are used).
+    stack : array-like (N, H, W) or (N, H, W, C)
+        Any array supporting ``stack[i]`` (numpy, dask, zarr); slices are read one at a time.
+    contrast_limits, gamma, rgb, key
+        As for :meth:`RPSAM2.embed`; with ``key``, slice ``i`` is cached under ``(key, i)``.
+    """
+
+    def __init__(self, model, stack, *, contrast_limits: Sequence[float] | None = None, gamma: float = 1.0,
+                 rgb: bool | None = None, key=None) -> None:
+        n, has_channels = split_stack(stack, rgb)
+        if np.ndim(stack) - int(has_channels) != 3:
+            raise PromptError(f"propagation needs a stack (N, H, W[, C]); got shape {np.shape(stack)}")
+        self.model, self.stack, self.num_slices = model, stack, n
+        self.image_hw = tuple(int(s) for s in np.shape(stack)[1:3])
+        self._embed_args = {"contrast_limits": contrast_limits, "gamma": gamma, "rgb": rgb}
+        self._key = key
+        self.predictor = CachedVideoPredictor.sharing(model.backbone.model)
+        self.state = self.predictor.new_state(n, self.image_hw, self.embedding)
+        self.prompts: list[FramePrompt] = []
+
+    def embedding(self, index: int):
+        """The cached embedding of slice ``index`` (read and encoded on demand)."""
+        plane = np.asarray(self.stack[index])
+        key = None if self._key is None else (self._key, index)
+        return self.model.embed(plane, key=key, **self._embed_args)
+
+    @property
+    def object_ids(self) -> tuple[int, ...]:
+        """Objects that have prompts, in SAM2's order."""
+        return tuple(self.state["obj_ids"])
+
+    # ------------------------------------------------------------------ prompts
+    def add(self, prompts: Iterable[FramePrompt], refine: bool = True) -> list[FramePrompt]:
+        """Give prompts; a slice already tracked for that object gets a correction.
+
+        A prompt on a slice the object was not tracked on conditions the object
+        there without memory (as SAM does on one image); on a tracked slice it
+        corrects the tracked mask with the memory, and that slice becomes a
+        conditioning slice for later runs (SAM2's behaviour).  Returns the
+        prompts as used (positive clicks refined when ``refine``).
+        """
+        merged = merge_prompts(prompts, self.image_hw, self.num_slices)
+        used = []
+        with torch.inference_mode(), self.model.backbone.autocast():
+            for (obj, sl), p in merged.items():
+                used.append(self._add_one(obj, sl, p, refine))
+        self.prompts.extend(used)
+        return used
+
+    def _add_one(self, obj: int, sl: int, p: FramePrompt, refine: bool) -> FramePrompt:
+        pred, state = self.predictor, self.state
+        if p.mask is not None:
+            pred.add_new_mask(state, sl, obj, torch.from_numpy(p.mask))
+            return p
+        emb = self.embedding(sl)
+        size = pred.image_size
+        xy = np.zeros((0, 2))
+        lab = np.zeros(0, np.int64)
+        if p.points is not None and len(np.asarray(p.points)):
+            pts, lab = self.model._check_points(p.points, p.labels, self.image_hw)
+            xy_t = torch.as_tensor(pixels_to_normalized(pts, self.image_hw), dtype=torch.float64,
+                                   device=self.model.device)
+            positive = torch.as_tensor(lab == 1, device=xy_t.device)
+            if refine and bool(positive.any()):
+                ctx = self.model.image_context(emb)
+                xy_t[positive] = self.model.refine_normalized(emb, xy_t[positive], ctx).to(xy_t.dtype)
+            xy = xy_t.cpu().numpy()
+            p = FramePrompt(sl, obj, normalized_to_pixels(xy, self.image_hw), lab, p.box)
+        box = None
+        if p.box is not None:
+            box = normalized_to_prompt(torch.as_tensor(box_to_normalized(np.asarray(p.box), self.image_hw)),
+                                       size).float() / size
+        points = normalized_to_prompt(torch.as_tensor(xy), size).float() / size
+        pred.add_new_points_or_box(state, sl, obj, points=points, labels=torch.as_tensor(lab, dtype=torch.int32),
+                                   box=box, normalize_coords=False)
+        return p
+
+    # ------------------------------------------------------------------ tracking
+    def _passes(self, direction: str, start: int, stop: int) -> list[tuple[bool, range]]:
+        cond = {t for out in self.state["output_dict_per_obj"].values() for t in out["cond_frame_outputs"]}
+        outside = sorted(t for t in cond if not start <= t < stop)
+        if outside:
+            raise PromptError(f"slice {outside[0]} has prompts but lies outside the range {start}–{stop - 1}; "
+                              "widen the range or remove those prompts")
+        passes = []
+        if direction in ("forward", "both"):
+            passes.append((False, range(min(cond), stop)))
+        if direction in ("backward", "both"):
+            passes.append((True, range(max(cond), start - 1, -1)))
+        return passes
+
+    def run(self, direction: str = "both", start: int | None = None, stop: int | None = None, *,
+            stop_threshold: float = 0.0, stop_after: int | None = None,
+            progress: jobs.Progress | None = None, cancel: jobs.Cancel | None = None,
+            on_frame: FrameCallback | None = None) -> PropagationResult:
+        """Track every prompted object; see :func:`propagate` for the arguments."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        start, stop = _range(start, stop, self.num_slices)
+        if stop_after is not None and stop_after < 1:
+            raise ValueError(f"stop_after must be at least 1 frame (or None for no stop rule), got {stop_after}")
+        if not self.state["obj_ids"]:
+            raise PromptError("no prompts given: click, draw a box or paint a mask on at least one slice")
+        with torch.inference_mode(), self.model.backbone.autocast():
+            self.predictor.propagate_in_video_preflight(self.state)
+            passes = self._passes(direction, start, stop)
+            total = sum(len(frames) for _, frames in passes)
+            n, ids = self.num_slices, self.object_ids
+            result = PropagationResult(np.zeros((n, *self.image_hw), np.int32),
+                                       np.full((n, len(ids)), np.nan, np.float32), ids,
+                                       np.zeros(n, bool), {}, list(self.prompts))
+            done = 0
+            for reverse, frames in passes:
+                below = np.zeros(len(ids), int)
+                active = np.ones(len(ids), bool)
+                for t in frames:
+                    jobs.check(cancel, "propagation")
+                    self._track_frame(t, reverse, active, result)
+                    self._apply_stop_rule(t, result, below, active, stop_threshold, stop_after)
+                    self._forget_far_outputs(t)
+                    done += 1
+                    jobs.report(progress, "frames", done, total)
+                    if on_frame is not None:
+                        on_frame(t, result.labels[t])
+                    if not active.any():
+                        break
+            jobs.report(progress, "frames", total, total)
+        return result
+
+    def _track_frame(self, t: int, reverse: bool, active: np.ndarray, result: PropagationResult) -> None:
+        """One frame for every active object, as ``SAM2VideoPredictor.propagate_in_video`` does it."""
+        pred, state = self.predictor, self.state
+        logits, idx = [], []
+        for obj_idx in np.flatnonzero(active):
+            outputs = state["output_dict_per_obj"][obj_idx]
+            if t in outputs["cond_frame_outputs"]:
+                out = outputs["cond_frame_outputs"][t]
+                masks = out["pred_masks"].to(state["device"])
+            else:
+                out, masks = pred._run_single_frame_inference(
+                    inference_state=state, output_dict=outputs, frame_idx=t, batch_size=1,
+                    is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=reverse,
+                    run_mem_encoder=True)
+                outputs["non_cond_frame_outputs"][t] = out
+            state["frames_tracked_per_obj"][obj_idx][t] = {"reverse": reverse}
+            result.scores[t, obj_idx] = float(out["object_score_logits"].float().reshape(-1)[0])
+            logits.append(masks)
+            idx.append(obj_idx)
+        result.tracked[t] = True
+        if not logits:
+            return
+        _, video = pred._get_orig_video_res_output(state, torch.cat(logits, dim=0))
+        video = video[:, 0].float()
+        best, which = video.max(dim=0)
+        ids = torch.as_tensor([result.object_ids[i] for i in idx], dtype=torch.int32, device=video.device)
+        result.labels[t] = torch.where(best > 0, ids[which], 0).cpu().numpy()
+
+    def _apply_stop_rule(self, t, result, below, active, threshold, after) -> None:
+        if after is None:
+            return
+        for obj_idx in np.flatnonzero(active):
+            below[obj_idx] = below[obj_idx] + 1 if result.scores[t, obj_idx] < threshold else 0
+            if below[obj_idx] >= after:
+                active[obj_idx] = False
+                result.stopped.setdefault(result.object_ids[obj_idx], []).append(int(t))
+
+    def _forget_far_outputs(self, t: int) -> None:
+        """Drop tracking outputs SAM2's memory can no longer reach (conditioning frames stay)."""
+        window = self.predictor.memory_window()
+        for outputs in self.state["output_dict_per_obj"].values():
+            cond = list(outputs["cond_frame_outputs"])
+            non_cond = outputs["non_cond_frame_outputs"]
+            for k in [k for k in non_cond if abs(k - t) > window and all(abs(k - c) > window for c in cond)]:
+                del non_cond[k]
+
+
+def _range(start: int | None, stop: int | None, n: int) -> tuple[int, int]:
+    start = 0 if start is None else int(start)
+    stop = n if stop is None else int(stop)
+    if not 0 <= start < stop <= n:
+        raise PromptError(f"slice range {start}–{stop - 1} does not fit the stack of {n} slices; "
+                          f"give 0 <= start < stop <= {n}")
+    return start, stop
+
+
+def propagate(model, stack, prompts: Iterable[FramePrompt], *, direction: str = "both",
+              start: int | None = None, stop: int | None = None, refine: bool = True,
+              stop_threshold: float = 0.0, stop_after: int | None = None,
+              contrast_limits: Sequence[float] | None = None, gamma: float = 1.0, rgb: bool | None = None,
+              key=None, progress: jobs.Progress | None = None, cancel: jobs.Cancel | None = None,
+              on_frame: FrameCallback | None = None) -> PropagationResult:
+    """Segment objects through a stack from prompts on some of its slices.
+
+    Parameters
+    ----------
+    model : RPSAM2
+    stack : array-like (N, H, W) or (N, H, W, C)
+        Read one slice at a time (numpy, dask, zarr).
+    prompts : iterable of FramePrompt
+        Clicks, boxes or masks per object on any slices; every prompted slice
+        conditions its object there.
+    direction : "forward", "backward" or "both"
+        Forward runs from the earliest prompted slice, backward from the latest.
+    start, stop : int, optional
+        Only slices ``start <= i < stop`` are tracked.
+    refine : bool
+        Move positive clicks with the shift block first (RP-SAM2).
+    stop_threshold, stop_after : float, int or None
+        An object whose object-score logit stays below ``stop_threshold`` for
+        ``stop_after`` consecutive slices is dropped for the rest of that pass
+        (``None``: never).
+    progress, cancel
+        The long-job contract (:mod:`napari_rpsam2.jobs`): stage ``"frames"``.
+    on_frame : callable(index, labels2d), optional
+        Called after each slice with its labels (to show slices already done).
+    """
+    session = PropagationSession(model, stack, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb, key=key)
+    _range(start, stop, session.num_slices)
+    session.add(prompts, refine=refine)
+    return session.run(direction, start, stop, stop_threshold=stop_threshold, stop_after=stop_after,
+                       progress=progress, cancel=cancel, on_frame=on_frame)
