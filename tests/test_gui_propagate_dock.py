@@ -54,6 +54,7 @@ def open_viewer(qtbot, make_napari_viewer, model, image, *, background=True):
     workspace_for(viewer).set_model(RPSAM2(model.backbone))
     qtbot.wait(10)
     viewer.reset_view()
+    viewer.dims.set_current_step(0, 0)  # napari opens a stack on its middle slice; the person goes to the first
     return viewer, clicks
 
 
