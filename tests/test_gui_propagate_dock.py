@@ -160,10 +160,14 @@ def test_cancel_mid_run_leaves_the_labels_untouched(make_napari_viewer, qtbot, m
     assert not dock.undo_button.isEnabled()
 
 
-def test_a_box_dragged_on_the_canvas_is_propagated(make_napari_viewer, qtbot, model, stack):
+def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
+        make_napari_viewer, qtbot, model, stack):
     image, truth = stack
     viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
-    target = viewer.add_labels(np.zeros(truth.shape, np.int32), name="objects")
+    clicked = inside(truth[0], 1)
+    click_canvas(qtbot, viewer, clicks_layer(viewer), clicked)  # clicked, not committed
+    qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
+    target = viewer.add_labels(np.zeros(truth.shape, np.int32), name="objects")  # the person's own layer
     dock = open_dock(viewer)
     dock.target_picker.set_layer(target)
     rows, cols = np.nonzero(truth[0] == 2)
@@ -177,12 +181,17 @@ def test_a_box_dragged_on_the_canvas_is_propagated(make_napari_viewer, qtbot, mo
     click_button(qtbot, dock.run_button)
     wait_done(qtbot, dock)
     assert "Propagated" in dock.status.text(), dock.status.text()
-    (prompt,) = dock.last_result.prompts
-    assert prompt.slice == 0 and prompt.object == 1
+    by_object = {p.object: p for p in dock.last_result.prompts}
+    assert sorted(by_object) == [1, 2]  # the clicks are object 1, the box object 2
+    assert np.allclose(by_object[1].points, [clicked], atol=1.0) and by_object[1].slice == 0
+    prompt = by_object[2]
+    assert prompt.slice == 0
     tolerance = 2.0  # canvas pixels are a little coarser than image pixels at this zoom
     assert np.allclose(prompt.box, (top, left, bottom, right), atol=tolerance), prompt.box
     assert dock.last_result.tracked.tolist() == [True, True, False]
     assert not target.data[2].any()  # outside the range
-    assert set(np.unique(target.data)) <= {0, 1}
+    assert len(boxes.data) == 0  # the box is an object in the labels now: a second run must not add it again
+    assert set(np.unique(target.data)) <= {0, 1, 2}
+    assert len(clicks_layer(viewer).data) == 0  # the clicked object is in the labels now
     click_button(qtbot, dock.undo_button)
     assert not target.data.any()

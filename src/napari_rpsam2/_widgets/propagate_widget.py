@@ -61,6 +61,7 @@ class PropagateWidget(DockView):
         self.workspace = workspace_for(napari_viewer)
         self._cancel: CancelFlag | None = None
         self._undo: list[tuple[Any, PropagationUndo]] = []
+        self._used_clicks: tuple[Any, tuple[int]] | None = None
         self.last_result: PropagationResult | None = None
         self._bridge = Bridge()
         self._bridge.progress.connect(self._progress)
@@ -186,7 +187,9 @@ class PropagateWidget(DockView):
         parts = [f"{len(prompts)} committed object(s) on slice {index}"] if prompts else []
         session = self.workspace.click_sessions.get(image.unique_id)
         clicked = None if session is None else click_prompt(session.clicks((index,)), index, next_id)
+        self._used_clicks = None
         if clicked is not None:
+            self._used_clicks = (session, (index,))
             prompts.append(clicked)
             parts.append(f"the clicks on slice {index} (object {next_id})")
             next_id += 1
@@ -303,10 +306,19 @@ class PropagateWidget(DockView):
         self.last_result = result
         self._undo.append((target, record))
         self.undo_button.setEnabled(True)
+        self._forget_used_prompts()
         stopped = "".join(f"; object {oid} stopped at slice {s[0]}" for oid, s in result.stopped.items())
         self.status.info(f"Propagated objects {', '.join(map(str, result.object_ids))} through "
                          f"{int(result.tracked.sum())} slices: {record.pixels} px added to '{target.name}' "
                          f"on slices {record.slices}{stopped}.")
+
+    def _forget_used_prompts(self) -> None:
+        """The clicked and boxed objects are labels now: drop their clicks and boxes (no duplicate next run)."""
+        self.clear_boxes()
+        if self._used_clicks is not None:
+            session, index = self._used_clicks
+            session.clear(index)
+            self._used_clicks = None
 
     def undo(self) -> None:
         """Take the last propagation back (its pixels that still hold its ids go back to 0)."""
