@@ -87,7 +87,8 @@ class PropagateWidget(DockView):
         self.undo_button = QPushButton("Undo propagation")
         self.undo_button.setEnabled(False)
         self.progress = QProgressBar()
-        self.progress.setFormat("slices %v/%m")
+        self.progress.setFormat("frames %v/%m")
+        self.progress.setToolTip("Frames tracked so far; with 'both' the prompted slice starts each direction")
         self.status = StatusLabel("Commit objects on one slice (or click one, or draw a box), then Propagate.")
         self.draw_button.clicked.connect(self.draw_boxes)
         self.clear_boxes_button.clicked.connect(self.clear_boxes)
@@ -132,7 +133,9 @@ class PropagateWidget(DockView):
     def _on_image(self, *_: Any) -> None:
         image = self.image_picker.layer()
         if image is not None and image.ndim == 3:
-            self.options.stop.value = layer_shape(image)[0] - 1
+            last = layer_shape(image)[0] - 1
+            self.options.start.max = self.options.stop.max = last
+            self.options.stop.value = last
 
     # ------------------------------------------------------------------ boxes
     def box_layer(self, create: bool = False) -> Shapes | None:
