@@ -7,8 +7,8 @@ last slice is shown.  Random SAM2 weights (no network here): the masks mean noth
 import pathlib
 import time
 
-import numpy as np
 import napari
+import numpy as np
 from napari.settings import get_settings
 from qtpy.QtCore import QPoint, QPointF, Qt
 from qtpy.QtGui import QMouseEvent
@@ -42,7 +42,7 @@ def canvas_pos(layer, data):
 
 def click(layer, data):
     x, y = canvas_pos(layer, data)
-    widget, pos = viewer.window._qt_viewer.canvas.native, QPoint(int(round(x)), int(round(y)))
+    widget, pos = viewer.window._qt_viewer.canvas.native, QPoint(round(x), round(y))
     QTest.mousePress(widget, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos)
     QTest.mouseRelease(widget, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos)
 

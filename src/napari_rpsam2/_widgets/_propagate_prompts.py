@@ -14,7 +14,7 @@ import numpy as np
 
 from ..model.prompts import FramePrompt
 
-__all__ = ["mask_prompts", "click_prompt", "box_prompts", "rectangle_box"]
+__all__ = ["box_prompts", "click_prompt", "mask_prompts", "rectangle_box"]
 
 
 def mask_prompts(plane: np.ndarray, index: int) -> list[FramePrompt]:
@@ -42,7 +42,7 @@ def rectangle_box(vertices: np.ndarray, image_hw: tuple[int, int]) -> tuple[int,
     border still counts.
     """
     v = np.asarray(vertices, dtype=float)
-    index = int(round(float(v[0, 0])))
+    index = round(float(v[0, 0]))
     h, w = image_hw
     top, left = np.clip(v[:, -2].min(), 0, h - 1), np.clip(v[:, -1].min(), 0, w - 1)
     bottom, right = np.clip(v[:, -2].max(), 0, h - 1), np.clip(v[:, -1].max(), 0, w - 1)

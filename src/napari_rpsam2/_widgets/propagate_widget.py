@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, SpinBox
 from napari.layers import Image, Labels, Shapes
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..app.propagation import PropagationUndo, write_new_labels
 from ..jobs import CancelFlag
@@ -42,7 +50,7 @@ if TYPE_CHECKING:
 
     from ..model.propagation import PropagationResult
 
-__all__ = ["PropagateWidget", "NO_MODEL"]
+__all__ = ["NO_MODEL", "PropagateWidget"]
 
 NO_MODEL = ("No model: load one in the click dock's Model box (Plugins ▸ RP-SAM2 ▸ Click segmentation; "
             "weights 'random' work offline).")
@@ -55,7 +63,7 @@ def _labels_data(layer: Any) -> np.ndarray:
 class PropagateWidget(DockView):
     """Propagate the objects of one slice through the stack."""
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = unwrap(napari_viewer)
         self.workspace = workspace_for(napari_viewer)
@@ -293,7 +301,7 @@ class PropagateWidget(DockView):
         else:
             self.status.error(f"Propagation failed: {error_text(err)}")
 
-    def _write(self, flag: CancelFlag, target: Any, result: "PropagationResult") -> None:
+    def _write(self, flag: CancelFlag, target: Any, result: PropagationResult) -> None:
         if flag():
             self.status.info("Cancelled; the Labels layer is unchanged.")
             return
