@@ -124,10 +124,12 @@ def test_propagate_adds_the_committed_object_to_every_slice_and_undo_takes_it_ba
     assert dock.image_picker.layer().name == "frames" and dock.target_picker.layer() is target
     click_button(qtbot, dock.run_button)
     assert dock.running and not dock.run_button.isEnabled()
-    # slices already done are on screen while the run goes on
+    # slices already done are on screen while the run goes on (watched after the dock draws each one)
     (live,) = plugin_layers(viewer, "propagating")
-    qtbot.waitUntil(lambda: live.data.any() or not dock.running, timeout=TIMEOUT)
+    shown = []
+    dock._bridge.message.connect(lambda m: shown.append((m[1], dock.running, bool(live.data[m[1]].any()))))
     wait_done(qtbot, dock)
+    assert {1, 2} <= {t for t, running, drawn in shown if running and drawn}, shown
     assert "Propagated" in dock.status.text(), dock.status.text()
     assert plugin_layers(viewer, "propagating") == []
     after = target.data
