@@ -1,0 +1,58 @@
+"""What the Propagate dock sends as prompts: committed objects, the click dock's clicks, drawn boxes.
+
+Plain functions over arrays (no Qt): the dock reads the layers and the click
+session, these turn them into :class:`~napari_rpsam2.model.FramePrompt` objects
+with object ids that do not collide with labels already in the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..model.prompts import FramePrompt
+
+__all__ = ["box_prompts", "click_prompt", "mask_prompts", "rectangle_box"]
+
+
+def mask_prompts(plane: np.ndarray, index: int) -> list[FramePrompt]:
+    """One mask prompt per object id present in the labels ``plane`` of slice ``index``."""
+    ids = [int(v) for v in np.unique(plane) if v > 0]
+    return [FramePrompt(index, oid, mask=plane == oid) for oid in ids]
+
+
+def click_prompt(clicks: Sequence[Any], index: int, object_id: int) -> FramePrompt | None:
+    """The click dock's clicks of slice ``index`` as one object, or ``None`` without a positive click.
+
+    ``clicks`` are :class:`~napari_rpsam2.app.click_session.Click` objects (``row``, ``col``, ``positive``).
+    """
+    if not any(c.positive for c in clicks):
+        return None
+    points = np.array([[c.row, c.col] for c in clicks], dtype=float)
+    labels = np.array([int(c.positive) for c in clicks], dtype=np.int64)
+    return FramePrompt(index, object_id, points=points, labels=labels)
+
+
+def rectangle_box(vertices: np.ndarray, image_hw: tuple[int, int]) -> tuple[int, tuple[float, ...]]:
+    """``(slice, (top, left, bottom, right))`` of a rectangle drawn on a 3D Shapes layer (data coordinates).
+
+    The box is clipped to the image, so a rectangle dragged a little past the
+    border still counts.
+    """
+    v = np.asarray(vertices, dtype=float)
+    index = round(float(v[0, 0]))
+    h, w = image_hw
+    top, left = np.clip(v[:, -2].min(), 0, h - 1), np.clip(v[:, -1].min(), 0, w - 1)
+    bottom, right = np.clip(v[:, -2].max(), 0, h - 1), np.clip(v[:, -1].max(), 0, w - 1)
+    return index, (float(top), float(left), float(bottom), float(right))
+
+
+def box_prompts(rectangles: Sequence[np.ndarray], image_hw: tuple[int, int], first_id: int) -> list[FramePrompt]:
+    """One new object per drawn rectangle, ids ``first_id, first_id + 1, …``."""
+    prompts = []
+    for k, vertices in enumerate(rectangles):
+        index, box = rectangle_box(vertices, image_hw)
+        prompts.append(FramePrompt(index, first_id + k, box=box))
+    return prompts

@@ -1,0 +1,346 @@
+"""Propagate dock: follow objects through a stack with SAM2's memory, into a Labels layer.
+
+Objects are the committed objects on the slice shown (mask prompts), the click
+dock's clicks on that slice (one new object) and rectangles drawn on the
+dock's box layer (one new object each).  The run goes in a napari thread
+worker; every finished slice is shown at once in a temporary plugin layer
+("<image> propagating") so the slices already done can be looked at while it
+runs.  Only when the run ends are the objects written into the target, where
+it is 0 (:func:`napari_rpsam2.app.propagation.write_new_labels`), so a Cancel
+leaves the target untouched; Undo takes the whole propagation back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, SpinBox
+from napari.layers import Image, Labels, Shapes
+from qtpy.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..app.propagation import PropagationUndo, write_new_labels
+from ..jobs import CancelFlag
+from ..model.propagation import DIRECTIONS
+from ._layer_picker import LayerPicker
+from ._propagate_prompts import box_prompts, click_prompt, mask_prompts
+from ._slicing import SliceError, image_slice, layer_shape
+from ._views import (
+    METADATA_KEY,
+    DockView,
+    StatusLabel,
+    is_plugin_layer,
+    mark_plugin_layer,
+    plugin_layers,
+    scrolling_dock,
+)
+from ._workers import Bridge, cancel_when_destroyed, error_text, start_worker
+from ._workspace import unwrap, workspace_for
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..model.propagation import PropagationResult
+
+__all__ = ["NO_MODEL", "PropagateWidget"]
+
+NO_MODEL = ("No model: load one in the click dock's Model box (Plugins ▸ RP-SAM2 ▸ Click segmentation; "
+            "weights 'random' work offline).")
+
+
+def _labels_data(layer: Any) -> np.ndarray:
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+class PropagateWidget(DockView):
+    """Propagate the objects of one slice through the stack."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = unwrap(napari_viewer)
+        self.workspace = workspace_for(napari_viewer)
+        self._cancel: CancelFlag | None = None
+        self._undo: list[tuple[Any, PropagationUndo]] = []
+        self._used_clicks: tuple[Any, tuple[int]] | None = None
+        self.last_result: PropagationResult | None = None
+        self._bridge = Bridge()
+        self._bridge.progress.connect(self._progress)
+        self._bridge.message.connect(self._show_frame)
+        self.image_picker = LayerPicker(self.viewer, (Image,), exclude=is_plugin_layer)
+        self.target_picker = LayerPicker(self.viewer, (Labels,), exclude=is_plugin_layer)
+        self.options = Container(widgets=[
+            ComboBox(name="direction", label="Direction", choices=list(DIRECTIONS), value="both",
+                     tooltip="forward: from the first prompted slice on; backward: from the last one back"),
+            SpinBox(name="start", label="From slice", value=0, min=0, max=10**6),
+            SpinBox(name="stop", label="To slice", value=0, min=0, max=10**6,
+                    tooltip="Last slice tracked (included); the image's last slice when the image is picked"),
+            SpinBox(name="stop_after", label="Stop after (slices)", value=0, min=0, max=10**6,
+                    tooltip="Drop an object SAM2 has not seen for this many slices in a row; 0 = never"),
+            CheckBox(name="refine", value=True, text="Refine clicks (RP-SAM2)"),
+        ])
+        self.draw_button = QPushButton("Draw boxes")
+        self.draw_button.setToolTip("Drag rectangles on the image: each box is one more object to follow")
+        self.clear_boxes_button = QPushButton("Clear boxes")
+        self.run_button = QPushButton("Propagate")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.undo_button = QPushButton("Undo propagation")
+        self.undo_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setFormat("frames %v/%m")
+        self.progress.setToolTip("Frames tracked so far; with 'both' the prompted slice starts each direction")
+        self.status = StatusLabel("Commit objects on one slice (or click one, or draw a box), then Propagate.")
+        self.draw_button.clicked.connect(self.draw_boxes)
+        self.clear_boxes_button.clicked.connect(self.clear_boxes)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.undo_button.clicked.connect(self.undo)
+        self.image_picker.currentIndexChanged.connect(self._on_image)
+        scrolling_dock(self, self._panel())
+        cancel_when_destroyed(self, lambda: self._cancel)
+        self._on_image()
+
+    def _panel(self) -> QWidget:
+        panel = QWidget()
+        lay = QVBoxLayout(panel)
+        form = QFormLayout()
+        form.addRow("Image stack", self.image_picker)
+        form.addRow("Labels", self.target_picker)
+        lay.addLayout(form)
+        text = QLabel("Objects: the committed objects on the slice shown, the click dock's clicks there, "
+                      "and the boxes drawn. New labels only go where the Labels layer is 0.")
+        text.setWordWrap(True)
+        lay.addWidget(text)
+        self.options.native.layout().setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.options.native)
+        for buttons in ((self.draw_button, self.clear_boxes_button),
+                        (self.run_button, self.cancel_button, self.undo_button)):
+            row = QHBoxLayout()
+            for b in buttons:
+                row.addWidget(b)
+            lay.addLayout(row)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+        return panel
+
+    def cleanup(self) -> None:
+        """Stop a running propagation and stop following the viewer."""
+        self.cancel()
+        for picker in (self.image_picker, self.target_picker):
+            picker.disconnect_viewer()
+
+    def _on_image(self, *_: Any) -> None:
+        image = self.image_picker.layer()
+        if image is not None and image.ndim == 3:
+            last = layer_shape(image)[0] - 1
+            self.options.start.max = self.options.stop.max = last
+            self.options.stop.value = last
+
+    # ------------------------------------------------------------------ boxes
+    def box_layer(self, create: bool = False) -> Shapes | None:
+        """The dock's Shapes layer of the chosen image (made when ``create``), or ``None``."""
+        image = self.image_picker.layer()
+        if image is None:
+            return None
+        for layer in plugin_layers(self.viewer, "boxes"):
+            if layer.metadata[METADATA_KEY].get("image") == image.unique_id:
+                return layer
+        if not create:
+            return None
+        layer = self.viewer.add_shapes(ndim=image.ndim, name=f"{image.name} boxes",
+                                       scale=image.scale, translate=image.translate, edge_color="yellow",
+                                       face_color="transparent", edge_width=2)
+        return mark_plugin_layer(unwrap(layer), "boxes", image=image.unique_id)
+
+    def draw_boxes(self) -> None:
+        """Select the box layer in rectangle mode: the next drags on the canvas draw boxes."""
+        image = self.image_picker.layer()
+        if image is None or image.ndim != 3:
+            self.status.error("Pick an image stack (N, H, W) first.")
+            return
+        layer = self.box_layer(create=True)
+        self.viewer.layers.selection.active = layer
+        layer.mode = "add_rectangle"
+        self.status.info("Drag a rectangle around each object to follow (on any slice).")
+
+    def clear_boxes(self) -> None:
+        """Remove every drawn box."""
+        layer = self.box_layer()
+        if layer is not None and len(layer.data):
+            layer.selected_data = set(range(len(layer.data)))
+            layer.remove_selected()
+
+    # ------------------------------------------------------------------ prompts
+    def prompts(self) -> tuple[Any, Any, list, str]:
+        """``(image, target, prompts, description)`` of what Propagate would send; SliceError if nothing."""
+        image, target = self.image_picker.layer(), self.target_picker.layer()
+        if image is None or image.ndim != 3:
+            raise SliceError("Pick an image stack (N, H, W) or an RGB stack (N, H, W, 3).")
+        if target is None:
+            raise SliceError("No Labels layer: commit an object with the click dock (it makes one) or add one.")
+        shape = layer_shape(image)
+        if layer_shape(target) != shape:
+            raise SliceError(f"The Labels layer '{target.name}' is {layer_shape(target)} but the stack is {shape}; "
+                             "pick the labels of this stack.")
+        index = image_slice(self.viewer, image).index[0]
+        volume = _labels_data(target)
+        prompts = mask_prompts(np.asarray(volume[index]), index)
+        next_id = int(np.max(volume)) + 1 if np.size(volume) else 1
+        parts = [f"{len(prompts)} committed object(s) on slice {index}"] if prompts else []
+        session = self.workspace.click_sessions.get(image.unique_id)
+        clicked = None if session is None else click_prompt(session.clicks((index,)), index, next_id)
+        self._used_clicks = None
+        if clicked is not None:
+            self._used_clicks = (session, (index,))
+            prompts.append(clicked)
+            parts.append(f"the clicks on slice {index} (object {next_id})")
+            next_id += 1
+        boxes = self.box_layer()
+        rects = [v for v, kind in zip(boxes.data, boxes.shape_type) if kind == "rectangle"] if boxes else []
+        if rects:
+            prompts += box_prompts(rects, shape[-2:], next_id)
+            parts.append(f"{len(rects)} box(es)")
+        if not prompts:
+            raise SliceError(f"Nothing to propagate on slice {index}: commit an object there, click one with "
+                             "the click dock, or draw a box.")
+        return image, target, prompts, ", ".join(parts)
+
+    # ------------------------------------------------------------------ running
+    @property
+    def running(self) -> bool:
+        """Whether a propagation is under way."""
+        return self._cancel is not None
+
+    def run(self) -> None:
+        """Propagate in a worker; finished slices appear in the "propagating" layer as they come."""
+        if self.running:
+            return
+        model = self.workspace.model
+        if model is None:
+            self.status.error(NO_MODEL)
+            return
+        try:
+            image, target, prompts, what = self.prompts()
+        except SliceError as err:
+            self.status.error(str(err))
+            return
+        opts = self.options
+        start, stop = int(opts.start.value), int(opts.stop.value) + 1
+        flag = self._cancel = CancelFlag()
+        live = self._live_layer(image, create=True)
+        live.data = np.zeros(layer_shape(image), np.int32)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.info(f"Propagating {what}…")
+        bridge = self._bridge
+        data = image.data[0] if image.multiscale else image.data
+        key = ("napari", id(image), id(image.data))  # the click dock caches slices under (key, i) too
+        start_worker(model.propagate, data, prompts, direction=opts.direction.value, start=start, stop=stop,
+                     refine=bool(opts.refine.value), stop_after=int(opts.stop_after.value) or None,
+                     contrast_limits=list(image.contrast_limits), gamma=image.gamma, rgb=bool(image.rgb), key=key,
+                     progress=lambda stage, done, total: None if flag() else bridge.send_progress(done, total),
+                     on_frame=lambda t, plane: None if flag() else bridge.send((flag, t, np.array(plane))),
+                     cancel=flag, on_return=lambda result: self._write(flag, target, result),
+                     on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
+
+    def cancel(self) -> None:
+        """Stop after the current slice; nothing is written."""
+        if self._cancel is not None:
+            self._cancel.set()
+            self.status.info("Cancelling…")
+
+    def _live_layer(self, image: Any, create: bool = False) -> Labels | None:
+        for layer in plugin_layers(self.viewer, "propagating"):
+            if layer.metadata[METADATA_KEY].get("image") == image.unique_id:
+                return layer
+        if not create:
+            return None
+        layer = self.viewer.add_labels(np.zeros(layer_shape(image), np.int32), name=f"{image.name} propagating",
+                                       scale=image.scale, translate=image.translate, opacity=0.5)
+        return mark_plugin_layer(unwrap(layer), "propagating", image=image.unique_id)
+
+    def _show_frame(self, message: tuple) -> None:
+        flag, t, plane = message
+        if flag is not self._cancel or flag():
+            return
+        image = self.image_picker.layer()
+        live = None if image is None else self._live_layer(image)
+        if live is not None and live.data.shape[1:] == plane.shape:
+            live.data[t] = plane
+            live.refresh()
+
+    def _progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+
+    def _drop_live(self) -> None:
+        for layer in plugin_layers(self.viewer, "propagating"):
+            self.viewer.layers.remove(layer)
+
+    def _finished(self, flag: CancelFlag) -> None:
+        if flag is self._cancel:
+            self._cancel = None
+            self.run_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)
+            self._drop_live()
+
+    def _failed(self, flag: CancelFlag, err: BaseException) -> None:
+        if flag():
+            self.status.info("Cancelled; the Labels layer is unchanged.")
+        else:
+            self.status.error(f"Propagation failed: {error_text(err)}")
+
+    def _write(self, flag: CancelFlag, target: Any, result: PropagationResult) -> None:
+        if flag():
+            self.status.info("Cancelled; the Labels layer is unchanged.")
+            return
+        if target not in self.viewer.layers:
+            self.status.error("The Labels layer was deleted while propagating; nothing written.")
+            return
+        try:
+            record = write_new_labels(_labels_data(target), result)
+        except ValueError as err:
+            self.status.error(f"Cannot write the result: {error_text(err)}")
+            return
+        target.refresh()
+        self.last_result = result
+        self._undo.append((target, record))
+        self.undo_button.setEnabled(True)
+        self._forget_used_prompts()
+        stopped = "".join(f"; object {oid} stopped at slice {s[0]}" for oid, s in result.stopped.items())
+        self.status.info(f"Propagated objects {', '.join(map(str, result.object_ids))} through "
+                         f"{int(result.tracked.sum())} slices: {record.pixels} px added to '{target.name}' "
+                         f"on slices {record.slices}{stopped}.")
+
+    def _forget_used_prompts(self) -> None:
+        """The clicked and boxed objects are labels now: drop their clicks and boxes (no duplicate next run)."""
+        self.clear_boxes()
+        if self._used_clicks is not None:
+            session, index = self._used_clicks
+            session.clear(index)
+            self._used_clicks = None
+
+    def undo(self) -> None:
+        """Take the last propagation back (its pixels that still hold its ids go back to 0)."""
+        if not self._undo:
+            self.status.error("No propagation to undo.")
+            return
+        target, record = self._undo.pop()
+        self.undo_button.setEnabled(bool(self._undo))
+        if target not in self.viewer.layers:
+            self.status.error(f"The Labels layer '{target.name}' was deleted; nothing undone.")
+            return
+        record.undo(_labels_data(target))
+        target.refresh()
+        self.status.info(f"Undid the propagation ({record.pixels} px on slices {record.slices}).")

@@ -1,0 +1,199 @@
+"""The Propagate dock driven as a person drives it: canvas clicks, a paint stroke, a dragged box, buttons.
+
+Scene set-up (the sample stack opened as an image, a random-weights model given
+to the viewer) is done directly; everything else is mouse and keyboard input.
+The masks of random weights mean nothing, so the tests check where labels go
+(and that they come back out), not what they look like.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+from napari.layers import Labels, Points  # noqa: E402
+from qtpy.QtCore import QPoint, QPointF, Qt  # noqa: E402
+from qtpy.QtGui import QMouseEvent  # noqa: E402
+from qtpy.QtWidgets import QApplication  # noqa: E402
+
+from gui_forms import tick, type_into  # noqa: E402
+from gui_input import canvas_widget, click_button, click_canvas, data_to_canvas, show_viewer  # noqa: E402
+from napari_rpsam2 import RPSAM2  # noqa: E402
+from napari_rpsam2._widgets._views import plugin_layers  # noqa: E402
+from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
+from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
+
+CLICK_DOCK, DOCK = "Click segmentation", "Propagate through stack"
+TIMEOUT = 120_000
+
+
+@pytest.fixture(scope="module")
+def stack():
+    return make_instrument_stack(3)
+
+
+def inside(labels, object_id):
+    """A pixel well inside one object of a sample frame."""
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(labels == object_id)
+    return tuple(float(v) for v in np.unravel_index(np.argmax(dist), dist.shape))
+
+
+def open_viewer(qtbot, make_napari_viewer, model, image, *, background=True):
+    """The stack opened, the click dock open (background embedding as chosen), the model given."""
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(image, name="frames", rgb=True)
+    _, clicks = viewer.window.add_plugin_dock_widget("napari-rpsam2", CLICK_DOCK)
+    if not background:
+        tick(qtbot, clicks.precompute_box)
+    viewer.window._qt_window.resize(1280, 800)
+    workspace_for(viewer).set_model(RPSAM2(model.backbone))
+    qtbot.wait(10)
+    viewer.reset_view()
+    viewer.dims.set_current_step(0, 0)  # napari opens a stack on its middle slice; the person goes to the first
+    return viewer, clicks
+
+
+def clicks_layer(viewer):
+    (layer,) = [ly for ly in viewer.layers if isinstance(ly, Points) and "label" in ly.features]
+    return layer
+
+
+def click_and_commit(qtbot, viewer, clicks, where):
+    click_canvas(qtbot, viewer, clicks_layer(viewer), where)
+    qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
+    click_button(qtbot, clicks.commit_button)
+    (target,) = [ly for ly in viewer.layers if isinstance(ly, Labels) and "preview" not in ly.name]
+    return target
+
+
+def open_dock(viewer):
+    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", DOCK)
+    return dock
+
+
+def drag_canvas(qtbot, viewer, layer, start_rc, end_rc, steps=6):
+    """Press at ``start_rc``, move with the button held, release at ``end_rc`` (data coordinates)."""
+    show_viewer(qtbot, viewer)
+    widget = canvas_widget(viewer)
+    (x0, y0), (x1, y1) = data_to_canvas(viewer, layer, start_rc), data_to_canvas(viewer, layer, end_rc)
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    mods = Qt.KeyboardModifier.NoModifier
+
+    def send(kind, x, y, button, buttons):
+        pos = QPointF(x, y)
+        QApplication.sendEvent(widget, QMouseEvent(kind, pos, widget.mapToGlobal(pos), button, buttons, mods))
+
+    send(QMouseEvent.Type.MouseMove, x0, y0, none, none)
+    send(QMouseEvent.Type.MouseButtonPress, x0, y0, left, left)
+    for k in range(1, steps + 1):
+        send(QMouseEvent.Type.MouseMove, x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps, none, left)
+        qtbot.wait(5)
+    send(QMouseEvent.Type.MouseButtonRelease, x1, y1, left, none)
+    qtbot.wait(10)
+    return QPoint(int(x0), int(y0)), QPoint(int(x1), int(y1))
+
+
+def wait_done(qtbot, dock):
+    qtbot.waitUntil(lambda: not dock.running, timeout=TIMEOUT)
+
+
+def test_propagate_adds_the_committed_object_to_every_slice_and_undo_takes_it_back(
+        make_napari_viewer, qtbot, model, stack):
+    image, truth = stack
+    viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image)
+    target = click_and_commit(qtbot, viewer, clicks, inside(truth[0], 1))
+    assert set(np.unique(target.data[0])) == {0, 1} and not target.data[1:].any()
+    # the person paints an object of their own on slice 1, over where object 1 lies there
+    viewer.dims.set_current_step(0, 1)
+    controls = viewer.window._qt_viewer.controls.widgets[target]
+    viewer.layers.selection.active = target
+    click_button(qtbot, controls.paint_button)
+    target.selected_label = 9
+    click_canvas(qtbot, viewer, target, inside(truth[1], 1))
+    painted = target.data[1] == 9
+    assert painted.any()
+    viewer.dims.set_current_step(0, 0)
+    before = target.data.copy()
+
+    dock = open_dock(viewer)
+    assert dock.image_picker.layer().name == "frames" and dock.target_picker.layer() is target
+    click_button(qtbot, dock.run_button)
+    assert dock.running and not dock.run_button.isEnabled()
+    # slices already done are on screen while the run goes on (watched after the dock draws each one)
+    (live,) = plugin_layers(viewer, "propagating")
+    shown = []
+    dock._bridge.message.connect(lambda m: shown.append((m[1], dock.running, bool(live.data[m[1]].any()))))
+    wait_done(qtbot, dock)
+    assert {1, 2} <= {t for t, running, drawn in shown if running and drawn}, shown
+    assert "Propagated" in dock.status.text(), dock.status.text()
+    assert plugin_layers(viewer, "propagating") == []
+    after = target.data
+    kept = before != 0
+    assert np.array_equal(after[kept], before[kept])  # the commit and the painted object are untouched
+    assert np.all(after[1][painted] == 9)
+    assert (after[1] == 1).any() and (after[2] == 1).any(), "object 1 did not reach the other slices"
+    assert set(np.unique(after)) <= {0, 1, 9}
+    assert dock.progress.value() == dock.progress.maximum()
+
+    click_button(qtbot, dock.undo_button)
+    assert np.array_equal(target.data, before)
+    assert not dock.undo_button.isEnabled()
+
+
+def test_cancel_mid_run_leaves_the_labels_untouched(make_napari_viewer, qtbot, model, stack):
+    image, truth = stack
+    viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
+    target = click_and_commit(qtbot, viewer, clicks, inside(truth[0], 2))
+    before = target.data.copy()
+    dock = open_dock(viewer)
+    click_button(qtbot, dock.run_button)
+    qtbot.waitUntil(lambda: dock.progress.value() >= 1, timeout=TIMEOUT)  # slice 0 done, slice 1 encoding
+    assert dock.running
+    click_button(qtbot, dock.cancel_button)
+    wait_done(qtbot, dock)
+    assert "Cancelled" in dock.status.text(), dock.status.text()
+    assert np.array_equal(target.data, before)
+    assert plugin_layers(viewer, "propagating") == []
+    assert not dock.undo_button.isEnabled()
+
+
+def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
+        make_napari_viewer, qtbot, model, stack):
+    image, truth = stack
+    viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
+    clicked = inside(truth[0], 1)
+    click_canvas(qtbot, viewer, clicks_layer(viewer), clicked)  # clicked, not committed
+    qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
+    target = viewer.add_labels(np.zeros(truth.shape, np.int32), name="objects")  # the person's own layer
+    dock = open_dock(viewer)
+    dock.target_picker.set_layer(target)
+    rows, cols = np.nonzero(truth[0] == 2)
+    top, left, bottom, right = rows.min(), cols.min(), rows.max(), cols.max()
+    click_button(qtbot, dock.draw_button)
+    (boxes,) = plugin_layers(viewer, "boxes")
+    assert viewer.layers.selection.active is boxes and boxes.mode == "add_rectangle"
+    drag_canvas(qtbot, viewer, boxes, (top, left), (bottom, right))
+    assert len(boxes.data) == 1 and boxes.shape_type == ["rectangle"]
+    type_into(qtbot, dock.options.stop, "1")  # slices 0 and 1 only: one encode less
+    click_button(qtbot, dock.run_button)
+    wait_done(qtbot, dock)
+    assert "Propagated" in dock.status.text(), dock.status.text()
+    by_object = {p.object: p for p in dock.last_result.prompts}
+    assert sorted(by_object) == [1, 2]  # the clicks are object 1, the box object 2
+    assert np.allclose(by_object[1].points, [clicked], atol=1.0) and by_object[1].slice == 0
+    prompt = by_object[2]
+    assert prompt.slice == 0
+    tolerance = 2.0  # canvas pixels are a little coarser than image pixels at this zoom
+    assert np.allclose(prompt.box, (top, left, bottom, right), atol=tolerance), prompt.box
+    assert dock.last_result.tracked.tolist() == [True, True, False]
+    assert not target.data[2].any()  # outside the range
+    assert len(boxes.data) == 0  # the box is an object in the labels now: a second run must not add it again
+    assert set(np.unique(target.data)) <= {0, 1, 2}
+    assert len(clicks_layer(viewer).data) == 0  # the clicked object is in the labels now
+    click_button(qtbot, dock.undo_button)
+    assert not target.data.any()
