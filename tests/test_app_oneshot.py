@@ -69,3 +69,15 @@ def test_a_label_volume_of_the_wrong_shape_is_refused(model, instrument_stack):
     images, labels = instrument_stack
     with pytest.raises(ValueError, match="does not match the stack"):
         propagate_from_slice(model, images, 0, labels[0], np.zeros((2, 10, 10), np.int32))
+
+
+def test_undo_keeps_what_the_person_painted_after_the_merge():
+    from napari_rpsam2.app.oneshot import LabelEdit
+
+    labels = np.zeros((2, 4, 4), np.int32)
+    index = (np.array([1, 1, 1]), np.array([0, 0, 1]), np.array([0, 1, 0]))
+    edit = LabelEdit(index, np.zeros(3, np.int32), np.array([5, 5, 5], np.int32))
+    labels[index] = edit.after
+    labels[1, 0, 1] = 9  # painted over one merged pixel afterwards
+    edit.undo(labels)
+    assert labels[1, 0, 0] == 0 and labels[1, 1, 0] == 0 and labels[1, 0, 1] == 9

@@ -139,7 +139,7 @@ def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
     if len(maps) > 1:
         outputs["sam2"] = out.with_name(out.stem + "_sam2.npy")
     for smap in maps:
-        atomic_write(outputs[smap.method], lambda tmp, a=smap.dice_map: np.save(open(tmp, "wb"), a))
+        atomic_write(outputs[smap.method], lambda tmp, a=smap.dice_map: _save_npy(tmp, a))
     png = save_maps_png(out.with_suffix(".png"), maps, image=image, mask=mask,
                         title=f"{Path(args.image).name}, object {args.object}")
     for smap in maps:
@@ -151,6 +151,11 @@ def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
 
 
 # ------------------------------------------------------------------ parser
+def _save_npy(path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # closed (and flushed) before atomic_write renames it
+        np.save(fh, array)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``rpsam2`` argument parser."""
     from ._cli_oneshot import add_parser as add_oneshot_parsers  # oneshot, oneshot-eval

@@ -12,7 +12,7 @@ from ._logic import slice_index
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SliceError", "ImageSlice", "image_slice", "labels_plane", "layer_shape"]
+__all__ = ["SliceError", "ImageSlice", "image_slice", "slice_cache_key", "labels_plane", "layer_shape"]
 
 
 class SliceError(ValueError):
@@ -47,6 +47,12 @@ def layer_shape(layer: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in np.shape(data)[: layer.ndim])
 
 
+def slice_cache_key(layer: Any, index: tuple[int, ...]) -> Any:
+    """Embedding-cache key of slice ``index`` of an image layer (the same in every dock)."""
+    base = ("napari", id(layer), id(layer.data))
+    return (base, index[0]) if len(index) == 1 else (base, index)
+
+
 def image_slice(viewer: "napari.viewer.Viewer", layer: Any, index: tuple[int, ...] | None = None) -> ImageSlice:
     """The slice of ``layer`` shown in ``viewer`` (or the one at ``index``)."""
     if layer is None:
@@ -61,8 +67,7 @@ def image_slice(viewer: "napari.viewer.Viewer", layer: Any, index: tuple[int, ..
                 raise SliceError("Show the image in 2D with its last two axes displayed (reset the axis order).")
             index = slice_index(layer.world_to_data(dims.point), shape)
     plane = np.asarray(data[index]) if index else np.asarray(data)
-    base = ("napari", id(layer), id(layer.data))
-    key = (base, index[0]) if len(index) == 1 else (base, index)
+    key = slice_cache_key(layer, tuple(index))
     return ImageSlice(layer, plane, tuple(index), key, bool(layer.rgb))
 
 

@@ -7,11 +7,12 @@ mirrors it into napari layers and feeds canvas clicks, keys and buttons into it.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image, Labels
-from qtpy.QtCore import QEvent, Qt, QTimer
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..app.click_session import ClickSession, Preview
 from ..model.shift_block import offset_is_identity
@@ -23,7 +24,7 @@ from ._keys import bind_keys, unbind_keys
 from ._layer_picker import LayerPicker
 from ._model_settings import ModelSettings
 from ._slicing import ImageSlice, SliceError, image_slice, layer_shape
-from ._views import StatusLabel
+from ._views import DOCK_MAX_WIDTH, DockView, StatusLabel, scrolling_dock
 from ._workers import cancel_when_destroyed, error_text, start_worker
 from ._workspace import unwrap, workspace_for
 
@@ -38,10 +39,10 @@ KEYS = {"commit": "Shift-C", "clear": "Shift-X", "toggle": "Shift-R"}
 """Viewer key bindings while the dock is open."""
 DEBOUNCE_MS = 120
 """Clicks within this interval are segmented together."""
-MAX_WIDTH = 420
+MAX_WIDTH = DOCK_MAX_WIDTH
 
 
-class ClickWidget(QWidget):
+class ClickWidget(DockView):
     """Segment objects by clicking; commit them into a Labels layer.
 
     Parameters
@@ -83,6 +84,10 @@ class ClickWidget(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self._segment_now)
+        self._mapping_timer = QTimer(self)  # a contrast slider sends many events: re-embed once it rests
+        self._mapping_timer.setSingleShot(True)
+        self._mapping_timer.setInterval(4 * DEBOUNCE_MS)
+        self._mapping_timer.timeout.connect(self.start_precompute)
         self._connect()
         self._on_image()
 
@@ -93,6 +98,7 @@ class ClickWidget(QWidget):
         self.refine_box.toggled.connect(self._on_refine_box)
         self.image_picker.currentIndexChanged.connect(self._on_image)
         self.viewer.dims.events.current_step.connect(self._on_step)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.workspace.events.model_changed.connect(self._on_model)
         self.workspace.events.shift_block_changed.connect(self._on_model)
         self._key_funcs = bind_keys(self.viewer, {KEYS["commit"]: self.commit, KEYS["clear"]: self.clear,
@@ -124,14 +130,7 @@ class ClickWidget(QWidget):
         lay.addWidget(self.embedder)
         lay.addWidget(self.status)
         lay.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # narrow dock: the text wraps instead
-        scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
-        self.setMaximumWidth(MAX_WIDTH)
+        scrolling_dock(self, inner)  # narrow dock: the text wraps instead of scrolling sideways
 
     # ------------------------------------------------------------------ model
     @property
@@ -160,7 +159,8 @@ class ClickWidget(QWidget):
         self._update_block_label()
         if self.session is not None:
             self.session.invalidate()
-        self.start_precompute()
+        self.embedder.cancel()
+        self._mapping_timer.start()
         self._schedule()
 
     def _update_block_label(self) -> None:
@@ -180,7 +180,8 @@ class ClickWidget(QWidget):
         if session is None or session.shape != layer_shape(image):
             session = sessions[image.unique_id] = ClickSession(layer_shape(image))
         session.refine = self.refine_box.isChecked()
-        session.target_alive = lambda target: target in self.viewer.layers
+        viewer = weakref.ref(self.viewer)  # the session outlives this dock: no strong link back to it
+        session.target_alive = lambda target: (v := viewer()) is not None and target in v.layers
         self.session = session
         self._layers = ClickLayers(self.viewer, image)
         self._input = ClickInput(self._layers, session, self._current_index, self.status.error)
@@ -245,8 +246,13 @@ class ClickWidget(QWidget):
         """Contrast limits or gamma changed: SAM2 must see the image as it is shown now."""
         if self.session is not None:
             self.session.invalidate()
-        self.start_precompute()
+        self.embedder.cancel()
+        self._mapping_timer.start()
         self._schedule()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        """An image layer was deleted: its clicks and undo records go with it."""
+        self.workspace.click_sessions.pop(getattr(event.value, "unique_id", None), None)
 
     def _on_step(self, *_: Any) -> None:
         image = self.image_picker.layer()
@@ -360,10 +366,12 @@ class ClickWidget(QWidget):
         """Unbind keys, stop jobs and stop following the viewer (the session and layers stay)."""
         self.embedder.cancel()
         self._timer.stop()
+        self._mapping_timer.stop()
         unbind_keys(self.viewer, self._key_funcs)
         self._key_funcs = {}
         self._detach()
         for sig, slot in ((self.viewer.dims.events.current_step, self._on_step),
+                          (self.viewer.layers.events.removed, self._on_layer_removed),
                           (self.workspace.events.model_changed, self._on_model),
                           (self.workspace.events.shift_block_changed, self._on_model)):
             try:
@@ -372,17 +380,3 @@ class ClickWidget(QWidget):
                 pass
         self.image_picker.disconnect_viewer()
         self.target_picker.disconnect_viewer()
-
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
-        self.cleanup()
-        super().closeEvent(event)
-
-    def event(self, event: Any) -> bool:
-        """Clean up when napari takes the widget out of its dock (the dock's close button)."""
-        if event.type() == QEvent.ParentChange:
-            if self.parent() is not None:
-                self._docked = True
-            elif getattr(self, "_docked", False):
-                self._docked = False
-                self.cleanup()
-        return super().event(event)

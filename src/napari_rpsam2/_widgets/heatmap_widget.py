@@ -17,7 +17,7 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..app.heatmap import maps_wanted, object_mask, sensitivity_maps
-from ..jobs import CancelFlag
+from ..jobs import CancelFlag, Cancelled
 from ._layer_picker import LayerPicker
 from ._slicing import SliceError, image_slice, labels_plane
 from ._views import (
@@ -224,7 +224,7 @@ class HeatmapWidget(DockView):
             self.cancel_button.setEnabled(False)
 
     def _failed(self, flag: CancelFlag, err: BaseException) -> None:
-        if flag():
+        if flag() and isinstance(err, Cancelled):  # a real error while cancelling is still shown
             self.status.info("Cancelled; no heatmap added.")
         else:
             self.status.error(f"Heatmap failed: {error_text(err)}")

@@ -12,6 +12,7 @@ leaves the target untouched; Undo takes the whole propagation back.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,9 +33,10 @@ from ..jobs import CancelFlag
 from ..model.propagation import DIRECTIONS
 from ._layer_picker import LayerPicker
 from ._propagate_prompts import box_prompts, click_prompt, mask_prompts
-from ._slicing import SliceError, image_slice, layer_shape
+from ._slicing import SliceError, image_slice, layer_shape, slice_cache_key
 from ._views import (
     METADATA_KEY,
+    NO_MODEL,
     DockView,
     StatusLabel,
     is_plugin_layer,
@@ -50,11 +52,7 @@ if TYPE_CHECKING:
 
     from ..model.propagation import PropagationResult
 
-__all__ = ["NO_MODEL", "PropagateWidget"]
-
-NO_MODEL = ("No model: load one in the click dock's Model box (Plugins ▸ RP-SAM2 ▸ Click segmentation; "
-            "weights 'random' work offline).")
-
+__all__ = ["PropagateWidget"]
 
 def _labels_data(layer: Any) -> np.ndarray:
     return layer.data[0] if layer.multiscale else layer.data
@@ -69,7 +67,6 @@ class PropagateWidget(DockView):
         self.workspace = workspace_for(napari_viewer)
         self._cancel: CancelFlag | None = None
         self._undo: list[tuple[Any, PropagationUndo]] = []
-        self._used_clicks: tuple[Any, tuple[int]] | None = None
         self.last_result: PropagationResult | None = None
         self._bridge = Bridge()
         self._bridge.progress.connect(self._progress)
@@ -180,8 +177,13 @@ class PropagateWidget(DockView):
             layer.remove_selected()
 
     # ------------------------------------------------------------------ prompts
-    def prompts(self) -> tuple[Any, Any, list, str]:
-        """``(image, target, prompts, description)`` of what Propagate would send; SliceError if nothing."""
+    def prompts(self) -> tuple[Any, Any, list, str, "_UsedPrompts"]:
+        """``(image, target, prompts, description, used)`` of what Propagate would send; SliceError if nothing.
+
+        ``used`` names the exact clicks and boxes sent, so that only those are
+        dropped once their objects are labels (clicks and boxes added during
+        the run stay).
+        """
         image, target = self.image_picker.layer(), self.target_picker.layer()
         if image is None or image.ndim != 3:
             raise SliceError("Pick an image stack (N, H, W) or an RGB stack (N, H, W, 3).")
@@ -198,21 +200,22 @@ class PropagateWidget(DockView):
         parts = [f"{len(prompts)} committed object(s) on slice {index}"] if prompts else []
         session = self.workspace.click_sessions.get(image.unique_id)
         clicked = None if session is None else click_prompt(session.clicks((index,)), index, next_id)
-        self._used_clicks = None
+        used = _UsedPrompts()
         if clicked is not None:
-            self._used_clicks = (session, (index,))
+            used.session, used.index, used.clicks = session, (index,), session.clicks((index,))
             prompts.append(clicked)
             parts.append(f"the clicks on slice {index} (object {next_id})")
             next_id += 1
         boxes = self.box_layer()
         rects = [v for v, kind in zip(boxes.data, boxes.shape_type) if kind == "rectangle"] if boxes else []
         if rects:
+            used.boxes, used.rects = boxes, [np.array(r) for r in rects]
             prompts += box_prompts(rects, shape[-2:], next_id)
             parts.append(f"{len(rects)} box(es)")
         if not prompts:
             raise SliceError(f"Nothing to propagate on slice {index}: commit an object there, click one with "
                              "the click dock, or draw a box.")
-        return image, target, prompts, ", ".join(parts)
+        return image, target, prompts, ", ".join(parts), used
 
     # ------------------------------------------------------------------ running
     @property
@@ -229,7 +232,7 @@ class PropagateWidget(DockView):
             self.status.error(NO_MODEL)
             return
         try:
-            image, target, prompts, what = self.prompts()
+            image, target, prompts, what, used = self.prompts()
         except SliceError as err:
             self.status.error(str(err))
             return
@@ -245,13 +248,13 @@ class PropagateWidget(DockView):
         self.status.info(f"Propagating {what}…")
         bridge = self._bridge
         data = image.data[0] if image.multiscale else image.data
-        key = ("napari", id(image), id(image.data))  # the click dock caches slices under (key, i) too
+        key = slice_cache_key(image, (0,))[0]  # the click dock caches slice i under (key, i) too
         start_worker(model.propagate, data, prompts, direction=opts.direction.value, start=start, stop=stop,
                      refine=bool(opts.refine.value), stop_after=int(opts.stop_after.value) or None,
                      contrast_limits=list(image.contrast_limits), gamma=image.gamma, rgb=bool(image.rgb), key=key,
                      progress=lambda stage, done, total: None if flag() else bridge.send_progress(done, total),
                      on_frame=lambda t, plane: None if flag() else bridge.send((flag, t, np.array(plane))),
-                     cancel=flag, on_return=lambda result: self._write(flag, target, result),
+                     cancel=flag, on_return=lambda result: self._write(flag, target, result, used),
                      on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
 
     def cancel(self) -> None:
@@ -301,7 +304,7 @@ class PropagateWidget(DockView):
         else:
             self.status.error(f"Propagation failed: {error_text(err)}")
 
-    def _write(self, flag: CancelFlag, target: Any, result: PropagationResult) -> None:
+    def _write(self, flag: CancelFlag, target: Any, result: PropagationResult, used: "_UsedPrompts") -> None:
         if flag():
             self.status.info("Cancelled; the Labels layer is unchanged.")
             return
@@ -317,19 +320,11 @@ class PropagateWidget(DockView):
         self.last_result = result
         self._undo.append((target, record))
         self.undo_button.setEnabled(True)
-        self._forget_used_prompts()
+        used.forget()
         stopped = "".join(f"; object {oid} stopped at slice {s[0]}" for oid, s in result.stopped.items())
         self.status.info(f"Propagated objects {', '.join(map(str, result.object_ids))} through "
                          f"{int(result.tracked.sum())} slices: {record.pixels} px added to '{target.name}' "
                          f"on slices {record.slices}{stopped}.")
-
-    def _forget_used_prompts(self) -> None:
-        """The clicked and boxed objects are labels now: drop their clicks and boxes (no duplicate next run)."""
-        self.clear_boxes()
-        if self._used_clicks is not None:
-            session, index = self._used_clicks
-            session.clear(index)
-            self._used_clicks = None
 
     def undo(self) -> None:
         """Take the last propagation back (its pixels that still hold its ids go back to 0)."""
@@ -344,3 +339,25 @@ class PropagateWidget(DockView):
         record.undo(_labels_data(target))
         target.refresh()
         self.status.info(f"Undid the propagation ({record.pixels} px on slices {record.slices}).")
+
+
+@dataclass
+class _UsedPrompts:
+    """The clicks and boxes one run sent; once their objects are labels they are dropped (no duplicates)."""
+
+    session: Any = None
+    index: tuple[int, ...] = ()
+    clicks: tuple = ()
+    boxes: Any = None
+    rects: list = field(default_factory=list)
+
+    def forget(self) -> None:
+        """Remove exactly these clicks and boxes (others, added meanwhile, stay)."""
+        if self.session is not None:
+            self.session.set_clicks(self.index, [c for c in self.session.clicks(self.index) if c not in self.clicks])
+        if self.boxes is not None and len(self.boxes.data):
+            gone = {i for i, v in enumerate(self.boxes.data)
+                    if any(v.shape == r.shape and np.allclose(v, r) for r in self.rects)}
+            if gone:
+                self.boxes.selected_data = gone
+                self.boxes.remove_selected()

@@ -28,11 +28,11 @@ from qtpy.QtWidgets import (
 )
 
 from ..app.train import label_array, train_from_arrays
-from ..jobs import CancelFlag
+from ..jobs import CancelFlag, Cancelled
 from ..training.data import DEFAULT_MERGE_GAP, DataError
 from ._layer_picker import LayerPicker
 from ._plot import TrainingPlot
-from ._slicing import image_slice
+from ._slicing import layer_shape, slice_cache_key
 from ._torch_import import import_torch_compiler
 from ._views import NO_MODEL, DockView, StatusLabel, is_plugin_layer, scrolling_dock
 from ._workers import Bridge, cancel_when_destroyed, error_text, start_worker
@@ -249,12 +249,13 @@ class TrainingWidget(DockView):
         self.stop_button.setEnabled(True)
         self.use_button.setEnabled(False)
         self.status.info("Training… the viewer stays usable.")
-        emit, viewer = self._bridge.send, self.viewer
-        index = (lambda i: (i,)) if image.ndim > 2 else (lambda i: ())
+        emit = self._bridge.send
+        keys = ([slice_cache_key(image, (i,)) for i in range(layer_shape(image)[0])] if image.ndim > 2
+                else [slice_cache_key(image, ())])  # made here: the worker never touches the layer
         gap = float(self.form.merge_gap.value)
         start_worker(_training_job, model, self.workspace.candidates, img, lab, str(out), self.config(), rgb=rgb,
                      contrast_limits=list(image.contrast_limits), val=val,
-                     slice_keys=lambda i: image_slice(viewer, image, index(i)).key, merge_gap=gap,
+                     slice_keys=keys.__getitem__, merge_gap=gap,
                      progress=lambda stage, done, total: emit(("progress", stage, done, total)),
                      on_epoch=lambda log: emit(("epoch", log)), cancel=flag,
                      on_return=self._trained, on_error=lambda err: self._failed(flag, err),
@@ -277,7 +278,7 @@ class TrainingWidget(DockView):
             self.plot.add(msg[1])
 
     def _failed(self, flag: CancelFlag, err: BaseException) -> None:
-        if flag():
+        if flag() and isinstance(err, Cancelled):  # a real error while stopping is still shown
             self.status.info("Stopped before the first epoch; no checkpoint was written.")
         else:
             self.status.error(f"Training failed: {error_text(err)}")

@@ -63,8 +63,13 @@ class LabelEdit:
         return int(self.before.size)
 
     def undo(self, labels: np.ndarray) -> None:
-        """Put the previous values back (in place)."""
-        labels[self.index] = self.before
+        """Put the previous values back (in place) where the merged value is still there.
+
+        Pixels the person painted over since keep their new value, as the
+        click dock's and the propagation's undo do.
+        """
+        still = np.asarray(labels[self.index]) == self.after
+        labels[tuple(ix[still] for ix in self.index)] = self.before[still]
 
     def redo(self, labels: np.ndarray) -> None:
         """Write the merged values again (in place)."""

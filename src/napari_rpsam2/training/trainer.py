@@ -375,7 +375,8 @@ def train_shift_block(
         state.epoch += 1
         if rank == 0:
             try:
-                val_mdsc, val_mhd95 = _validate(model, val, config, cancel)
+                # under DDP the other ranks wait at the barrier: only a single process may stop mid-validation
+                val_mdsc, val_mhd95 = _validate(model, val, config, cancel if world == 1 else None)
             except Cancelled:  # stopped during validation: this epoch is not kept
                 stopped = True
                 break
