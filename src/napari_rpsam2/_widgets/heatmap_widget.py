@@ -200,8 +200,9 @@ class HeatmapWidget(DockView):
                          + "…")
         send = self._bridge.send
         start_worker(sensitivity_maps, model, sl.plane, mask, stride=int(self.stride.value) or None,
-                     refined=len(methods) > 1, contrast_limits=list(sl.layer.contrast_limits), rgb=sl.rgb,
-                     key=sl.key, progress=lambda stage, done, total: None if flag() else send((stage, done, total)),
+                     refined=len(methods) > 1, contrast_limits=list(sl.layer.contrast_limits),
+                     gamma=sl.layer.gamma, rgb=sl.rgb, key=sl.key,
+                     progress=lambda stage, done, total: None if flag() else send((stage, done, total)),
                      cancel=flag, on_return=lambda maps: self._show(flag, sl, what, maps),
                      on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
 

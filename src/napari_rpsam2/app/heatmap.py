@@ -58,7 +58,7 @@ def object_mask(labels: np.ndarray, object_id: int, *, split_binary: bool = Fals
 
 
 def sensitivity_maps(model: "RPSAM2", image: np.ndarray, mask: np.ndarray, *, stride: int | None = None,
-                     refined: bool | None = None, contrast_limits: Sequence[float] | None = None,
+                     refined: bool | None = None, contrast_limits: Sequence[float] | None = None, gamma: float = 1.0,
                      rgb: bool | None = None, key: Hashable | None = None,
                      progress: jobs.Progress | None = None, cancel: jobs.Cancel | None = None
                      ) -> list[SensitivityMap]:
@@ -74,7 +74,7 @@ def sensitivity_maps(model: "RPSAM2", image: np.ndarray, mask: np.ndarray, *, st
         Grid spacing in pixels (default about 12×12 points inside the object).
     refined : bool, optional
         Also map RP-SAM2; ``None`` = when the shift block is trained.
-    contrast_limits, rgb, key
+    contrast_limits, gamma, rgb, key
         How the encoder sees the slice and its cache key (see ``RPSAM2.embed``).
     progress, cancel
         The long-job contract (stages ``"sam2"``, ``"rpsam2"``).
@@ -88,5 +88,6 @@ def sensitivity_maps(model: "RPSAM2", image: np.ndarray, mask: np.ndarray, *, st
         stage = "rpsam2" if refine else "sam2"
         jobs.check(cancel, "the heatmap")
         maps.append(heatmap(model, image, mask, stride=stride, refine=refine, contrast_limits=contrast_limits,
-                            rgb=rgb, key=key, progress=jobs.stage_progress(progress, stage), cancel=cancel))
+                            gamma=gamma, rgb=rgb, key=key, progress=jobs.stage_progress(progress, stage),
+                            cancel=cancel))
     return maps

@@ -135,6 +135,7 @@ def heatmap(
     refine: bool = False,
     chunk_size: int | None = None,
     contrast_limits: Sequence[float] | None = None,
+    gamma: float = 1.0,
     rgb: bool | None = None,
     key: Hashable | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -179,7 +180,7 @@ def heatmap(
         raise ValueError("the object mask is empty; pick an object id that is in the labels")
     if stride is not None and not (float(stride).is_integer() and stride >= 1):
         raise ValueError(f"grid stride must be a whole number of pixels ≥ 1, got {stride}")
-    emb = model.embed(image, contrast_limits=contrast_limits, rgb=rgb, key=key)
+    emb = model.embed(image, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb, key=key)
     grid = grid_dice(model, emb, mask, stride=stride, refine=refine, chunk_size=chunk_size,
                      progress=progress, cancel=cancel)
     dice_map = np.asarray(grid.to_map(), dtype=np.float32)
