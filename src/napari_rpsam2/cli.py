@@ -340,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     merge_gap(sp)
     sp.add_argument("--out", required=True, help="Dice map .npy (a .png is written beside it)")
     sp.set_defaults(func=cmd_heatmap)
+
+    from ._cli_oneshot import add_parser as add_oneshot_parsers  # oneshot, oneshot-eval
+
+    add_oneshot_parsers(sub, common)
     return p
 
 

@@ -151,6 +151,7 @@ class SAM2Backbone:
         points_xy: torch.Tensor,
         labels: torch.Tensor,
         multimask: bool,
+        mask_input: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-res mask logits from prompts on one image (differentiable).
 
@@ -161,10 +162,15 @@ class SAM2Backbone:
         points_xy : tensor (B, K, 2)
             ``B`` prompts of ``K`` points each, normalized frame.
         labels : tensor (B, K)
-            1 positive, 0 negative, -1 padding.
+            1 positive, 0 negative, -1 padding; 2 and 3 are the top-left and
+            bottom-right corners of a box (SAM2's image predictor sends boxes
+            this way).
         multimask : bool
             Ask for SAM2's three masks and keep the one with the highest
             predicted IoU (SAM2's advice for a single click).
+        mask_input : tensor (B, 1, 256, 256), optional
+            Low-res mask logits (e.g. a previous output) given to SAM2's
+            prompt encoder as the dense mask prompt.
 
         Returns
         -------
@@ -174,7 +180,8 @@ class SAM2Backbone:
         m = self.model
         coords = normalized_to_prompt(points_xy.float(), self.input_size)
         with self.autocast():
-            sparse, dense = m.sam_prompt_encoder(points=(coords, labels.int()), boxes=None, masks=None)
+            masks = None if mask_input is None else mask_input.float()
+            sparse, dense = m.sam_prompt_encoder(points=(coords, labels.int()), boxes=None, masks=masks)
             low_res, iou, _, _ = m.sam_mask_decoder(
                 image_embeddings=embedding.image_embed,
                 image_pe=m.sam_prompt_encoder.get_dense_pe(),

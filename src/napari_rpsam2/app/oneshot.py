@@ -1,0 +1,159 @@
+"""Use case "segment the stack from this slice" (Qt-free; the widget and scripts call it).
+
+:func:`propagate_from_slice` runs a one-shot method (PerSAM, P²SAM or
+Med-PerSAM) from one annotated slice, then merges the masks into a label
+volume *only where it is 0*, so nothing painted before is touched.  It returns
+the generated clicks as Points-layer data and a :class:`LabelEdit` whose
+:meth:`~LabelEdit.undo` reverts the whole merge in one step.  All the work
+happens before the merge: a cancelled run (``napari_rpsam2.jobs.Cancelled``)
+leaves the labels exactly as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import jobs
+from ..oneshot import SliceResult, make_method, segment_stack
+
+__all__ = ["OneShotClicks", "LabelEdit", "OneShotOutcome", "propagate_from_slice", "merge_results",
+           "clicks_of"]
+
+
+@dataclass
+class OneShotClicks:
+    """Generated clicks as Points-layer data.
+
+    Attributes
+    ----------
+    data : ndarray (M, 3) float
+        ``(slice, row, col)`` of each click (the position SAM2 got, i.e. after refinement).
+    label : ndarray (M,) int
+        1 positive, 0 negative.
+    object_id : ndarray (M,) int
+        The object each click prompts.
+    generated : ndarray (M, 2) float
+        ``(row, col)`` as generated, before the shift block moved it.
+    """
+
+    data: np.ndarray
+    label: np.ndarray
+    object_id: np.ndarray
+    generated: np.ndarray
+
+    def properties(self) -> dict[str, np.ndarray]:
+        """``properties`` for a napari Points layer."""
+        return {"label": self.label, "object_id": self.object_id}
+
+
+@dataclass
+class LabelEdit:
+    """One undoable merge into a label volume: the pixels written and their previous values."""
+
+    index: tuple[np.ndarray, ...]
+    before: np.ndarray
+    after: np.ndarray
+
+    @property
+    def size(self) -> int:
+        """Pixels written."""
+        return int(self.before.size)
+
+    def undo(self, labels: np.ndarray) -> None:
+        """Put the previous values back (in place)."""
+        labels[self.index] = self.before
+
+    def redo(self, labels: np.ndarray) -> None:
+        """Write the merged values again (in place)."""
+        labels[self.index] = self.after
+
+
+@dataclass
+class OneShotOutcome:
+    """What one run gives: per-slice results, the clicks and the undo record."""
+
+    results: dict[int, SliceResult]
+    clicks: OneShotClicks
+    edit: LabelEdit
+    method: str
+    warping_seconds: float | None = None
+
+
+def clicks_of(results: Mapping[int, SliceResult]) -> OneShotClicks:
+    """Points-layer data of every generated click, slice by slice."""
+    data, label, oid, gen = [], [], [], []
+    for index in sorted(results):
+        for obj in results[index].objects:
+            n = len(obj.labels)
+            data.append(np.column_stack([np.full(n, float(index)), np.asarray(obj.decoded_points).reshape(n, 2)]))
+            label.append(np.asarray(obj.labels, int))
+            oid.append(np.full(n, obj.object_id, int))
+            gen.append(np.asarray(obj.points, float).reshape(n, 2))
+    if not data:
+        return OneShotClicks(np.zeros((0, 3)), np.zeros(0, int), np.zeros(0, int), np.zeros((0, 2)))
+    return OneShotClicks(np.concatenate(data), np.concatenate(label), np.concatenate(oid), np.concatenate(gen))
+
+
+def merge_results(labels: np.ndarray, results: Mapping[int, SliceResult]) -> LabelEdit:
+    """Write every mask into ``labels`` (N, H, W) where it is 0, in place; returns the undo record."""
+    idx_parts: list[list[np.ndarray]] = [[], [], []]
+    after = []
+    for index, res in results.items():
+        plane = res.label_plane(labels.shape[1:])
+        rows, cols = np.nonzero((plane != 0) & (labels[index] == 0))
+        idx_parts[0].append(np.full(rows.size, index, np.intp))
+        idx_parts[1].append(rows)
+        idx_parts[2].append(cols)
+        after.append(plane[rows, cols])
+    if not after:
+        empty = np.zeros(0, np.intp)
+        return LabelEdit((empty, empty, empty), np.zeros(0, labels.dtype), np.zeros(0, labels.dtype))
+    index = tuple(np.concatenate(p) for p in idx_parts)
+    edit = LabelEdit(index, labels[index].copy(), np.concatenate(after).astype(labels.dtype))
+    edit.redo(labels)
+    return edit
+
+
+def propagate_from_slice(model, images, reference_index: int, reference_labels: np.ndarray,
+                         target_labels: np.ndarray, *, method: str = "persam", refine: bool = False,
+                         object_ids: Sequence[int] | None = None, targets: Sequence[int] | None = None,
+                         method_options: Mapping | None = None, key: Hashable | None = None,
+                         rgb: bool | None = None, contrast_limits=None,
+                         progress: jobs.Progress | None = None, cancel: jobs.Cancel | None = None) -> OneShotOutcome:
+    """Segment the stack from one annotated slice and merge the result into ``target_labels``.
+
+    Parameters
+    ----------
+    model : RPSAM2
+        The workspace's model (its embedding cache is used).
+    images : array (N, H, W[, C])
+        The stack.
+    reference_index, reference_labels
+        The annotated slice and its (H, W) labels (one or more object ids).
+    target_labels : array (N, H, W) int
+        Label volume to merge into, in place, only where it is 0.
+    method : str
+        ``persam``, ``p2sam`` or ``medpersam``.
+    refine : bool
+        Move every generated positive click with the shift block first.
+    targets : sequence of int, optional
+        Slices to segment (default: all but the reference).
+    key : hashable, optional
+        Cache key of the stack (e.g. the layer id); slice ``i`` is ``(key, i)``.
+
+    Raises :class:`napari_rpsam2.jobs.Cancelled` when ``cancel()`` turns true;
+    ``target_labels`` is then unchanged.
+    """
+    if np.shape(target_labels)[0] != len(images) or np.shape(target_labels)[1:3] != np.shape(images[0])[:2]:
+        raise ValueError(f"the label volume {np.shape(target_labels)} does not match the stack "
+                         f"({len(images)} slices of {np.shape(images[0])[:2]})")
+    runner = make_method(method, model, refine=refine, rgb=rgb, contrast_limits=contrast_limits,
+                         **dict(method_options or {}))
+    results = segment_stack(runner, images, reference_index, reference_labels, object_ids=object_ids,
+                            targets=targets, key=key, progress=progress, cancel=cancel)
+    jobs.check(cancel, "one-shot segmentation")
+    edit = merge_results(target_labels, results)
+    return OneShotOutcome(results, clicks_of(results), edit, method, getattr(runner, "training_seconds", None))
