@@ -4,7 +4,7 @@ The manifest (``napari.yaml``) points at the modules directly, so importing
 this package does not import napari or Qt.
 """
 
-__all__ = ["ClickWidget", "HeatmapWidget", "TrainingWidget"]
+__all__ = ["ClickWidget", "HeatmapWidget", "TrainingWidget", "OneShotWidget"]
 
 
 def __getattr__(name: str):
@@ -17,4 +17,7 @@ def __getattr__(name: str):
     if name == "TrainingWidget":
         from .training_widget import TrainingWidget
         return TrainingWidget
+    if name == "OneShotWidget":
+        from .oneshot_widget import OneShotWidget
+        return OneShotWidget
     raise AttributeError(name)

@@ -23,6 +23,7 @@ from ..jobs import CancelFlag
 from . import _oneshot_clicks as clicks_ui
 from ._layer_picker import LayerPicker
 from ._slicing import SliceError, image_slice, labels_plane, layer_shape
+from ._torch_import import import_torch_compiler
 from ._views import DockView, StatusLabel, scrolling_dock
 from ._workers import Bridge, cancel_when_destroyed, error_text, start_worker
 from ._workspace import unwrap, workspace_for
@@ -39,6 +40,13 @@ NO_MODEL = ("No model: load one in the click dock's Model box (Plugins ▸ RP-SA
 METHOD_CHOICES = [("PerSAM (baseline)", "persam"), ("P²SAM (part-aware)", "p2sam"),
                   ("Med-PerSAM (warping)", "medpersam")]
 STAGES = {"warping": "training the warping model", "slices": "slices"}
+
+
+def _propagate_job(*args: Any, method: str, **kwargs: Any) -> "OneShotOutcome":
+    """The worker's job; Med-PerSAM trains with torch's optimizers, whose compiler stack is imported here."""
+    if method == "medpersam":
+        import_torch_compiler()
+    return propagate_from_slice(*args, method=method, **kwargs)
 
 
 def parse_ids(text: str) -> list[int] | None:
@@ -206,7 +214,7 @@ class OneShotWidget(DockView):
                          f"{self.method.native.currentText()}… the viewer stays usable.")
         send, data = self._bridge.send, image.data
         scratch = np.zeros(layer_shape(image), np.int32)  # merged for real in the GUI thread, against the layer now
-        start_worker(propagate_from_slice, model, data, got["ref"], got["plane"], scratch, method=method,
+        start_worker(_propagate_job, model, data, got["ref"], got["plane"], scratch, method=method,
                      refine=bool(self.form.refine.value), object_ids=got["ids"], method_options=options,
                      key=image_slice(self.viewer, image, (got["ref"],)).key[0], rgb=bool(image.rgb),
                      contrast_limits=list(image.contrast_limits),
@@ -272,6 +280,7 @@ class OneShotWidget(DockView):
         self.history.push(edit, (layer, clicks_ui.snapshot(layer)))
         clicks_ui.show_clicks(layer, outcome.clicks)
         target.refresh()
+        self.viewer.layers.selection.active = layer  # ready for corrections
         self.last_outcome, self._image = outcome, image
         self.status.info(f"{len(outcome.results)} slice(s) segmented from slice {ref}: {edit.size} pixels written "
                          f"into '{target.name}' (existing labels untouched). Correct any click on "
