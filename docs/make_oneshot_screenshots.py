@@ -10,8 +10,8 @@ import pathlib
 import sys
 import time
 
-import numpy as np
 import napari
+import numpy as np
 from napari.settings import get_settings
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest

@@ -8,14 +8,14 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from gui_forms import click, type_into  # noqa: E402
-from gui_input import click_button, click_canvas, press_key, show_viewer  # noqa: E402
-from qtpy.QtCore import Qt  # noqa: E402
+from gui_forms import click, type_into
+from gui_input import click_button, click_canvas, press_key, show_viewer
+from qtpy.QtCore import Qt
 
-from napari_rpsam2 import RPSAM2  # noqa: E402
-from napari_rpsam2._widgets._oneshot_clicks import COLORS, ROLE  # noqa: E402
-from napari_rpsam2._widgets._views import plugin_role  # noqa: E402
-from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
+from napari_rpsam2 import RPSAM2
+from napari_rpsam2._widgets._oneshot_clicks import COLORS, ROLE
+from napari_rpsam2._widgets._views import plugin_role
+from napari_rpsam2._widgets._workspace import workspace_for
 
 WIDGET = "Segment the stack from this slice"
 PATCH = (slice(0, 30), slice(0, 40))  # what the person painted on slice 1 before running
@@ -63,7 +63,7 @@ def _deletable_click(points, result) -> tuple[int, int, int]:
     data, feats = points.data, points.features
     best = None
     for i in np.flatnonzero(feats["label"].to_numpy() == 1):
-        s, oid = int(round(data[i, 0])), int(feats["object_id"].iloc[i])
+        s, oid = round(data[i, 0]), int(feats["object_id"].iloc[i])
         if (np.linalg.norm(data - data[i], axis=1) < 2).sum() > 1:
             continue
         size = int((result[s] == oid).sum())
@@ -81,7 +81,7 @@ def run_and_wait(qtbot, dock) -> None:
 
 @pytest.mark.parametrize("method", ["P²SAM (part-aware)", "Med-PerSAM (warping)"])
 def test_run_fills_the_other_slices_only_where_empty_and_one_undo_reverts_it(scene, qtbot, method):
-    viewer, img, lab, dock = scene
+    viewer, _img, lab, dock = scene
     choose(qtbot, dock.method, method)
     if method.startswith("Med"):
         type_into(qtbot, dock.form.warp_steps, "2")  # a tiny warping model training
@@ -112,7 +112,7 @@ def test_run_fills_the_other_slices_only_where_empty_and_one_undo_reverts_it(sce
 
 
 def test_cancel_mid_run_leaves_the_labels_untouched(scene, qtbot):
-    viewer, img, lab, dock = scene
+    viewer, _img, lab, dock = scene
     choose(qtbot, dock.method, "Med-PerSAM (warping)")
     type_into(qtbot, dock.form.warp_steps, "5000")
     choose(qtbot, dock.target_picker, "annotation")
@@ -129,7 +129,7 @@ def test_cancel_mid_run_leaves_the_labels_untouched(scene, qtbot):
 
 
 def test_deleting_a_generated_click_and_rerunning_changes_that_slice_only(scene, qtbot):
-    viewer, img, lab, dock = scene
+    viewer, _img, lab, dock = scene
     assert dock.target_picker.currentText() == "(new Labels layer)"
     run_and_wait(qtbot, dock)  # PerSAM, the default
     target = dock.target_picker.layer()

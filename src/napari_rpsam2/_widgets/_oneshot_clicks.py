@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from ..app.oneshot import OneShotClicks
 
-__all__ = ["ROLE", "COLORS", "SliceClicks", "clicks_layer", "show_clicks", "slice_clicks", "snapshot", "restore"]
+__all__ = ["COLORS", "ROLE", "SliceClicks", "clicks_layer", "restore", "show_clicks", "slice_clicks", "snapshot"]
 
 ROLE = "oneshot clicks"
 COLORS = {1: (0.2, 0.9, 0.2, 1.0), 0: (1.0, 0.25, 0.25, 1.0)}
@@ -44,7 +44,7 @@ def _mine(layer: Any, image: Any) -> bool:
     return isinstance(mark, dict) and mark.get("role") == ROLE and mark.get("image") == image.unique_id
 
 
-def clicks_layer(viewer: "napari.viewer.Viewer", image: Any, *, create: bool = True) -> Points | None:
+def clicks_layer(viewer: napari.viewer.Viewer, image: Any, *, create: bool = True) -> Points | None:
     """The image's clicks layer (found by its metadata), made when missing and ``create`` is true."""
     for layer in viewer.layers:
         if _mine(layer, image):
@@ -85,7 +85,7 @@ def restore(layer: Points, state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> 
     _set(layer, *state)
 
 
-def show_clicks(layer: Points, clicks: "OneShotClicks") -> None:
+def show_clicks(layer: Points, clicks: OneShotClicks) -> None:
     """Replace the clicks of the slices in ``clicks`` by them; other slices keep theirs."""
     data, labels, oids = snapshot(layer)
     redone = np.isin(np.round(data[:, 0]).astype(int), np.unique(clicks.data[:, 0]).astype(int))

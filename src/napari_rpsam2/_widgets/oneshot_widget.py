@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, SpinBox
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..app.oneshot import merge_results, propagate_from_slice
 from ..app.oneshot_rerun import RunHistory, rerun_slice, slice_masks
@@ -33,7 +41,7 @@ if TYPE_CHECKING:
 
     from ..app.oneshot import OneShotOutcome
 
-__all__ = ["OneShotWidget", "METHOD_CHOICES", "NO_MODEL"]
+__all__ = ["METHOD_CHOICES", "NO_MODEL", "OneShotWidget"]
 
 NO_MODEL = ("No model: load one in the click dock's Model box (Plugins ▸ RP-SAM2 ▸ Click segmentation; "
             "weights 'random' work offline).")
@@ -42,7 +50,7 @@ METHOD_CHOICES = [("PerSAM (baseline)", "persam"), ("P²SAM (part-aware)", "p2sa
 STAGES = {"warping": "training the warping model", "slices": "slices"}
 
 
-def _propagate_job(*args: Any, method: str, **kwargs: Any) -> "OneShotOutcome":
+def _propagate_job(*args: Any, method: str, **kwargs: Any) -> OneShotOutcome:
     """The worker's job; Med-PerSAM trains with torch's optimizers, whose compiler stack is imported here."""
     if method == "medpersam":
         import_torch_compiler()
@@ -62,7 +70,7 @@ def parse_ids(text: str) -> list[int] | None:
 class OneShotWidget(DockView):
     """Segment a whole stack from one annotated slice (PerSAM, P²SAM, Med-PerSAM)."""
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = unwrap(napari_viewer)  # layers made here must be the ones the pickers list
         self.workspace = workspace_for(napari_viewer)
@@ -264,7 +272,7 @@ class OneShotWidget(DockView):
             self.history, self.history_target = RunHistory(), target
         return target
 
-    def _ran(self, flag: CancelFlag, image: Any, ref: int, outcome: "OneShotOutcome") -> None:
+    def _ran(self, flag: CancelFlag, image: Any, ref: int, outcome: OneShotOutcome) -> None:
         if flag():
             self.status.info("Cancelled: no labels were written.")
             return

@@ -18,7 +18,7 @@ import numpy as np
 from ..oneshot.passes import three_passes
 from .oneshot import LabelEdit
 
-__all__ = ["rerun_slice", "slice_masks", "RunHistory"]
+__all__ = ["RunHistory", "rerun_slice", "slice_masks"]
 
 
 def slice_masks(model, image: np.ndarray, points_rc: np.ndarray, labels: np.ndarray, object_ids: np.ndarray, *,
