@@ -1,4 +1,4 @@
-"""The npe2 manifest: valid, three widgets in Plugins and Layers ▸ Segment, sample data."""
+"""The npe2 manifest: valid, four widgets in Plugins and Layers ▸ Segment, sample data."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ WIDGETS = {
     "Click segmentation": "ClickWidget",
     "Click-sensitivity heatmap": "HeatmapWidget",
     "Train shift block": "TrainingWidget",
+    "Segment the stack from this slice": "OneShotWidget",
 }
 
 
