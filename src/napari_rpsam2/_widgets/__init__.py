@@ -4,7 +4,7 @@ The manifest (``napari.yaml``) points at the modules directly, so importing
 this package does not import napari or Qt.
 """
 
-__all__ = ["ClickWidget", "HeatmapWidget", "TrainingWidget", "PropagateWidget"]
+__all__ = ["ClickWidget", "HeatmapWidget", "TrainingWidget", "PropagateWidget", "OneShotWidget"]
 
 
 def __getattr__(name: str):
@@ -20,4 +20,7 @@ def __getattr__(name: str):
     if name == "PropagateWidget":
         from .propagate_widget import PropagateWidget
         return PropagateWidget
+    if name == "OneShotWidget":
+        from .oneshot_widget import OneShotWidget
+        return OneShotWidget
     raise AttributeError(name)

@@ -1,0 +1,351 @@
+""""Segment the stack from this slice": a view over :mod:`napari_rpsam2.app.oneshot` and its re-run helpers.
+
+The person paints one slice of a stack, picks a method and presses Run; a
+worker segments every other slice (``propagate_from_slice``), the masks go
+into the target Labels layer only where it is 0, the generated clicks appear
+on the image's one-shot clicks layer.  Any click can be moved, deleted or
+added, and "Re-run this slice from its clicks" segments the slice on screen
+again from them.  Undo reverts the newest run or re-run, one at a time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, SpinBox
+from napari.layers import Image, Labels
+from qtpy.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..app.oneshot import merge_results, propagate_from_slice
+from ..app.oneshot_rerun import RunHistory, rerun_slice, slice_masks
+from ..jobs import CancelFlag
+from . import _oneshot_clicks as clicks_ui
+from ._layer_picker import LayerPicker
+from ._slicing import SliceError, image_slice, labels_plane, layer_shape
+from ._torch_import import import_torch_compiler
+from ._views import NO_MODEL, DockView, StatusLabel, scrolling_dock
+from ._workers import Bridge, cancel_when_destroyed, error_text, start_worker
+from ._workspace import unwrap, workspace_for
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..app.oneshot import OneShotOutcome
+
+__all__ = ["METHOD_CHOICES", "OneShotWidget"]
+
+METHOD_CHOICES = [("PerSAM (baseline)", "persam"), ("P²SAM (part-aware)", "p2sam"),
+                  ("Med-PerSAM (warping)", "medpersam")]
+STAGES = {"warping": "training the warping model", "slices": "slices"}
+
+
+def _propagate_job(*args: Any, method: str, **kwargs: Any) -> OneShotOutcome:
+    """The worker's job; Med-PerSAM trains with torch's optimizers, whose compiler stack is imported here."""
+    if method == "medpersam":
+        import_torch_compiler()
+    return propagate_from_slice(*args, method=method, **kwargs)
+
+
+def parse_ids(text: str) -> list[int] | None:
+    """``"1, 3"`` → ``[1, 3]``; empty → ``None`` (every id on the reference slice)."""
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        ids = [int(p) for p in parts]
+    except ValueError:
+        raise SliceError(f"Object ids must be whole numbers separated by commas (got '{text}').") from None
+    return ids or None
+
+
+class OneShotWidget(DockView):
+    """Segment a whole stack from one annotated slice (PerSAM, P²SAM, Med-PerSAM)."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = unwrap(napari_viewer)  # layers made here must be the ones the pickers list
+        self.workspace = workspace_for(napari_viewer)
+        self._cancel: CancelFlag | None = None
+        self.history = RunHistory()
+        self.history_target: Any = None
+        self.last_outcome: OneShotOutcome | None = None
+        self._image: Any = None  # the image of the last run
+        self._bridge = Bridge()
+        self._bridge.message.connect(self._progress)
+
+        v = self.viewer
+        self.image_picker = LayerPicker(v, (Image,))
+        self.labels_picker = LayerPicker(v, (Labels,))
+        self.target_picker = LayerPicker(v, (Labels,), allow_none="(new Labels layer)")
+        self.reference = QSpinBox()
+        self.reference.setRange(-1, 1_000_000)
+        self.reference.setSpecialValueText("slice on screen")
+        self.reference.setValue(-1)
+        self.reference.setToolTip("The annotated slice; 'slice on screen' takes the one shown when you press Run")
+        self.form = Container(widgets=[
+            LineEdit(name="object_ids", label="Object ids", value="",
+                     tooltip="Ids to propagate, e.g. '1, 3'; empty = every id on the reference slice"),
+            ComboBox(name="method", label="Method", choices=METHOD_CHOICES, value="persam"),
+            CheckBox(name="refine", text="Refine clicks (RP-SAM2 shift block)", value=False,
+                     tooltip="Move every generated positive click with the shift block first"),
+            SpinBox(name="warp_steps", label="Warping steps", value=150, min=1, max=100_000,
+                    tooltip="Med-PerSAM: training steps of the warping model"),
+        ])
+        self.method = self.form.method
+        self.form.method.changed.connect(self._method_changed)
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.rerun_button = QPushButton("Re-run this slice from its clicks")
+        self.rerun_button.setToolTip("Segment the slice on screen again from the clicks on it (move, delete or "
+                                     "add clicks first); replaces what the runs wrote on this slice only")
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip("Revert the last run or re-run (its labels and its clicks)")
+        self.progress = QProgressBar()
+        self.status = StatusLabel("Paint the objects on one slice, pick its Labels layer and press Run.")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.rerun_button.clicked.connect(self.rerun)
+        self.undo_button.clicked.connect(self.undo)
+        scrolling_dock(self, self._panel())
+        self._method_changed()
+        self._buttons()
+        cancel_when_destroyed(self, lambda: self._cancel)
+
+    def _panel(self) -> QWidget:
+        panel = QWidget()
+        lay = QVBoxLayout(panel)
+        form = QFormLayout()
+        form.addRow("Image (stack)", self.image_picker)
+        form.addRow("Reference labels", self.labels_picker)
+        form.addRow("Reference slice", self.reference)
+        lay.addLayout(form)
+        self.form.native.layout().setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.form.native)
+        out = QFormLayout()
+        out.addRow("Write into", self.target_picker)
+        lay.addLayout(out)
+        row = QHBoxLayout()
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        lay.addLayout(row)
+        lay.addWidget(self.progress)
+        row = QHBoxLayout()
+        row.addWidget(self.rerun_button)
+        row.addWidget(self.undo_button)
+        lay.addLayout(row)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+        return panel
+
+    def _method_changed(self, *_: Any) -> None:
+        self.form.warp_steps.visible = self.method.value == "medpersam"
+
+    def _buttons(self) -> None:
+        running = self.running
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.rerun_button.setEnabled(not running and self.last_outcome is not None)
+        self.undo_button.setEnabled(not running and len(self.history) > 0)
+
+    def cleanup(self) -> None:
+        """Stop a running job and stop following the viewer (the dock closed)."""
+        self.cancel()
+        for picker in (self.image_picker, self.labels_picker, self.target_picker):
+            picker.disconnect_viewer()
+
+    @property
+    def running(self) -> bool:
+        """Whether a run or re-run is in progress."""
+        return self._cancel is not None
+
+    # ------------------------------------------------------------------ run
+    def _inputs(self) -> dict[str, Any]:
+        """Everything a run needs from the form, checked (raises SliceError with what to do)."""
+        image = self.image_picker.layer()
+        if image is None or len(layer_shape(image)) != 3 or image.multiscale:
+            raise SliceError("Pick an image stack (3D, or 3D RGB) to segment.")
+        labels = self.labels_picker.layer()
+        if labels is None:
+            raise SliceError("Pick the Labels layer holding the painted reference slice.")
+        n, h, w = layer_shape(image)
+        ref = self.reference.value()
+        if ref < 0:
+            ref = image_slice(self.viewer, image).index[0]
+        if ref >= n:
+            raise SliceError(f"Reference slice {ref} is outside the stack of {n} slices.")
+        plane = labels_plane(labels, (ref,), (h, w))
+        ids = parse_ids(self.form.object_ids.value)
+        present = sorted(int(i) for i in np.unique(plane) if i != 0)
+        if not present:
+            raise SliceError(f"Slice {ref} of '{labels.name}' has no labels: paint the objects there first.")
+        missing = [i for i in ids or [] if i not in present]
+        if missing:
+            raise SliceError(f"Object id(s) {missing} are not on slice {ref}; its ids are {present[:20]}.")
+        target = self.target_picker.layer()
+        if target is not None and layer_shape(target) != (n, h, w):
+            raise SliceError(f"'{target.name}' is {layer_shape(target)} but the stack is {(n, h, w)}: "
+                             "pick labels made for this stack, or '(new Labels layer)'.")
+        return {"image": image, "ref": ref, "plane": plane, "ids": ids, "n": n}
+
+    def run(self) -> None:
+        """Segment every other slice in a worker; results arrive in :meth:`_ran`."""
+        if self.running:
+            return
+        model = self.workspace.model
+        if model is None:
+            self.status.error(NO_MODEL)
+            return
+        try:
+            got = self._inputs()
+        except SliceError as err:
+            self.status.error(str(err))
+            return
+        image, method = got["image"], self.method.value
+        options = {}
+        if method == "medpersam":
+            from ..oneshot import WarpConfig
+
+            options["config"] = WarpConfig(steps=int(self.form.warp_steps.value))
+        flag = self._start()
+        n_targets = got["n"] - 1
+        self.status.info(f"Segmenting {n_targets} slice(s) from slice {got['ref']} with "
+                         f"{self.method.native.currentText()}… the viewer stays usable.")
+        send, data = self._bridge.send, image.data
+        scratch = np.zeros(layer_shape(image), np.int32)  # merged for real in the GUI thread, against the layer now
+        start_worker(_propagate_job, model, data, got["ref"], got["plane"], scratch, method=method,
+                     refine=bool(self.form.refine.value), object_ids=got["ids"], method_options=options,
+                     key=image_slice(self.viewer, image, (got["ref"],)).key[0], rgb=bool(image.rgb),
+                     contrast_limits=list(image.contrast_limits),
+                     progress=lambda stage, done, total: None if flag() else send((stage, done, total)),
+                     cancel=flag, on_return=lambda out: self._ran(flag, image, got["ref"], out),
+                     on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
+
+    def _start(self) -> CancelFlag:
+        flag = self._cancel = CancelFlag()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self._buttons()
+        return flag
+
+    def cancel(self) -> None:
+        """Stop the run; nothing is written."""
+        if self._cancel is not None:
+            self._cancel.set()
+            self.status.info("Cancelling…")
+
+    def _progress(self, msg: tuple) -> None:
+        stage, done, total = msg
+        self.progress.setFormat(f"{STAGES.get(stage, stage)} %v/%m")
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+
+    def _failed(self, flag: CancelFlag, err: BaseException) -> None:
+        if flag():
+            self.status.info("Cancelled: no labels were written.")
+        else:
+            self.status.error(f"Segmentation failed: {error_text(err)}")
+
+    def _finished(self, flag: CancelFlag) -> None:
+        if flag is self._cancel:
+            self._cancel = None
+        self._buttons()
+
+    def _target(self, image: Any) -> Any:
+        """The chosen Labels layer, or a new one on the image's grid (the real layer, chosen in the picker)."""
+        target = self.target_picker.layer()
+        if target is None:
+            target = unwrap(self.viewer.add_labels(np.zeros(layer_shape(image), np.int32),
+                                                   name=f"{image.name} one-shot", scale=image.scale,
+                                                   translate=image.translate))
+            self.target_picker.set_layer(target)
+        if target is not self.history_target:
+            self.history, self.history_target = RunHistory(), target
+        return target
+
+    def _ran(self, flag: CancelFlag, image: Any, ref: int, outcome: OneShotOutcome) -> None:
+        if flag():
+            self.status.info("Cancelled: no labels were written.")
+            return
+        if image not in self.viewer.layers:
+            self.status.error("The image was removed while it was being segmented; nothing written.")
+            return
+        target = self._target(image)
+        if not isinstance(target.data, np.ndarray):
+            self.status.error(f"'{target.name}' is not held in memory; pick another Labels layer.")
+            return
+        edit = merge_results(target.data, outcome.results)
+        layer = clicks_ui.clicks_layer(self.viewer, image)
+        self.history.push(edit, (layer, clicks_ui.snapshot(layer)))
+        clicks_ui.show_clicks(layer, outcome.clicks)
+        target.refresh()
+        self.viewer.layers.selection.active = layer  # ready for corrections
+        self.last_outcome, self._image = outcome, image
+        self.status.info(f"{len(outcome.results)} slice(s) segmented from slice {ref}: {edit.size} pixels written "
+                         f"into '{target.name}' (existing labels untouched). Correct any click on "
+                         f"'{layer.name}' and press Re-run on that slice; Undo reverts the run.")
+
+    # ------------------------------------------------------------------ corrections
+    def rerun(self) -> None:
+        """Segment the slice on screen again from the (edited) clicks on it."""
+        if self.running or self.last_outcome is None:
+            return
+        model, image, target = self.workspace.model, self._image, self.history_target
+        if model is None:
+            self.status.error(NO_MODEL)
+            return
+        if image not in self.viewer.layers or target not in self.viewer.layers:
+            self.status.error("The image or the labels of the last run were removed; press Run again.")
+            return
+        layer = clicks_ui.clicks_layer(self.viewer, image)
+        try:
+            sl = image_slice(self.viewer, image)
+        except SliceError as err:
+            self.status.error(str(err))
+            return
+        index = sl.index[0]
+        got = clicks_ui.slice_clicks(layer, index)
+        if not len(got.points):
+            self.status.error(f"No clicks on slice {index}: add some on '{layer.name}' (or go to a segmented slice).")
+            return
+        flag = self._start()
+        self.status.info(f"Re-running slice {index} from its {len(got.points)} click(s)…")
+        start_worker(slice_masks, model, sl.plane, got.points, got.labels, got.object_ids, key=sl.key, rgb=sl.rgb,
+                     contrast_limits=list(image.contrast_limits),
+                     on_return=lambda masks: self._rerun_done(flag, target, index, masks),
+                     on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
+
+    def _rerun_done(self, flag: CancelFlag, target: Any, index: int, masks: dict) -> None:
+        if flag() or target not in self.viewer.layers:
+            return
+        edit = rerun_slice(target.data, index, masks, self.history.written(target.data, index))
+        self.history.push(edit, None)
+        target.refresh()
+        self.status.info(f"Slice {index} re-segmented from its clicks ({edit.size} pixels changed); "
+                         "other slices unchanged.")
+
+    def undo(self) -> None:
+        """Revert the newest run or re-run: its labels, and for a run the clicks it showed."""
+        if self.running or not len(self.history):
+            return
+        target = self.history_target
+        if target not in self.viewer.layers:
+            self.status.error(f"'{target.name}' was deleted; nothing to undo.")
+            self.history = RunHistory()
+            self._buttons()
+            return
+        state = self.history.undo(target.data)
+        target.refresh()
+        if state is not None:
+            layer, points = state
+            if layer in self.viewer.layers:
+                clicks_ui.restore(layer, points)
+        self._buttons()
+        self.status.info(f"Undone; {len(self.history)} more step(s) can be undone.")
