@@ -70,3 +70,17 @@ def moving_model(model) -> RPSAM2:
         torch.nn.init.normal_(block.offset_head.bias, std=1.0)
         block.scale_logit.data.fill_(float(np.log(0.4 / 0.6)))
     return RPSAM2(model.backbone, shift_block=block, cache=model.cache)
+
+
+@pytest.fixture(autouse=True)
+def _workers_finish_before_the_next_test(request):
+    """A GUI test may end while a dock's thread worker still runs (e.g. background embedding).
+
+    Wait for it after the test, so it never outlives the session (Qt aborts a
+    process whose thread pool still runs at exit) nor slows the next test.
+    """
+    yield
+    if _GUI_FIXTURES & set(request.fixturenames):
+        from qtpy.QtCore import QThreadPool
+
+        QThreadPool.globalInstance().waitForDone(300_000)

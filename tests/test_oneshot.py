@@ -218,3 +218,30 @@ def test_prompt_precision_counts_positive_inside_and_negative_outside():
     pos, neg = prompt_precision(np.array([[3, 3], [8, 8], [4, 2], [0, 0]]), np.array([1, 1, 0, 0]), truth)
     assert pos == 0.5 and neg == 0.5
     assert prompt_precision(np.array([[3, 3]]), np.array([1]), truth) == (1.0, None)
+
+
+def test_medpersam_rounds_retrain_the_warping_model_on_sam2_pseudo_labels(model, instrument_stack, monkeypatch):
+    """Each round segments the targets with SAM2 and trains the same warping model on those masks."""
+    import napari_rpsam2.oneshot.medpersam as medpersam
+
+    images, labels = instrument_stack
+    calls = []
+    real = medpersam.train_warp
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(medpersam, "train_warp", recording)
+    stages = []
+    method = make_method("medpersam", model, config=WarpConfig(size=32, channels=4, steps=2, retrain_steps=1,
+                                                               batch=1), rounds=2)
+    segment_stack(method, images[:2], 0, labels[0], object_ids=[1],
+                  progress=lambda stage, done, total: stages.append(stage))
+    assert len(calls) == 3  # the first training, then one per round
+    assert calls[0].get("pseudo_masks") is None
+    for call in calls[1:]:
+        assert call["model"] is not None and call["steps"] == 1
+        assert call["pseudo_masks"].shape[0] == 1  # one target slice
+    assert calls[1]["model"] is calls[2]["model"] is method.warp_model  # the same model, trained further
+    assert "pseudo-labels 1/2" in stages and "pseudo-labels 2/2" in stages
