@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +30,9 @@ from napari_rpsam2.sample_data import CLASS_NAMES, make_instrument_stack
 from napari_rpsam2.training.candidates import CandidateCache
 from napari_rpsam2.training.data import stack_from_arrays
 from napari_rpsam2.training.trainer import TrainConfig, prepare_slices, training_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import interleaved  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,17 +52,13 @@ def main(argv: list[str] | None = None) -> None:
     prep = time.perf_counter() - t0
     model.shift_block.train()
     training_step(model, slices, config, rng)  # warm-up
-    t0 = time.perf_counter()
-    reps = 2
-    for _ in range(reps):
+    k = config.clicks_per_object
+
+    def one_step() -> None:
         model.shift_block.zero_grad(set_to_none=True)
         training_step(model, slices, config, rng)
-    step = (time.perf_counter() - t0) / reps
 
-    # the limit: decoder forward + backward for the same number of clicks, nothing else
-    k = config.clicks_per_object
-    t0 = time.perf_counter()
-    for _ in range(reps):
+    def decoder_limit() -> None:  # decoder forward + backward for the same clicks, nothing else
         for item in slices:
             rows = np.concatenate([o.inside[rng.integers(len(o.inside), size=k)] for o in item.objects])
             xy = torch.as_tensor(pixels_to_normalized(rows, item.embedding.image_hw), dtype=torch.float32,
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
                 ones = torch.ones((len(xy[s:s + chunk]), 1), dtype=torch.int, device=model.device)
                 logits, _ = model.backbone.decode(item.embedding, xy[s:s + chunk].unsqueeze(1), ones, True)
                 logits.sigmoid().mean().backward()
-    limit = (time.perf_counter() - t0) / reps
+
+    steps, limits = interleaved(one_step, decoder_limit, repeats=4)  # A B B A: noise hits both sides
+    step, limit = statistics.median(steps), statistics.median(limits)
 
     # on the fly: every step re-encodes its images and recomputes candidates (one step per epoch here)
     model.cache.clear()
