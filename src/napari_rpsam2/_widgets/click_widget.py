@@ -159,8 +159,7 @@ class ClickWidget(DockView):
         self._update_block_label()
         if self.session is not None:
             self.session.invalidate()
-        self.embedder.cancel()
-        self._mapping_timer.start()
+        self.start_precompute()
         self._schedule()
 
     def _update_block_label(self) -> None:
@@ -243,10 +242,13 @@ class ClickWidget(DockView):
         self._schedule()
 
     def _on_mapping(self, *_: Any) -> None:
-        """Contrast limits or gamma changed: SAM2 must see the image as it is shown now."""
+        """Contrast limits or gamma changed: SAM2 must see the image as it is shown now.
+
+        The slices are embedded again once the slider rests (the running job
+        keeps going until then: its embeddings are cached under the old mapping).
+        """
         if self.session is not None:
             self.session.invalidate()
-        self.embedder.cancel()
         self._mapping_timer.start()
         self._schedule()
 
