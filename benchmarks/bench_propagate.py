@@ -13,6 +13,11 @@ Prints one JSON line (the last line of stdout).
   With ``--memory-encoder stub`` (default) every frame gets one precomputed
   embedding (the tracking is real, the encoder is skipped: 250 real encodes
   take long on a CPU); ``--memory-encoder real`` encodes every frame.
+  ``--memory-image-size`` builds SAM2 at a smaller square input for these runs
+  (default: the config's 1024): on a CPU every frame costs seconds of memory
+  attention at 1024, and what is kept per frame does not depend on that size.
+* ``sam2_memory_growth_200_over_50`` (with ``--memory-sam2``): the same for
+  ``SAM2VideoPredictor`` (``init_state`` on a JPEG folder, real encoder), for contrast.
 
 Absolute times only mean something on a GPU.
 """
@@ -112,12 +117,54 @@ def _rss_kib() -> int:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
 
 
+def _model(args, image_size: int | None):
+    """RP-SAM2 with random seeded weights, SAM2 built at ``image_size`` (None: the config's)."""
+    from sam2.build_sam import build_sam2
+
+    from napari_rpsam2 import RPSAM2
+    from napari_rpsam2.model.backbone import SAM2Backbone
+    from napari_rpsam2.model.weights import resolve_backbone
+
+    if image_size is None:
+        return RPSAM2.load(args.backbone, "random", device=args.device, seed=0)
+    spec = resolve_backbone(args.backbone)
+    torch.manual_seed(0)
+    sam = build_sam2(spec.config, None, device=args.device, mode="eval",
+                     hydra_overrides_extra=[f"++model.image_size={image_size}"])
+    return RPSAM2(SAM2Backbone(sam, spec, f"{spec.name}|random:0@{image_size}"))
+
+
+def _sam2_memory_child(args) -> None:
+    """In a fresh process: peak RSS added by SAM2's own predictor through ``args.child`` frames."""
+    from PIL import Image
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from napari_rpsam2.model.weights import resolve_backbone
+
+    size = args.memory_image_size
+    extra = [] if size is None else [f"++model.image_size={size}"]
+    predictor = build_sam2_video_predictor(resolve_backbone(args.backbone).config, None, device=args.device,
+                                           hydra_overrides_extra=extra)
+    click = (args.memory_size // 2, int(args.memory_size * 0.3))
+    with tempfile.TemporaryDirectory() as warm, tempfile.TemporaryDirectory() as folder:
+        for t, frame in enumerate(_frames(args.child, args.memory_size)):
+            for target in (folder, warm) if t < 2 else (folder,):
+                Image.fromarray(frame).save(Path(target) / f"{t:05d}.jpg", quality=95)
+        _sam2(predictor, warm, click, args.memory_size)  # one-off allocations do not count as growth
+        before = _rss_kib()
+        _sam2(predictor, folder, click, args.memory_size)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"frames": args.child, "growth_kib": max(peak - before, 1), "peak_kib": peak}))
+
+
 def _memory_child(args) -> None:
     """In a fresh process: peak RSS added by one propagation through ``args.child`` frames."""
-    from napari_rpsam2 import RPSAM2
     from napari_rpsam2.model import FramePrompt
 
-    model = RPSAM2.load(args.backbone, "random", device=args.device, seed=0)
+    if args.child_sam2:
+        _sam2_memory_child(args)
+        return
+    model = _model(args, args.memory_image_size)
     frames = _frames(args.child, args.memory_size)
     if args.memory_encoder == "stub":
         emb = model.embed(frames[0])
@@ -131,16 +178,31 @@ def _memory_child(args) -> None:
     print(json.dumps({"frames": args.child, "growth_kib": max(peak - before, 1), "peak_kib": peak}))
 
 
-def _memory(args) -> dict:
+def _growth(args, sam2: bool) -> dict[int, int]:
+    """``frames -> peak RSS added (KiB)`` for 50 and 200 frames, each in a fresh process."""
     growth = {}
     for n in (50, 200):
         cmd = [sys.executable, __file__, "--child", str(n), "--memory-size", str(args.memory_size),
                "--memory-encoder", args.memory_encoder, "--backbone", args.backbone, "--device", args.device]
+        if args.memory_image_size is not None:
+            cmd += ["--memory-image-size", str(args.memory_image_size)]
+        if sam2:
+            cmd.append("--child-sam2")
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         growth[n] = json.loads(out)["growth_kib"]
-    return {"memory_growth_200_over_50": growth[200] / growth[50], "memory_growth_kib": growth,
-            "memory_frame_size": [args.memory_size, args.memory_size], "encoder": args.memory_encoder,
-            "memory_note": "peak RSS added by one propagation (fresh process each; labels output included)"}
+    return growth
+
+
+def _memory(args) -> dict:
+    growth = _growth(args, sam2=False)
+    out = {"memory_growth_200_over_50": growth[200] / growth[50], "memory_growth_kib": growth,
+           "memory_frame_size": [args.memory_size, args.memory_size], "encoder": args.memory_encoder,
+           "memory_sam2_input_size": args.memory_image_size or 1024,
+           "memory_note": "peak RSS added by one propagation (fresh process each; labels output included)"}
+    if args.memory_sam2:
+        theirs = _growth(args, sam2=True)
+        out.update({"sam2_memory_growth_200_over_50": theirs[200] / theirs[50], "sam2_memory_growth_kib": theirs})
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -152,9 +214,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--memory-size", type=int, default=64, help="frame side of the memory runs")
     parser.add_argument("--memory-encoder", choices=("stub", "real"), default="stub")
+    parser.add_argument("--memory-image-size", type=int, default=None,
+                        help="SAM2's square input side for the memory runs (default: the config's, 1024)")
+    parser.add_argument("--memory-sam2", action="store_true", help="also measure SAM2's own predictor")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-sam2", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     if args.child is not None:

@@ -5,47 +5,20 @@ clicks and one negative click on the next object, with the refined clicks and
 their arrows.  Random SAM2 weights (no network here): the masks mean nothing.
 """
 import pathlib
-import time
 
-import numpy as np
-import torch
 import napari
+import torch
 from napari.settings import get_settings
-from qtpy.QtCore import QPoint, Qt
-from qtpy.QtTest import QTest
-from qtpy.QtWidgets import QApplication
 
+from _gui_script import click, grab, press, wait
 from napari_rpsam2 import RPSAM2
 from napari_rpsam2._widgets._workspace import workspace_for
 from napari_rpsam2.model import ShiftBlock, ShiftBlockConfig
 
 OUT = pathlib.Path(__file__).resolve().parent / "images" / "click_widget.png"
 
-
-def wait(cond, timeout=600):
-    end = time.time() + timeout
-    while not cond():
-        app.processEvents()
-        time.sleep(0.02)
-        if time.time() > end:
-            raise TimeoutError
-    for _ in range(20):
-        app.processEvents()
-        time.sleep(0.01)
-
-
-def click(layer, data, shift=False):
-    world = layer.data_to_world(np.asarray(data, float))
-    x, y = viewer.window._qt_viewer.canvas.view.scene.transform.map([world[-1], world[-2], 0, 1])[:2]
-    mod = Qt.KeyboardModifier.ShiftModifier if shift else Qt.KeyboardModifier.NoModifier
-    widget, pos = viewer.window._qt_viewer.canvas.native, QPoint(int(round(x)), int(round(y)))
-    QTest.mousePress(widget, Qt.MouseButton.LeftButton, mod, pos)
-    QTest.mouseRelease(widget, Qt.MouseButton.LeftButton, mod, pos)
-
-
 get_settings().application.gui_notification_level = "none"
 viewer = napari.Viewer(show=True)
-app = QApplication.instance()
 viewer.open_sample("napari-rpsam2", "instruments")
 image, labels = viewer.layers[0], viewer.layers[1]
 labels.visible = False
@@ -62,13 +35,13 @@ wait(lambda: not dock.embedder.running)
 viewer.reset_view()
 wait(lambda: True)
 prompts = dock.layers()["prompts"]
-click(prompts, [0, 80.0, 260.0])  # the knife: commit it
+click(viewer, prompts, [0, 80.0, 260.0])  # the knife: commit it
 wait(lambda: dock.preview_mask() is not None and not dock.busy)
-QTest.mouseClick(dock.commit_button, Qt.MouseButton.LeftButton)
-click(prompts, [0, 200.0, 50.0])
-click(prompts, [0, 150.0, 110.0])
-click(prompts, [0, 40.0, 60.0], shift=True)
+press(dock.commit_button)
+click(viewer, prompts, [0, 200.0, 50.0])
+click(viewer, prompts, [0, 150.0, 110.0])
+click(viewer, prompts, [0, 40.0, 60.0], shift=True)
 wait(lambda: dock.preview_mask() is not None and not dock.busy)
-viewer.window._qt_window.grab().save(str(OUT))
-print("wrote", OUT, dock.status.text())
+grab(viewer, OUT)
+print(dock.status.text())
 viewer.close()

@@ -14,38 +14,16 @@ import napari
 import numpy as np
 from napari.settings import get_settings
 from qtpy.QtCore import Qt
-from qtpy.QtTest import QTest
-from qtpy.QtWidgets import QApplication
 
+from _gui_script import grab, key, press, wait
 from napari_rpsam2 import RPSAM2
 from napari_rpsam2._widgets._workspace import workspace_for
 
 OUT = pathlib.Path(__file__).resolve().parent / "images"
 WARP_STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 
-
-def wait(cond, timeout=1800):
-    end = time.time() + timeout
-    while not cond():
-        app.processEvents()
-        time.sleep(0.02)
-        if time.time() > end:
-            raise TimeoutError
-    for _ in range(30):
-        app.processEvents()
-        time.sleep(0.01)
-
-
-def key(k):
-    canvas = viewer.window._qt_viewer.canvas.native
-    canvas.setFocus()
-    QTest.keyClick(canvas, k)
-    wait(lambda: True)
-
-
 get_settings().application.gui_notification_level = "none"
 viewer = napari.Viewer(show=True)
-app = QApplication.instance()
 viewer.open_sample("napari-rpsam2", "instruments")
 image, sample_labels = viewer.layers[0], viewer.layers[1]
 painted = np.zeros_like(sample_labels.data)
@@ -66,13 +44,13 @@ for index, (text, name) in enumerate([("PerSAM (baseline)", "persam"), ("P²SAM 
     viewer.dims.set_current_step(0, 0)
     dock.method.native.setCurrentIndex(index)
     began = time.time()
-    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
-    wait(lambda: not dock.running)
+    press(dock.run_button)
+    wait(lambda: not dock.running, timeout=1800)
     seconds = time.time() - began
-    key(Qt.Key.Key_Right)  # to slice 1
+    key(viewer, Qt.Key.Key_Right)  # to slice 1
     path = OUT / f"oneshot_{name}.png"
-    viewer.window._qt_window.grab().save(str(path))
-    print(f"wrote {path} ({seconds:.0f} s): {dock.status.text()}")
-    QTest.mouseClick(dock.undo_button, Qt.MouseButton.LeftButton)
+    grab(viewer, path)
+    print(f"{name}: {seconds:.0f} s: {dock.status.text()}")
+    press(dock.undo_button)
     wait(lambda: True)
 viewer.close()

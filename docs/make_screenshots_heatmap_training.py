@@ -4,67 +4,28 @@ Driven like a person: values typed into the fields, buttons clicked.  Uses
 random SAM2 weights (no network here), so the Dice values mean nothing; the
 docks are what is shown.  Also prints the window width with all three docks.
 """
-import time
-import warnings
 from pathlib import Path
 
-warnings.filterwarnings("ignore", message=".*PyQt5.*")
-import napari  # noqa: E402
-import torch  # noqa: E402
-from qtpy.QtCore import Qt  # noqa: E402
-from qtpy.QtTest import QTest  # noqa: E402
-from qtpy.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit  # noqa: E402
+import napari
+import torch
+from napari.settings import get_settings
 
-from napari_rpsam2 import RPSAM2  # noqa: E402
-from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
+from _gui_script import press, settle, type_into, wait
+from _gui_script import grab as grab_window
+from napari_rpsam2 import RPSAM2
+from napari_rpsam2._widgets._workspace import workspace_for
 
 OUT = Path(__file__).resolve().parent / "images"
 torch.set_num_threads(2)
 
 
-def settle(seconds=0.6):
-    end = time.time() + seconds
-    while time.time() < end:
-        app.processEvents()
-        time.sleep(0.02)
-
-
-def wait(cond, timeout=900):
-    t = time.time()
-    while not cond():
-        app.processEvents()
-        time.sleep(0.05)
-        if time.time() - t > timeout:
-            raise TimeoutError
-    settle()
-
-
-def type_into(field, text):
-    native = getattr(field, "native", field)
-    if not isinstance(native, (QLineEdit, QAbstractSpinBox)):
-        native = native.findChild(QLineEdit) or native.findChild(QAbstractSpinBox)
-    native.setFocus()
-    QTest.keyClick(native, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
-    QTest.keyClicks(native, text)
-    QTest.keyClick(native, Qt.Key.Key_Return)
-
-
-def press(button):
-    QTest.mouseClick(button, Qt.MouseButton.LeftButton)
-
-
 def grab(name):
     viewer.reset_view()
-    settle(1.0)
-    viewer.window._qt_window.grab().save(str(OUT / name))
-    print("wrote", name, flush=True)
+    grab_window(viewer, OUT / name)
 
-
-from napari.settings import get_settings  # noqa: E402
 
 get_settings().application.gui_notification_level = "none"
 viewer = napari.Viewer(show=True)
-app = QApplication.instance()
 window = viewer.window._qt_window
 window.resize(1280, 800)
 viewer.open_sample("napari-rpsam2", "instruments")

@@ -38,3 +38,16 @@ def tick(qtbot: Any, box: Any) -> None:
     native.initStyleOption(option)
     rect = native.style().subElementRect(QStyle.SubElement.SE_CheckBoxIndicator, option, native)
     qtbot.mouseClick(native, Qt.MouseButton.LeftButton, pos=rect.center() if rect.isValid() else QPoint(8, 8))
+
+
+def choose(qtbot: Any, combo: Any, text: str) -> None:
+    """Pick ``text`` in a combo box with the keyboard (Home, then Down until it shows)."""
+    native = getattr(combo, "native", combo)
+    native.setFocus()
+    qtbot.keyClick(native, Qt.Key.Key_Home)
+    for _ in range(native.count()):
+        if native.currentText() == text:
+            return
+        qtbot.keyClick(native, Qt.Key.Key_Down)
+    offered = [native.itemText(i) for i in range(native.count())]
+    assert native.currentText() == text, f"{text!r} is not offered: {offered}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_rpsam2.app.propagation import propagate_into_labels
+from napari_rpsam2.app.propagation import propagate_into_labels, renumber_taken_ids
 from napari_rpsam2.jobs import CancelFlag, Cancelled
 from napari_rpsam2.model import FramePrompt, PromptError
+from napari_rpsam2.model.propagation import PropagationResult
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -61,3 +62,20 @@ def test_labels_layer_of_another_shape_is_refused(model, instrument_stack):
     prompts, _ = _prompt(labels)
     with pytest.raises(PromptError, match="labels layer"):
         propagate_into_labels(model, image, prompts, np.zeros((2, 10, 10), np.int32))
+
+
+def test_a_new_object_whose_id_was_labelled_meanwhile_gets_a_fresh_id():
+    labels = np.zeros((2, 4, 4), np.int32)
+    labels[0, 0] = 5  # a committed object (kept its id)
+    labels[0, 1] = 6  # the clicked object: id 6 was free when the run started
+    labels[1, 2] = 7  # a box
+    result = PropagationResult(labels, np.zeros((2, 3), np.float32), (5, 6, 7), np.ones(2, bool), {6: [1]})
+    target = np.zeros((2, 4, 4), np.int32)
+    target[1, 3, 3] = 6  # the person labelled something 6 during the run
+    renamed_result, renamed = renumber_taken_ids(result, target, new_ids=(6, 7))
+    assert renamed == {6: 8}
+    assert renamed_result.object_ids == (5, 8, 7) and renamed_result.stopped == {8: [1]}
+    assert (renamed_result.labels[0, 1] == 8).all() and (renamed_result.labels[0, 0] == 5).all()
+    assert (renamed_result.labels[1, 2] == 7).all() and renamed_result.labels.dtype == labels.dtype
+    same, none = renumber_taken_ids(result, np.zeros_like(target), new_ids=(6, 7))
+    assert same is result and none == {}

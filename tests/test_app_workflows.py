@@ -46,17 +46,18 @@ def test_training_reuses_embeddings_and_reports_candidate_chunks(model, instrume
     ws = Workspace()
     ws.set_model(RPSAM2(model.backbone))
     keys = [("layer", i) for i in range(2)]
-    for i in range(2):  # what the click dock left in the workspace's cache
-        ws.model.embed(image[i], contrast_limits=[0, 255], rgb=True, key=keys[i])
+    for i in range(2):  # what the click dock left in the workspace's cache (the layer's gamma at 0.7)
+        ws.model.embed(image[i], contrast_limits=[0, 255], gamma=0.7, rgb=True, key=keys[i])
     calls = []
     real_encode = model.backbone.encode
     monkeypatch.setattr(model.backbone, "encode", lambda *a, **k: calls.append(1) or real_encode(*a, **k))
     seen = []
     config = TrainConfig(epochs=1, grid_stride=8, clicks_per_object=1, eval_clicks=1)
     done = train_from_arrays(ws.model, image, labels, tmp_path / "b.safetensors", config, rgb=True,
-                             contrast_limits=[0, 255], slice_keys=lambda i: keys[i], candidates=ws.candidates,
+                             contrast_limits=[0, 255], gamma=0.7, slice_keys=lambda i: keys[i], candidates=ws.candidates,
                              progress=lambda *a: seen.append(a))
-    assert calls == [], "slices the workspace had were encoded again"
+    assert calls == [], "slices the workspace had were encoded again (or with another gamma)"
+    assert done.data.train.gamma == 0.7 and done.data.val.gamma == 0.7
     cand = [(d, t) for s, d, t in seen if s == "candidates"]
     objects = len(done.data.train.objects())
     assert len(cand) > objects + 1, "candidate progress is only per object"

@@ -47,6 +47,29 @@ def test_oneshot_writes_labels_prompts_and_report(frames, tmp_path, model, capsy
     assert report["slices"][0]["objects"][0]["area"] == int((labels == 1).sum())
 
 
+def test_oneshot_prompts_feed_propagate_as_they_are(frames, tmp_path, model, capsys):
+    """A person runs oneshot, then hands its prompts.csv (slices named by file) to propagate."""
+    out = tmp_path / "out"
+    assert _run(["oneshot", "--reference-image", str(frames / "images" / "f0.png"),
+                 "--reference-labels", str(frames / "labels" / "f0.png"), "--images", str(frames / "targets"),
+                 "--method", "persam", "--out", str(out)], model) == 0, capsys.readouterr().err
+    propagated = tmp_path / "propagated.tif"
+    code = _run(["propagate", "--images", str(frames / "images"), "--prompts", str(out / "prompts.csv"),
+                 "--out", str(propagated), "--no-refine"], model)
+    assert code == 0, capsys.readouterr().err
+    written = tifffile.imread(propagated)
+    oneshot = tifffile.imread(out / "labels" / "f1.tif")
+    assert written.shape == (2, *oneshot.shape)
+    # the prompts sit on f1 (slice 1): that slice gets the object SAM2 decodes from those clicks
+    assert (written[1] == 1).any() and set(np.unique(written)) <= {0, 1}
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("slice,object,row,col\nf7,1,10,10\n")
+    assert _run(["propagate", "--images", str(frames / "images"), "--prompts", str(wrong),
+                 "--out", str(tmp_path / "x.tif")], model) == 2
+    err = capsys.readouterr().err
+    assert "slice 'f7' is neither a slice number nor the name of an image" in err
+
+
 def test_oneshot_refuses_labels_of_another_size(frames, tmp_path, model, capsys):
     bad = tmp_path / "small.png"
     Image.fromarray(np.ones((10, 10), np.uint8)).save(bad)

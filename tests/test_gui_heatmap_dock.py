@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from gui_forms import click, tick, type_into  # noqa: E402
+from gui_forms import choose, click, tick, type_into  # noqa: E402
 
 from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2._widgets._views import plugin_role  # noqa: E402
@@ -116,3 +116,14 @@ def test_messages_cancel_and_the_click_preview(scene, qtbot, model):
     assert maps["frames Dice SAM2"].metadata["napari_rpsam2"]["reference"].startswith("the click preview")
     painted = np.isfinite(maps["frames Dice SAM2"].data[0])
     assert painted[preview[0] == 0].mean() < 0.05 and painted[preview[0] == 1].any()
+
+    # a second image: its map joins the first image's, which stays (a map belongs to its image)
+    viewer.add_image(np.asarray(img.data), rgb=True, name="frames again", scale=img.scale, translate=img.translate)
+    choose(qtbot, dock.image_picker, "frames again")
+    tick(qtbot, dock.use_preview)  # back to the annotations
+    choose(qtbot, dock.labels_picker, "annotations")
+    _compute(qtbot, dock)
+    maps = _maps(viewer)
+    assert set(maps) == {"frames Dice SAM2", "frames again Dice SAM2"}, dock.status.text()
+    assert maps["frames Dice SAM2"].metadata["napari_rpsam2"]["reference"].startswith("the click preview")
+    assert maps["frames again Dice SAM2"].metadata["napari_rpsam2"]["reference"].startswith("object 1")

@@ -181,8 +181,19 @@ def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
     assert len(boxes.data) == 1 and boxes.shape_type == ["rectangle"]
     type_into(qtbot, dock.options.stop, "1")  # slices 0 and 1 only: one encode less
     click_button(qtbot, dock.run_button)
+    # while it runs, the person paints an object of their own on slice 2 with id 1: the id the dock
+    # picked for the clicked object when the run started
+    viewer.dims.set_current_step(0, 2)
+    viewer.layers.selection.active = target
+    click_button(qtbot, viewer.window._qt_viewer.controls.widgets[target].paint_button)
+    target.selected_label = 1
+    click_canvas(qtbot, viewer, target, inside(truth[2], 1))
+    mine = target.data[2] == 1
+    assert mine.any() and dock.running, "the paint stroke must land during the run"
+    viewer.dims.set_current_step(0, 0)
     wait_done(qtbot, dock)
     assert "Propagated" in dock.status.text(), dock.status.text()
+    assert "object 1 is 3 (id 1 was labelled meanwhile)" in dock.status.text(), dock.status.text()
     by_object = {p.object: p for p in dock.last_result.prompts}
     assert sorted(by_object) == [1, 2]  # the clicks are object 1, the box object 2
     assert np.allclose(by_object[1].points, [clicked], atol=1.0) and by_object[1].slice == 0
@@ -191,9 +202,10 @@ def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
     tolerance = 2.0  # canvas pixels are a little coarser than image pixels at this zoom
     assert np.allclose(prompt.box, (top, left, bottom, right), atol=tolerance), prompt.box
     assert dock.last_result.tracked.tolist() == [True, True, False]
-    assert not target.data[2].any()  # outside the range
+    assert np.array_equal(target.data[2] != 0, mine)  # outside the range: only the person's object
     assert len(boxes.data) == 0  # the box is an object in the labels now: a second run must not add it again
-    assert set(np.unique(target.data)) <= {0, 1, 2}
+    # the clicked object did not merge into the person's object 1: it came as 3, the box as 2
+    assert set(np.unique(target.data[:2])) <= {0, 2, 3} and (target.data[:2] == 3).any()
     assert len(clicks_layer(viewer).data) == 0  # the clicked object is in the labels now
     click_button(qtbot, dock.undo_button)
-    assert not target.data.any()
+    assert not target.data[:2].any() and np.array_equal(target.data[2] != 0, mine)

@@ -4,7 +4,10 @@
 ``slice,object,row,col,label`` for a click (``label`` 1 positive, 0 negative;
 1 when empty) and ``slice,object,top,left,bottom,right`` for a box.  One file
 may mix both kinds (leave the other columns empty).  Slices count from 0 in
-the order of the image files (or the pages of the TIFF).
+the order of the image files (or the pages of the TIFF); a slice may also be
+named as ``rpsam2 oneshot`` names it in its ``prompts.csv`` (the image file's
+name without extension, or ``<tiff name>_0007`` for page 7), so that file can
+be given here as it is.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 
 from ._cli_support import UsageError, existing_file, make_model, output_file, run_job
 
-__all__ = ["add_parser", "cmd_propagate", "read_prompts", "open_stack"]
+__all__ = ["add_parser", "cmd_propagate", "read_prompts", "open_stack", "slice_names"]
 
 _CLICK = ("row", "col")
 _BOX = ("top", "left", "bottom", "right")
@@ -84,8 +87,30 @@ def _number(row: dict, name: str, line: int, integer: bool = False):
     return int(value) if integer else value
 
 
-def read_prompts(path: str | Path) -> list:
-    """The prompts of a CSV file as :class:`~napari_rpsam2.model.FramePrompt` objects."""
+def slice_names(path: str, stack) -> list[str]:
+    """The name of each slice as ``rpsam2 oneshot`` writes it: file stems, or ``<tiff stem>_0007``."""
+    if isinstance(stack, FolderStack):
+        return [f.stem for f in stack.files]
+    return [f"{Path(path).stem}_{i:04d}" for i in range(len(stack))]
+
+
+def _slice(row: dict, line: int, names: list[str] | None) -> int:
+    """The ``slice`` column: a slice number, or a slice name when ``names`` are known."""
+    text = (row.get("slice") or "").strip()
+    if names is not None and text in names:
+        return names.index(text)
+    try:
+        return _number(row, "slice", line, True)
+    except UsageError:
+        raise UsageError(f"prompts line {line}: slice {text!r} is neither a slice number nor the name of an "
+                         "image in --images") from None
+
+
+def read_prompts(path: str | Path, names: list[str] | None = None) -> list:
+    """The prompts of a CSV file as :class:`~napari_rpsam2.model.FramePrompt` objects.
+
+    ``names`` (see :func:`slice_names`) lets the ``slice`` column name slices instead of numbering them.
+    """
     from .model import FramePrompt
 
     with open(existing_file(str(path), "prompts"), newline="", encoding="utf-8-sig") as fh:
@@ -96,7 +121,7 @@ def read_prompts(path: str | Path) -> list:
                              f"and/or top,left,bottom,right; found {sorted(columns)}")
         prompts = []
         for line, row in enumerate(reader, start=2):
-            sl, obj = _number(row, "slice", line, True), _number(row, "object", line, True)
+            sl, obj = _slice(row, line, names), _number(row, "object", line, True)
             has_click = any((row.get(c) or "").strip() for c in _CLICK)
             has_box = any((row.get(c) or "").strip() for c in _BOX)
             if has_click == has_box:
@@ -142,7 +167,7 @@ def cmd_propagate(args: argparse.Namespace, base=None) -> int:
     if args.stop_after is not None and args.stop_after < 1:
         raise UsageError("--stop-after must be at least 1 (frames)")
     stack = open_stack(args.images)
-    prompts = read_prompts(args.prompts)
+    prompts = read_prompts(args.prompts, slice_names(args.images, stack))
     cache = Path(args.cache).expanduser() if args.cache else None
     model = make_model(args, base, cache_dir=cache)
     result = run_job(lambda progress, cancel: model.propagate(

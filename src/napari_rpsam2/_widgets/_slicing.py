@@ -12,7 +12,8 @@ from ._logic import slice_index
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SliceError", "ImageSlice", "image_slice", "slice_cache_key", "labels_plane", "layer_shape"]
+__all__ = ["SliceError", "ImageSlice", "full_resolution", "image_slice", "slice_cache_key", "labels_plane",
+           "layer_shape"]
 
 
 class SliceError(ValueError):
@@ -41,9 +42,14 @@ class ImageSlice:
     rgb: bool
 
 
+def full_resolution(layer: Any) -> Any:
+    """A layer's array: its first (full-resolution) level if it is multiscale."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
 def layer_shape(layer: Any) -> tuple[int, ...]:
     """Spatial shape of a layer (without an RGB channel axis; first level if multiscale)."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    data = full_resolution(layer)
     return tuple(int(n) for n in np.shape(data)[: layer.ndim])
 
 
@@ -57,7 +63,7 @@ def image_slice(viewer: "napari.viewer.Viewer", layer: Any, index: tuple[int, ..
     """The slice of ``layer`` shown in ``viewer`` (or the one at ``index``)."""
     if layer is None:
         raise SliceError("No image layer: open an image (or File ▸ Open Sample ▸ RP-SAM2).")
-    data = layer.data[0] if layer.multiscale else layer.data
+    data = full_resolution(layer)
     shape = layer_shape(layer)
     if index is None:
         index = ()
@@ -77,7 +83,7 @@ def labels_plane(labels: Any, index: tuple[int, ...], hw: tuple[int, int]) -> np
     if shape[-2:] != tuple(hw):
         raise SliceError(f"The Labels layer '{labels.name}' is {shape[-2:]} per slice but the image is {tuple(hw)}; "
                          "pick the labels made for this image.")
-    data = labels.data[0] if labels.multiscale else labels.data
+    data = full_resolution(labels)
     lead = index[len(index) - (len(shape) - 2):] if len(shape) > 2 else ()
     if len(lead) != len(shape) - 2:
         raise SliceError(f"The Labels layer '{labels.name}' has more slice axes than the image.")

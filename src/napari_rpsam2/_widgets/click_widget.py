@@ -23,7 +23,7 @@ from ._embedder import BackgroundEmbedder
 from ._keys import bind_keys, unbind_keys
 from ._layer_picker import LayerPicker
 from ._model_settings import ModelSettings
-from ._slicing import ImageSlice, SliceError, image_slice, layer_shape
+from ._slicing import ImageSlice, SliceError, full_resolution, image_slice, layer_shape
 from ._views import DOCK_MAX_WIDTH, DockView, StatusLabel, scrolling_dock
 from ._workers import cancel_when_destroyed, error_text, start_worker
 from ._workspace import unwrap, workspace_for
@@ -360,7 +360,7 @@ class ClickWidget(DockView):
             return
         n = layer_shape(image)[0]
         order = [sl.index[0]] + [i for i in range(n) if i != sl.index[0]]
-        self.embedder.start(self.model, image.data[0] if image.multiscale else image.data, rgb=sl.rgb,
+        self.embedder.start(self.model, full_resolution(image), rgb=sl.rgb,
                             key=sl.key[0], order=order, contrast_limits=image.contrast_limits, gamma=image.gamma)
 
     # ------------------------------------------------------------------ closing

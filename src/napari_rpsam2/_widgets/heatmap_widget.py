@@ -4,7 +4,9 @@ The maps it adds are named after the image (``"<image> Dice SAM2"``,
 ``"<image> Dice RP-SAM2"``), carry ``metadata["napari_rpsam2"] = {"role":
 "heatmap", ...}`` and show napari's colour bar.  On a stack a map lives on its
 slice only (a one-slice layer placed at that slice).  A new computation
-replaces the dock's previous maps: none stays behind describing another object.
+replaces the previous maps of the same image (found by the image's
+``unique_id`` in their metadata, never by name): none stays behind describing
+another object, and the maps of other images stay.
 """
 
 from __future__ import annotations
@@ -18,20 +20,19 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPush
 
 from ..app.heatmap import maps_wanted, object_mask, sensitivity_maps
 from ..jobs import CancelFlag, Cancelled
+from ._job_dock import JobDock
 from ._layer_picker import LayerPicker
 from ._slicing import SliceError, image_slice, labels_plane
 from ._views import (
     METADATA_KEY,
     NO_MODEL,
-    DockView,
     StatusLabel,
     is_plugin_layer,
     mark_plugin_layer,
     plugin_layers,
     scrolling_dock,
 )
-from ._workers import Bridge, cancel_when_destroyed, error_text, start_worker
-from ._workspace import unwrap, workspace_for
+from ._workers import error_text, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -66,16 +67,12 @@ def map_geometry(image: Any, index: tuple[int, ...], dice_map: np.ndarray) -> tu
     return dice_map.reshape((1,) * lead + dice_map.shape), scale, translate
 
 
-class HeatmapWidget(DockView):
+class HeatmapWidget(JobDock):
     """Grid-sensitivity heatmap of one object for SAM2 and (with a trained block) RP-SAM2."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
-        super().__init__()
-        self.viewer = unwrap(napari_viewer)
-        self.workspace = workspace_for(napari_viewer)
-        self._cancel: CancelFlag | None = None
+        super().__init__(napari_viewer)
         self.last_maps: list[SensitivityMap] = []
-        self._bridge = Bridge()
         self._bridge.message.connect(self._progress)
 
         self.image_picker = LayerPicker(self.viewer, (Image,), exclude=is_plugin_layer)
@@ -107,7 +104,6 @@ class HeatmapWidget(DockView):
         self.workspace.events.model_changed.connect(self._model_changed)
         self.workspace.events.shift_block_changed.connect(self._model_changed)
         self._model_changed()
-        cancel_when_destroyed(self, lambda: self._cancel)
 
     def _panel(self) -> QWidget:
         panel = QWidget()
@@ -149,10 +145,9 @@ class HeatmapWidget(DockView):
         self.workspace.events.shift_block_changed.disconnect(self._model_changed)
 
     # ------------------------------------------------------------------ running
-    @property
-    def running(self) -> bool:
-        """Whether a heatmap is being computed."""
-        return self._cancel is not None
+    def _buttons(self) -> None:
+        self.run_button.setEnabled(not self.running)
+        self.cancel_button.setEnabled(self.running and not self._cancel())
 
     def _reference(self) -> tuple[Any, np.ndarray, str]:
         """``(image slice, object mask, description)`` of what to map."""
@@ -180,11 +175,7 @@ class HeatmapWidget(DockView):
 
     def run(self) -> None:
         """Compute the heatmap(s) in a worker."""
-        if self.running:
-            return
-        model = self.workspace.model
-        if model is None:
-            self.status.error(NO_MODEL)
+        if self.running or (model := self._model_or_complain()) is None:
             return
         try:
             sl, mask, what = self._reference()
@@ -192,10 +183,7 @@ class HeatmapWidget(DockView):
             self.status.error(str(err))
             return
         methods = maps_wanted(model)
-        flag = self._cancel = CancelFlag()
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setValue(0)
+        flag = self._begin_job()
         self.status.info(f"Clicking every grid point of {what} with " + " and ".join(METHOD[m] for m in methods)
                          + "…")
         send = self._bridge.send
@@ -204,25 +192,11 @@ class HeatmapWidget(DockView):
                      gamma=sl.layer.gamma, rgb=sl.rgb, key=sl.key,
                      progress=lambda stage, done, total: None if flag() else send((stage, done, total)),
                      cancel=flag, on_return=lambda maps: self._show(flag, sl, what, maps),
-                     on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
-
-    def cancel(self) -> None:
-        """Stop the computation (between chunks of grid clicks)."""
-        if self._cancel is not None:
-            self._cancel.set()
-            self.status.info("Cancelling…")
+                     on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._end_job(flag))
 
     def _progress(self, msg: tuple) -> None:
         stage, done, total = msg
-        self.progress.setFormat(f"{METHOD[stage == 'rpsam2']} grid clicks %v/%m")
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(done)
-
-    def _finished(self, flag: CancelFlag) -> None:
-        if flag is self._cancel:
-            self._cancel = None
-            self.run_button.setEnabled(True)
-            self.cancel_button.setEnabled(False)
+        self._show_stage(f"{METHOD[stage == 'rpsam2']} grid clicks", done, total)
 
     def _failed(self, flag: CancelFlag, err: BaseException) -> None:
         if flag() and isinstance(err, Cancelled):  # a real error while cancelling is still shown
@@ -235,12 +209,13 @@ class HeatmapWidget(DockView):
             self.status.info("Cancelled; no heatmap added.")
             return
         image = sl.layer
-        old = {layer.name: layer for layer in plugin_layers(self.viewer, "heatmap")}
+        old = {layer.metadata[METADATA_KEY].get("refine"): layer for layer in plugin_layers(self.viewer, "heatmap")
+               if layer.metadata[METADATA_KEY].get("image") == image.unique_id}
         shown = []
         for smap in maps:
             name = f"{image.name} Dice {METHOD[smap.refine]}"
             data, scale, translate = map_geometry(image, sl.index, np.asarray(smap.dice_map, dtype=np.float32))
-            layer = old.pop(name, None)
+            layer = old.pop(bool(smap.refine), None)
             if layer is not None and layer.data.shape == data.shape:
                 layer.data = data
                 layer.scale, layer.translate = scale, translate
@@ -253,7 +228,8 @@ class HeatmapWidget(DockView):
             layer.contrast_limits = (0.0, 1.0)
             layer.visible = True
             layer.colorbar.visible = True
-            mark_plugin_layer(layer, "heatmap", image=image.name, reference=what, slice=list(sl.index),
+            mark_plugin_layer(layer, "heatmap", image=image.unique_id, refine=bool(smap.refine), reference=what,
+                              slice=list(sl.index),
                               method=smap.method, stats=smap.stats(), stride=smap.stride)
             shown.append(layer)
         for stale in old.values():  # maps of an earlier object must not describe this one

@@ -29,12 +29,13 @@ from ..app.oneshot import merge_results, propagate_from_slice
 from ..app.oneshot_rerun import RunHistory, rerun_slice, slice_masks
 from ..jobs import CancelFlag
 from . import _oneshot_clicks as clicks_ui
+from ._job_dock import JobDock
 from ._layer_picker import LayerPicker
 from ._slicing import SliceError, image_slice, labels_plane, layer_shape
 from ._torch_import import import_torch_compiler
-from ._views import NO_MODEL, DockView, StatusLabel, scrolling_dock
-from ._workers import Bridge, cancel_when_destroyed, error_text, start_worker
-from ._workspace import unwrap, workspace_for
+from ._views import StatusLabel, is_plugin_layer, scrolling_dock
+from ._workers import error_text, start_worker
+from ._workspace import unwrap
 
 if TYPE_CHECKING:
     import napari
@@ -65,25 +66,21 @@ def parse_ids(text: str) -> list[int] | None:
     return ids or None
 
 
-class OneShotWidget(DockView):
+class OneShotWidget(JobDock):
     """Segment a whole stack from one annotated slice (PerSAM, P²SAM, Med-PerSAM)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
-        self.viewer = unwrap(napari_viewer)  # layers made here must be the ones the pickers list
-        self.workspace = workspace_for(napari_viewer)
-        self._cancel: CancelFlag | None = None
+        super().__init__(napari_viewer)
         self.history = RunHistory()
         self.history_target: Any = None
         self.last_outcome: OneShotOutcome | None = None
         self._image: Any = None  # the image of the last run
-        self._bridge = Bridge()
         self._bridge.message.connect(self._progress)
 
         v = self.viewer
-        self.image_picker = LayerPicker(v, (Image,))
-        self.labels_picker = LayerPicker(v, (Labels,))
-        self.target_picker = LayerPicker(v, (Labels,), allow_none="(new Labels layer)")
+        self.image_picker = LayerPicker(v, (Image,), exclude=is_plugin_layer)
+        self.labels_picker = LayerPicker(v, (Labels,), exclude=is_plugin_layer)
+        self.target_picker = LayerPicker(v, (Labels,), allow_none="(new Labels layer)", exclude=is_plugin_layer)
         self.reference = QSpinBox()
         self.reference.setRange(-1, 1_000_000)
         self.reference.setSpecialValueText("slice on screen")
@@ -117,7 +114,6 @@ class OneShotWidget(DockView):
         scrolling_dock(self, self._panel())
         self._method_changed()
         self._buttons()
-        cancel_when_destroyed(self, lambda: self._cancel)
 
     def _panel(self) -> QWidget:
         panel = QWidget()
@@ -151,7 +147,7 @@ class OneShotWidget(DockView):
     def _buttons(self) -> None:
         running = self.running
         self.run_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
+        self.cancel_button.setEnabled(running and not self._cancel())
         self.rerun_button.setEnabled(not running and self.last_outcome is not None)
         self.undo_button.setEnabled(not running and len(self.history) > 0)
 
@@ -160,11 +156,6 @@ class OneShotWidget(DockView):
         self.cancel()
         for picker in (self.image_picker, self.labels_picker, self.target_picker):
             picker.disconnect_viewer()
-
-    @property
-    def running(self) -> bool:
-        """Whether a run or re-run is in progress."""
-        return self._cancel is not None
 
     # ------------------------------------------------------------------ run
     def _inputs(self) -> dict[str, Any]:
@@ -197,11 +188,7 @@ class OneShotWidget(DockView):
 
     def run(self) -> None:
         """Segment every other slice in a worker; results arrive in :meth:`_ran`."""
-        if self.running:
-            return
-        model = self.workspace.model
-        if model is None:
-            self.status.error(NO_MODEL)
+        if self.running or (model := self._model_or_complain()) is None:
             return
         try:
             got = self._inputs()
@@ -214,7 +201,7 @@ class OneShotWidget(DockView):
             from ..oneshot import WarpConfig
 
             options["config"] = WarpConfig(steps=int(self.form.warp_steps.value))
-        flag = self._start()
+        flag = self._begin_job()
         n_targets = got["n"] - 1
         self.status.info(f"Segmenting {n_targets} slice(s) from slice {got['ref']} with "
                          f"{self.method.native.currentText()}… the viewer stays usable.")
@@ -223,40 +210,20 @@ class OneShotWidget(DockView):
         start_worker(_propagate_job, model, data, got["ref"], got["plane"], scratch, method=method,
                      refine=bool(self.form.refine.value), object_ids=got["ids"], method_options=options,
                      key=image_slice(self.viewer, image, (got["ref"],)).key[0], rgb=bool(image.rgb),
-                     contrast_limits=list(image.contrast_limits),
+                     contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
                      progress=lambda stage, done, total: None if flag() else send((stage, done, total)),
                      cancel=flag, on_return=lambda out: self._ran(flag, image, got["ref"], out),
-                     on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
-
-    def _start(self) -> CancelFlag:
-        flag = self._cancel = CancelFlag()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self._buttons()
-        return flag
-
-    def cancel(self) -> None:
-        """Stop the run; nothing is written."""
-        if self._cancel is not None:
-            self._cancel.set()
-            self.status.info("Cancelling…")
+                     on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._end_job(flag))
 
     def _progress(self, msg: tuple) -> None:
         stage, done, total = msg
-        self.progress.setFormat(f"{STAGES.get(stage, stage)} %v/%m")
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(done)
+        self._show_stage(STAGES.get(stage, stage), done, total)
 
     def _failed(self, flag: CancelFlag, err: BaseException) -> None:
         if flag():
             self.status.info("Cancelled: no labels were written.")
         else:
             self.status.error(f"Segmentation failed: {error_text(err)}")
-
-    def _finished(self, flag: CancelFlag) -> None:
-        if flag is self._cancel:
-            self._cancel = None
-        self._buttons()
 
     def _target(self, image: Any) -> Any:
         """The chosen Labels layer, or a new one on the image's grid (the real layer, chosen in the picker)."""
@@ -297,9 +264,8 @@ class OneShotWidget(DockView):
         """Segment the slice on screen again from the (edited) clicks on it."""
         if self.running or self.last_outcome is None:
             return
-        model, image, target = self.workspace.model, self._image, self.history_target
-        if model is None:
-            self.status.error(NO_MODEL)
+        image, target = self._image, self.history_target
+        if (model := self._model_or_complain()) is None:
             return
         if image not in self.viewer.layers or target not in self.viewer.layers:
             self.status.error("The image or the labels of the last run were removed; press Run again.")
@@ -315,12 +281,12 @@ class OneShotWidget(DockView):
         if not len(got.points):
             self.status.error(f"No clicks on slice {index}: add some on '{layer.name}' (or go to a segmented slice).")
             return
-        flag = self._start()
+        flag = self._begin_job()
         self.status.info(f"Re-running slice {index} from its {len(got.points)} click(s)…")
         start_worker(slice_masks, model, sl.plane, got.points, got.labels, got.object_ids, key=sl.key, rgb=sl.rgb,
-                     contrast_limits=list(image.contrast_limits),
+                     contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
                      on_return=lambda masks: self._rerun_done(flag, target, index, masks),
-                     on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
+                     on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._end_job(flag))
 
     def _rerun_done(self, flag: CancelFlag, target: Any, index: int, masks: dict) -> None:
         if flag() or target not in self.viewer.layers:

@@ -28,24 +28,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..app.propagation import PropagationUndo, write_new_labels
+from ..app.propagation import PropagationUndo, renumber_taken_ids, write_new_labels
 from ..jobs import CancelFlag
 from ..model.propagation import DIRECTIONS
+from ._job_dock import JobDock
 from ._layer_picker import LayerPicker
 from ._propagate_prompts import box_prompts, click_prompt, mask_prompts
-from ._slicing import SliceError, image_slice, layer_shape, slice_cache_key
-from ._views import (
-    METADATA_KEY,
-    NO_MODEL,
-    DockView,
-    StatusLabel,
-    is_plugin_layer,
-    mark_plugin_layer,
-    plugin_layers,
-    scrolling_dock,
-)
-from ._workers import Bridge, cancel_when_destroyed, error_text, start_worker
-from ._workspace import unwrap, workspace_for
+from ._slicing import SliceError, full_resolution, image_slice, layer_shape, slice_cache_key
+from ._views import METADATA_KEY, StatusLabel, is_plugin_layer, mark_plugin_layer, plugin_layers, scrolling_dock
+from ._workers import error_text, start_worker
+from ._workspace import unwrap
 
 if TYPE_CHECKING:
     import napari
@@ -54,21 +46,13 @@ if TYPE_CHECKING:
 
 __all__ = ["PropagateWidget"]
 
-def _labels_data(layer: Any) -> np.ndarray:
-    return layer.data[0] if layer.multiscale else layer.data
-
-
-class PropagateWidget(DockView):
+class PropagateWidget(JobDock):
     """Propagate the objects of one slice through the stack."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__()
-        self.viewer = unwrap(napari_viewer)
-        self.workspace = workspace_for(napari_viewer)
-        self._cancel: CancelFlag | None = None
+        super().__init__(napari_viewer)
         self._undo: list[tuple[Any, PropagationUndo]] = []
         self.last_result: PropagationResult | None = None
-        self._bridge = Bridge()
         self._bridge.progress.connect(self._progress)
         self._bridge.message.connect(self._show_frame)
         self.image_picker = LayerPicker(self.viewer, (Image,), exclude=is_plugin_layer)
@@ -102,7 +86,6 @@ class PropagateWidget(DockView):
         self.undo_button.clicked.connect(self.undo)
         self.image_picker.currentIndexChanged.connect(self._on_image)
         scrolling_dock(self, self._panel())
-        cancel_when_destroyed(self, lambda: self._cancel)
         self._on_image()
 
     def _panel(self) -> QWidget:
@@ -194,7 +177,7 @@ class PropagateWidget(DockView):
             raise SliceError(f"The Labels layer '{target.name}' is {layer_shape(target)} but the stack is {shape}; "
                              "pick the labels of this stack.")
         index = image_slice(self.viewer, image).index[0]
-        volume = _labels_data(target)
+        volume = full_resolution(target)
         prompts = mask_prompts(np.asarray(volume[index]), index)
         next_id = int(np.max(volume)) + 1 if np.size(volume) else 1
         parts = [f"{len(prompts)} committed object(s) on slice {index}"] if prompts else []
@@ -203,6 +186,7 @@ class PropagateWidget(DockView):
         used = _UsedPrompts()
         if clicked is not None:
             used.session, used.index, used.clicks = session, (index,), session.clicks((index,))
+            used.new_ids += (next_id,)
             prompts.append(clicked)
             parts.append(f"the clicks on slice {index} (object {next_id})")
             next_id += 1
@@ -210,6 +194,7 @@ class PropagateWidget(DockView):
         rects = [v for v, kind in zip(boxes.data, boxes.shape_type) if kind == "rectangle"] if boxes else []
         if rects:
             used.boxes, used.rects = boxes, [np.array(r) for r in rects]
+            used.new_ids += tuple(range(next_id, next_id + len(rects)))
             prompts += box_prompts(rects, shape[-2:], next_id)
             parts.append(f"{len(rects)} box(es)")
         if not prompts:
@@ -218,18 +203,13 @@ class PropagateWidget(DockView):
         return image, target, prompts, ", ".join(parts), used
 
     # ------------------------------------------------------------------ running
-    @property
-    def running(self) -> bool:
-        """Whether a propagation is under way."""
-        return self._cancel is not None
+    def _buttons(self) -> None:
+        self.run_button.setEnabled(not self.running)
+        self.cancel_button.setEnabled(self.running and not self._cancel())
 
     def run(self) -> None:
         """Propagate in a worker; finished slices appear in the "propagating" layer as they come."""
-        if self.running:
-            return
-        model = self.workspace.model
-        if model is None:
-            self.status.error(NO_MODEL)
+        if self.running or (model := self._model_or_complain()) is None:
             return
         try:
             image, target, prompts, what, used = self.prompts()
@@ -238,16 +218,12 @@ class PropagateWidget(DockView):
             return
         opts = self.options
         start, stop = int(opts.start.value), int(opts.stop.value) + 1
-        flag = self._cancel = CancelFlag()
+        flag = self._begin_job()
         live = self._live_layer(image, create=True)
         live.data = np.zeros(layer_shape(image), np.int32)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
         self.status.info(f"Propagating {what}…")
         bridge = self._bridge
-        data = image.data[0] if image.multiscale else image.data
+        data = full_resolution(image)
         key = slice_cache_key(image, (0,))[0]  # the click dock caches slice i under (key, i) too
         start_worker(model.propagate, data, prompts, direction=opts.direction.value, start=start, stop=stop,
                      refine=bool(opts.refine.value), stop_after=int(opts.stop_after.value) or None,
@@ -256,12 +232,6 @@ class PropagateWidget(DockView):
                      on_frame=lambda t, plane: None if flag() else bridge.send((flag, t, np.array(plane))),
                      cancel=flag, on_return=lambda result: self._write(flag, target, result, used),
                      on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
-
-    def cancel(self) -> None:
-        """Stop after the current slice; nothing is written."""
-        if self._cancel is not None:
-            self._cancel.set()
-            self.status.info("Cancelling…")
 
     def _live_layer(self, image: Any, create: bool = False) -> Labels | None:
         for layer in plugin_layers(self.viewer, "propagating"):
@@ -283,19 +253,15 @@ class PropagateWidget(DockView):
             live.data[t] = plane
             live.refresh()
 
-    def _progress(self, done: int, total: int) -> None:
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(done)
-
     def _drop_live(self) -> None:
         for layer in plugin_layers(self.viewer, "propagating"):
             self.viewer.layers.remove(layer)
 
+    def _progress(self, done: int, total: int) -> None:
+        self._show_stage("frames", done, total)
+
     def _finished(self, flag: CancelFlag) -> None:
-        if flag is self._cancel:
-            self._cancel = None
-            self.run_button.setEnabled(True)
-            self.cancel_button.setEnabled(False)
+        if self._end_job(flag):
             self._drop_live()
 
     def _failed(self, flag: CancelFlag, err: BaseException) -> None:
@@ -312,7 +278,8 @@ class PropagateWidget(DockView):
             self.status.error("The Labels layer was deleted while propagating; nothing written.")
             return
         try:
-            record = write_new_labels(_labels_data(target), result)
+            result, renamed = renumber_taken_ids(result, full_resolution(target), used.new_ids)
+            record = write_new_labels(full_resolution(target), result)
         except ValueError as err:
             self.status.error(f"Cannot write the result: {error_text(err)}")
             return
@@ -322,9 +289,10 @@ class PropagateWidget(DockView):
         self.undo_button.setEnabled(True)
         used.forget()
         stopped = "".join(f"; object {oid} stopped at slice {s[0]}" for oid, s in result.stopped.items())
+        moved = "".join(f"; object {old} is {new} (id {old} was labelled meanwhile)" for old, new in renamed.items())
         self.status.info(f"Propagated objects {', '.join(map(str, result.object_ids))} through "
                          f"{int(result.tracked.sum())} slices: {record.pixels} px added to '{target.name}' "
-                         f"on slices {record.slices}{stopped}.")
+                         f"on slices {record.slices}{stopped}{moved}.")
 
     def undo(self) -> None:
         """Take the last propagation back (its pixels that still hold its ids go back to 0)."""
@@ -336,7 +304,7 @@ class PropagateWidget(DockView):
         if target not in self.viewer.layers:
             self.status.error(f"The Labels layer '{target.name}' was deleted; nothing undone.")
             return
-        record.undo(_labels_data(target))
+        record.undo(full_resolution(target))
         target.refresh()
         self.status.info(f"Undid the propagation ({record.pixels} px on slices {record.slices}).")
 
@@ -350,6 +318,7 @@ class _UsedPrompts:
     clicks: tuple = ()
     boxes: Any = None
     rects: list = field(default_factory=list)
+    new_ids: tuple[int, ...] = ()  # ids picked for the clicked and boxed objects (not in the labels at start)
 
     def forget(self) -> None:
         """Remove exactly these clicks and boxes (others, added meanwhile, stay)."""

@@ -30,13 +30,13 @@ from qtpy.QtWidgets import (
 from ..app.train import label_array, train_from_arrays
 from ..jobs import CancelFlag, Cancelled
 from ..training.data import DEFAULT_MERGE_GAP, DataError
+from ._job_dock import JobDock
 from ._layer_picker import LayerPicker
 from ._plot import TrainingPlot
-from ._slicing import layer_shape, slice_cache_key
+from ._slicing import full_resolution, layer_shape, slice_cache_key
 from ._torch_import import import_torch_compiler
-from ._views import NO_MODEL, DockView, StatusLabel, is_plugin_layer, scrolling_dock
-from ._workers import Bridge, cancel_when_destroyed, error_text, start_worker
-from ._workspace import unwrap, workspace_for
+from ._views import StatusLabel, is_plugin_layer, scrolling_dock
+from ._workers import error_text, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -66,15 +66,15 @@ def looks_like_label_png(layer: Any) -> bool:
     return bool(np.array_equal(sample[..., 0], sample[..., 1]) and np.array_equal(sample[..., 0], sample[..., 2]))
 
 
-def _training_job(model, candidates, image, labels, out, config, *, rgb, contrast_limits, val, slice_keys,
+def _training_job(model, candidates, image, labels, out, config, *, rgb, contrast_limits, gamma, val, slice_keys,
                   merge_gap, progress, on_epoch, cancel) -> "Trained":
     """The worker's job: torch's optimizer stack is imported here, off the GUI thread."""
     import_torch_compiler()
     image, labels = np.asarray(image), np.asarray(labels)
     if val is not None:
         val = (np.asarray(val[0]), np.asarray(val[1]), val[2])
-    return train_from_arrays(model, image, labels, out, config, rgb=rgb, contrast_limits=contrast_limits, val=val,
-                             slice_keys=slice_keys, candidates=candidates, merge_gap=merge_gap, progress=progress,
+    return train_from_arrays(model, image, labels, out, config, rgb=rgb, contrast_limits=contrast_limits,
+                             gamma=gamma, val=val, slice_keys=slice_keys, candidates=candidates, merge_gap=merge_gap, progress=progress,
                              on_epoch=on_epoch, cancel=cancel)
 
 
@@ -106,16 +106,14 @@ def _hyper_parameters() -> Container:
     ])
 
 
-class TrainingWidget(DockView):
+class TrainingWidget(JobDock):
     """Train the shift block on an annotated stack open in the viewer."""
 
+    cancelling_text = "Stopping after the current step…"
+
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
-        super().__init__()
-        self.viewer = unwrap(napari_viewer)
-        self.workspace = workspace_for(napari_viewer)
-        self._cancel: CancelFlag | None = None
+        super().__init__(napari_viewer)
         self.trained: Trained | None = None
-        self._bridge = Bridge()
         self._bridge.message.connect(self._on_message)
 
         v = self.viewer
@@ -146,10 +144,9 @@ class TrainingWidget(DockView):
         self.plot = TrainingPlot()
         self.status = StatusLabel("Pick an annotated image and its labels, then press Start.")
         self.start_button.clicked.connect(self.start)
-        self.stop_button.clicked.connect(self.stop)
+        self.stop_button.clicked.connect(self.cancel)
         self.use_button.clicked.connect(self.use_trained_block)
         scrolling_dock(self, self._panel())
-        cancel_when_destroyed(self, lambda: self._cancel)  # the viewer closed while training runs
 
     def _panel(self) -> QWidget:
         panel = QWidget()
@@ -197,22 +194,20 @@ class TrainingWidget(DockView):
 
     def cleanup(self) -> None:
         """Stop training and stop following the viewer's layers (the dock closed)."""
-        self.stop()
+        self.cancel()
         for picker in (self.image_picker, self.labels_picker, self.val_image_picker, self.val_labels_picker):
             picker.disconnect_viewer()
 
     # ------------------------------------------------------------------ run
-    @property
-    def running(self) -> bool:
-        """Whether training is running."""
-        return self._cancel is not None
+    def _buttons(self) -> None:
+        self.start_button.setEnabled(not self.running)
+        self.stop_button.setEnabled(self.running and not self._cancel())
 
     def _pair(self, image: Any, labels: Any, what: str) -> tuple[Any, Any, bool]:
         """Image data, label data and ``rgb``, checked cheaply (no copies)."""
         if image is None or labels is None:
             raise DataError(f"Pick the {what} image and its labels.")
-        img = image.data[0] if image.multiscale else image.data
-        lab = labels.data[0] if labels.multiscale else labels.data
+        img, lab = full_resolution(image), full_resolution(labels)
         spatial = np.shape(img)[:-1] if image.rgb else np.shape(img)
         lab = label_array(lab, spatial, labels.name)
         if not np.any(lab):
@@ -221,11 +216,7 @@ class TrainingWidget(DockView):
 
     def start(self) -> None:
         """Start training in a worker (everything slow happens there)."""
-        if self.running:
-            return
-        model = self.workspace.model
-        if model is None:
-            self.status.error(NO_MODEL)
+        if self.running or (model := self._model_or_complain()) is None:
             return
         out = self.out.value
         if not str(out).strip() or str(out) == "." or not Path(out).expanduser().parent.is_dir():
@@ -242,11 +233,9 @@ class TrainingWidget(DockView):
         except DataError as err:
             self.status.error(str(err))
             return
-        flag = self._cancel = CancelFlag()
+        flag = self._begin_job()
         self.plot.clear()
         self.trained = None
-        self.start_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
         self.use_button.setEnabled(False)
         self.status.info("Training… the viewer stays usable.")
         emit = self._bridge.send
@@ -254,26 +243,17 @@ class TrainingWidget(DockView):
                 else [slice_cache_key(image, ())])  # made here: the worker never touches the layer
         gap = float(self.form.merge_gap.value)
         start_worker(_training_job, model, self.workspace.candidates, img, lab, str(out), self.config(), rgb=rgb,
-                     contrast_limits=list(image.contrast_limits), val=val,
+                     contrast_limits=list(image.contrast_limits), gamma=float(image.gamma), val=val,
                      slice_keys=keys.__getitem__, merge_gap=gap,
                      progress=lambda stage, done, total: emit(("progress", stage, done, total)),
                      on_epoch=lambda log: emit(("epoch", log)), cancel=flag,
                      on_return=self._trained, on_error=lambda err: self._failed(flag, err),
-                     on_finish=lambda: self._finished(flag))
-
-    def stop(self) -> None:
-        """Ask the run to stop; it ends after the current step."""
-        if self._cancel is not None:
-            self._cancel.set()
-            self.stop_button.setEnabled(False)
-            self.status.info("Stopping after the current step…")
+                     on_finish=lambda: self._end_job(flag))
 
     def _on_message(self, msg: tuple) -> None:
         if msg[0] == "progress":
             _, stage, done, total = msg
-            self.progress.setFormat(f"{STAGES.get(stage, stage)} %v/%m")
-            self.progress.setRange(0, max(1, total))
-            self.progress.setValue(done)
+            self._show_stage(STAGES.get(stage, stage), done, total)
         elif msg[0] == "epoch":
             self.plot.add(msg[1])
 
@@ -282,12 +262,6 @@ class TrainingWidget(DockView):
             self.status.info("Stopped before the first epoch; no checkpoint was written.")
         else:
             self.status.error(f"Training failed: {error_text(err)}")
-
-    def _finished(self, flag: CancelFlag) -> None:
-        if flag is self._cancel:
-            self._cancel = None
-        self.start_button.setEnabled(True)
-        self.stop_button.setEnabled(False)
 
     def _trained(self, trained: "Trained") -> None:
         self.trained = trained

@@ -126,7 +126,7 @@ def propagate_from_slice(model, images, reference_index: int, reference_labels: 
                          target_labels: np.ndarray, *, method: str = "persam", refine: bool = False,
                          object_ids: Sequence[int] | None = None, targets: Sequence[int] | None = None,
                          method_options: Mapping | None = None, key: Hashable | None = None,
-                         rgb: bool | None = None, contrast_limits=None,
+                         rgb: bool | None = None, contrast_limits=None, gamma: float = 1.0,
                          progress: jobs.Progress | None = None, cancel: jobs.Cancel | None = None) -> OneShotOutcome:
     """Segment the stack from one annotated slice and merge the result into ``target_labels``.
 
@@ -148,6 +148,8 @@ def propagate_from_slice(model, images, reference_index: int, reference_labels: 
         Slices to segment (default: all but the reference).
     key : hashable, optional
         Cache key of the stack (e.g. the layer id); slice ``i`` is ``(key, i)``.
+    rgb, contrast_limits, gamma
+        How slices are mapped for the encoder (a layer's display settings).
 
     Raises :class:`napari_rpsam2.jobs.Cancelled` when ``cancel()`` turns true;
     ``target_labels`` is then unchanged.
@@ -155,7 +157,7 @@ def propagate_from_slice(model, images, reference_index: int, reference_labels: 
     if np.shape(target_labels)[0] != len(images) or np.shape(target_labels)[1:3] != np.shape(images[0])[:2]:
         raise ValueError(f"the label volume {np.shape(target_labels)} does not match the stack "
                          f"({len(images)} slices of {np.shape(images[0])[:2]})")
-    runner = make_method(method, model, refine=refine, rgb=rgb, contrast_limits=contrast_limits,
+    runner = make_method(method, model, refine=refine, rgb=rgb, contrast_limits=contrast_limits, gamma=gamma,
                          **dict(method_options or {}))
     results = segment_stack(runner, images, reference_index, reference_labels, object_ids=object_ids,
                             targets=targets, key=key, progress=progress, cancel=cancel)

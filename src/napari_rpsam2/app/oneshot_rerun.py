@@ -22,8 +22,8 @@ __all__ = ["RunHistory", "rerun_slice", "slice_masks"]
 
 
 def slice_masks(model, image: np.ndarray, points_rc: np.ndarray, labels: np.ndarray, object_ids: np.ndarray, *,
-                key: Hashable | None = None, rgb: bool | None = None,
-                contrast_limits=None) -> dict[int, np.ndarray]:
+                key: Hashable | None = None, rgb: bool | None = None, contrast_limits=None,
+                gamma: float = 1.0) -> dict[int, np.ndarray]:
     """One mask per object from its clicks as given (PerSAM's three decoder passes, no shift block).
 
     An object without a positive click gets an empty mask: deleting every
@@ -40,7 +40,7 @@ def slice_masks(model, image: np.ndarray, points_rc: np.ndarray, labels: np.ndar
             masks[int(oid)] = np.zeros(hw, bool)
             continue
         if emb is None:
-            emb = model.embed(image, key=key, rgb=rgb, contrast_limits=contrast_limits)
+            emb = model.embed(image, key=key, rgb=rgb, contrast_limits=contrast_limits, gamma=gamma)
         masks[int(oid)] = three_passes(model, emb, points_rc[mine], labels[mine])[-1].mask
     return masks
 

@@ -11,7 +11,7 @@ written.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .. import jobs
 from ..model.prompts import FramePrompt, PromptError
 from ..model.propagation import PropagationResult
 
-__all__ = ["PropagationUndo", "propagate_into_labels", "write_new_labels"]
+__all__ = ["PropagationUndo", "propagate_into_labels", "renumber_taken_ids", "write_new_labels"]
 
 
 @dataclass
@@ -57,6 +57,32 @@ class PropagationUndo:
             target[index] = plane
             changed.append(index)
         return changed
+
+
+def renumber_taken_ids(result: PropagationResult, target: np.ndarray,
+                       new_ids: Iterable[int]) -> tuple[PropagationResult, dict[int, int]]:
+    """Give fresh ids to new objects whose id the target holds by now.
+
+    The ids of new objects (clicks, boxes) are picked when a run starts, one
+    above the largest label then.  A person may label something with that id
+    while the run goes on; writing the result as it is would merge the two.
+    Returns the result with those objects renumbered above every id in use,
+    and ``{old id: new id}`` (empty when nothing was taken).
+    """
+    volume = np.asarray(target)
+    taken = [i for i in new_ids if i in result.object_ids and np.any(volume == i)]
+    if not taken:
+        return result, {}
+    top = max(int(volume.max()), *result.object_ids)
+    renamed = {old: top + 1 + k for k, old in enumerate(taken)}
+    lookup = np.arange(top + 1 + len(taken), dtype=np.int64)
+    for old, new in renamed.items():
+        lookup[old] = new
+    labels = lookup[result.labels].astype(result.labels.dtype)
+    ids = tuple(renamed.get(i, i) for i in result.object_ids)
+    stopped = {renamed.get(i, i): s for i, s in result.stopped.items()}
+    return replace(result, labels=labels, object_ids=ids, stopped=stopped), renamed
+
 
 def write_new_labels(target: np.ndarray, result: PropagationResult,
                      on_slice: Callable[[int], None] | None = None) -> PropagationUndo:

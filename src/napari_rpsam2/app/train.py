@@ -114,25 +114,25 @@ def _split(stack: AnnotatedStack, val: AnnotatedStack | None, val_fraction: floa
     return TrainingData(train, None, f"no validation ({why}); the best epoch is the lowest training loss")
 
 
-def data_from_arrays(image: np.ndarray, labels: np.ndarray, *, rgb: bool, contrast_limits=None,
+def data_from_arrays(image: np.ndarray, labels: np.ndarray, *, rgb: bool, contrast_limits=None, gamma: float = 1.0,
                      val: tuple[np.ndarray, np.ndarray, bool] | None = None, val_fraction: float = VAL_FRACTION,
                      seed: int = 0, merge_gap: float | None = None) -> TrainingData:
     """Training data from an image ``(N, H, W[, C])`` or ``(H, W[, C])`` and its labels.
 
     ``val`` is an optional separate ``(image, labels, rgb)``; ``contrast_limits``
-    is the display mapping the encoder should see (a layer's limits).
+    and ``gamma`` are the display mapping the encoder should see (a layer's).
     ``merge_gap``: binary-label regions closer than this many pixels are one
     object (``None``: the readers' default, 12 px; ``0``: every region apart).
     """
     spatial = np.shape(image)[:-1] if rgb else np.shape(image)
     stack = stack_from_arrays(image, label_array(labels, spatial), rgb=rgb, contrast_limits=contrast_limits,
-                              **_merge_kw(merge_gap))
+                              gamma=gamma, **_merge_kw(merge_gap))
     held = None
     if val is not None:
         v_img, v_lab, v_rgb = val
         v_spatial = np.shape(v_img)[:-1] if v_rgb else np.shape(v_img)
         held = stack_from_arrays(v_img, label_array(v_lab, v_spatial, "validation labels"), rgb=v_rgb,
-                                 contrast_limits=contrast_limits, **_merge_kw(merge_gap))
+                                 contrast_limits=contrast_limits, gamma=gamma, **_merge_kw(merge_gap))
     return _split(stack, held, val_fraction, seed)
 
 
@@ -152,23 +152,23 @@ def data_from_folders(images_dir: str | os.PathLike, labels_dir: str | os.PathLi
 
 
 def reuse_embeddings(model: "RPSAM2", slices: Iterable[tuple[np.ndarray, Hashable]], *, rgb: bool,
-                     contrast_limits=None) -> int:
+                     contrast_limits=None, gamma: float = 1.0) -> int:
     """Let training find the slices a viewer already embedded under its own cache keys.
 
     ``slices`` holds ``(plane, key)`` pairs: the click dock caches a slice
     under a key naming it (layer and index); training looks slices up by
     content.  Each plane cached under its key with the same display mapping
-    (and gamma 1, as training uses) is also filed under its content key, so
-    it is not encoded again.  Returns how many were found.
+    (contrast limits and gamma) is also filed under its content key, so it is
+    not encoded again.  Returns how many were found.
     """
     found = 0
     limits = None if contrast_limits is None else [float(c) for c in contrast_limits]
     for plane, key in slices:
         plane = np.asarray(plane)
-        if not model.is_cached(plane, contrast_limits=limits, rgb=rgb, key=key):
+        if not model.is_cached(plane, contrast_limits=limits, gamma=gamma, rgb=rgb, key=key):
             continue
-        emb = model.embed(plane, contrast_limits=limits, rgb=rgb, key=key)
-        content_key = slice_signature(plane, limits, 1.0, rgb) + "|" + model.backbone.weights_signature
+        emb = model.embed(plane, contrast_limits=limits, gamma=gamma, rgb=rgb, key=key)
+        content_key = slice_signature(plane, limits, gamma, rgb) + "|" + model.backbone.weights_signature
         if content_key not in model.cache:
             model.cache.put(content_key, emb)
         found += 1
@@ -236,7 +236,7 @@ def train(model: "RPSAM2", data: TrainingData, out: str | os.PathLike, config: "
 
 
 def train_from_arrays(model: "RPSAM2", image: np.ndarray, labels: np.ndarray, out: str | os.PathLike,
-                      config: "TrainConfig", *, rgb: bool, contrast_limits=None,
+                      config: "TrainConfig", *, rgb: bool, contrast_limits=None, gamma: float = 1.0,
                       val: tuple[np.ndarray, np.ndarray, bool] | None = None,
                       slice_keys: Callable[[int], Hashable] | None = None, candidates: CandidateCache | None = None,
                       merge_gap: float | None = None, val_fraction: float = VAL_FRACTION,
@@ -248,7 +248,7 @@ def train_from_arrays(model: "RPSAM2", image: np.ndarray, labels: np.ndarray, ou
     ``i`` of ``image`` (see :func:`reuse_embeddings`); ``candidates`` the
     workspace's grid-Dice cache.  Everything runs in the calling thread.
     """
-    data = data_from_arrays(image, labels, rgb=rgb, contrast_limits=contrast_limits, val=val,
+    data = data_from_arrays(image, labels, rgb=rgb, contrast_limits=contrast_limits, gamma=gamma, val=val,
                             val_fraction=val_fraction, seed=config.seed, merge_gap=merge_gap)
     if slice_keys is not None:
         spatial = np.shape(image)[:-1] if rgb else np.shape(image)
@@ -257,6 +257,6 @@ def train_from_arrays(model: "RPSAM2", image: np.ndarray, labels: np.ndarray, ou
             pairs: Iterable = [(image, slice_keys(0))] if lab.any() else []
         else:
             pairs = ((image[i], slice_keys(i)) for i in range(spatial[0]) if np.any(lab[i]))
-        reuse_embeddings(model, pairs, rgb=rgb, contrast_limits=contrast_limits)
+        reuse_embeddings(model, pairs, rgb=rgb, contrast_limits=contrast_limits, gamma=gamma)
     return train(model, data, out, config, candidates=candidates, progress=progress, on_epoch=on_epoch,
                  cancel=cancel)

@@ -26,7 +26,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["dice", "hd95", "image_diagonal", "HD95_CONVENTIONS"]
+__all__ = ["dice", "hd95", "image_diagonal", "HD95_CONVENTIONS", "mean_std"]
 
 HD95_CONVENTIONS = {
     "pooled": "95th percentile of the border-to-border distances of both directions pooled "
@@ -83,3 +83,8 @@ def hd95(pred: np.ndarray, gt: np.ndarray, convention: str = "pooled") -> float:
     if convention == "max-directed":
         return float(max(np.percentile(to_g[bp], 95), np.percentile(to_p[bg], 95)))
     return float(np.percentile(np.concatenate([to_g[bp], to_p[bg]]), 95))
+
+
+def mean_std(values) -> dict:
+    """``{"mean", "std"}`` of numbers (population std, ``ddof=0``), as the reports give them."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import jobs
 from ..model.prompts import FramePrompt
-from .metrics import dice, hd95
+from .metrics import dice, hd95, mean_std
 from .protocol import METHODS
 
 __all__ = ["evaluate_propagation", "first_frames", "draw_sequence_clicks"]
@@ -46,10 +46,6 @@ def draw_sequence_clicks(labels: Mapping[int, np.ndarray], seeds: Sequence[int])
         for o_i, pixels in enumerate(inside):
             out[s_i, o_i] = pixels[rng.integers(len(pixels))]
     return out
-
-
-def _mean_std(values) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
 def _score(result, labels, first) -> tuple[dict, dict]:
@@ -141,14 +137,14 @@ def _summarise(per_seed: list[tuple[dict, dict]], seeds, first, names) -> dict:
     per_class = {}
     for obj in first:
         cols = pick(lambda k: k[0] == obj)
-        per_class[names[obj]] = {"mDSC": _mean_std(100 * dsc[:, cols].mean(1)),
-                                 "mHD95": _mean_std(hd[:, cols].mean(1)), "objects": 1, "frames": len(cols)}
+        per_class[names[obj]] = {"mDSC": mean_std(100 * dsc[:, cols].mean(1)),
+                                 "mHD95": mean_std(hd[:, cols].mean(1)), "objects": 1, "frames": len(cols)}
     per_frame = {}
     for t in sorted({k[1] for k in keys}):
         cols = pick(lambda k: k[1] == t)
-        per_frame[str(t)] = {"mDSC": _mean_std(100 * dsc[:, cols].mean(1)), "mHD95": _mean_std(hd[:, cols].mean(1))}
+        per_frame[str(t)] = {"mDSC": mean_std(100 * dsc[:, cols].mean(1)), "mHD95": mean_std(hd[:, cols].mean(1))}
     return {
-        "mDSC": _mean_std(100 * dsc.mean(1)), "mHD95": _mean_std(hd.mean(1)),
+        "mDSC": mean_std(100 * dsc.mean(1)), "mHD95": mean_std(hd.mean(1)),
         "per_class": per_class, "per_frame": per_frame,
         "per_seed": [{"seed": s, "mDSC": float(100 * dsc[i].mean()), "mHD95": float(hd[i].mean())}
                      for i, s in enumerate(seeds)],

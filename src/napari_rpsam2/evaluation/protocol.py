@@ -28,7 +28,7 @@ import torch
 
 from ..jobs import Cancelled
 from ..model.backbone import logits_to_image
-from .metrics import HD95_CONVENTIONS, dice, hd95
+from .metrics import HD95_CONVENTIONS, dice, hd95, mean_std
 
 __all__ = ["evaluate", "draw_clicks", "summarize", "METHODS"]
 
@@ -48,10 +48,6 @@ def draw_clicks(stack, seeds: Sequence[int]) -> np.ndarray:
         for o_i, pixels in enumerate(inside):
             out[s_i, o_i] = pixels[rng.integers(len(pixels))]
     return out
-
-
-def _mean_std(values: np.ndarray) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
 def summarize(dsc: np.ndarray, hd: np.ndarray, classes: Sequence[str], seeds: Sequence[int]) -> dict:
@@ -77,13 +73,13 @@ def summarize(dsc: np.ndarray, hd: np.ndarray, classes: Sequence[str], seeds: Se
     per_class = {}
     for name in sorted(set(classes)):
         cols = [i for i, c in enumerate(classes) if c == name]
-        per_class[name] = {"mDSC": _mean_std(dsc[:, cols].mean(1)), "mHD95": _mean_std(hd[:, cols].mean(1)),
+        per_class[name] = {"mDSC": mean_std(dsc[:, cols].mean(1)), "mHD95": mean_std(hd[:, cols].mean(1)),
                            "objects": len(cols)}
     average = {key: {stat: float(np.mean([row[key][stat] for row in per_class.values()]))
                      for stat in ("mean", "std")} for key in ("mDSC", "mHD95")}
     return {
-        "mDSC": _mean_std(dsc.mean(1)),
-        "mHD95": _mean_std(hd.mean(1)),
+        "mDSC": mean_std(dsc.mean(1)),
+        "mHD95": mean_std(hd.mean(1)),
         "class_average": {**average, "classes": len(per_class)},
         "per_class": per_class,
         "per_seed": [{"seed": int(s), "mDSC": float(dsc[i].mean()), "mHD95": float(hd[i].mean())}
@@ -149,7 +145,8 @@ def evaluate(
         if cancel is not None and cancel():
             raise EvaluationCancelled("evaluation was cancelled")
         members = [i for i, o in enumerate(objects) if o.slice_index == index]
-        emb = model.embed(np.asarray(stack.images[index]), contrast_limits=stack.contrast_limits, rgb=stack.rgb)
+        emb = model.embed(np.asarray(stack.images[index]), contrast_limits=stack.contrast_limits,
+                          gamma=getattr(stack, "gamma", 1.0), rgb=stack.rgb)
         masks = [stack.object_mask(objects[i]) for i in members]
         flat = points[:, members].reshape(-1, 2)  # seed-major: row k is seed k // len(members)
         for method in methods:

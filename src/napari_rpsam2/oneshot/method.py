@@ -95,15 +95,16 @@ class OneShotMethod:
         The model (its embedding cache is used for every slice).
     refine : bool
         Move every generated positive click with the shift block first.
-    contrast_limits, rgb
+    contrast_limits, gamma, rgb
         How slices are mapped for the encoder (see ``RPSAM2.embed``).
     """
 
     name = "base"
 
-    def __init__(self, model, *, refine: bool = False, contrast_limits=None, rgb: bool | None = None) -> None:
+    def __init__(self, model, *, refine: bool = False, contrast_limits=None, gamma: float = 1.0,
+                 rgb: bool | None = None) -> None:
         self.model, self.refine = model, bool(refine)
-        self._embed_kw = {"contrast_limits": contrast_limits, "rgb": rgb}
+        self._embed_kw = {"contrast_limits": contrast_limits, "gamma": gamma, "rgb": rgb}
         self.reference: dict[int, ReferenceFeatures] = {}
         self.reference_image: np.ndarray | None = None
         self.reference_labels: np.ndarray | None = None

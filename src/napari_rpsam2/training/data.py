@@ -67,6 +67,8 @@ class AnnotatedStack:
         Whether the images have a colour axis.
     contrast_limits : (float, float) or None
         Display mapping used for the encoder (``None``: from the dtype).
+    gamma : float
+        Display gamma used for the encoder (a napari layer's ``gamma``).
     warnings : list of str
         Things that were skipped while reading (e.g. unmatched files).
     merge_gap : float or None
@@ -82,6 +84,7 @@ class AnnotatedStack:
     contrast_limits: tuple[float, float] | None = None
     warnings: list[str] = field(default_factory=list)
     merge_gap: float | None = None
+    gamma: float = 1.0
 
     def __len__(self) -> int:
         return len(self.names)
@@ -117,7 +120,7 @@ class AnnotatedStack:
 
         return AnnotatedStack(pick(self.images), pick(self.labels), [self.names[i] for i in idx],
                               dict(self.class_names), self.rgb, self.contrast_limits, list(self.warnings),
-                              self.merge_gap)
+                              self.merge_gap, self.gamma)
 
     def summary(self) -> dict:
         """JSON-friendly description (stored in checkpoint headers and reports)."""
@@ -185,6 +188,7 @@ def stack_from_arrays(
     contrast_limits: Sequence[float] | None = None,
     names: Sequence[str] | None = None,
     merge_gap: float = DEFAULT_MERGE_GAP,
+    gamma: float = 1.0,
 ) -> AnnotatedStack:
     """Build a stack from an image ``(N, H, W[, C])`` or ``(H, W[, C])`` and labels ``(N, H, W)``.
 
@@ -214,7 +218,7 @@ def stack_from_arrays(
     stack = AnnotatedStack(image, inst, list(names) if names else [f"slice {i}" for i in range(n)], classes,
                            bool(has_channels),
                            None if contrast_limits is None else tuple(float(c) for c in contrast_limits),
-                           merge_gap=gap if binary else None)
+                           merge_gap=gap if binary else None, gamma=float(gamma))
     if not stack.objects():
         raise DataError("the labels have no objects (all 0); paint at least one object before training "
                         "or evaluating")

@@ -144,7 +144,7 @@ def prepare_slices(model, stack: AnnotatedStack, config: TrainConfig, *, indices
         if cancel is not None and cancel():
             raise Cancelled("training was cancelled while embedding")
         embeddings[i] = model.embed(np.asarray(stack.images[i]), contrast_limits=stack.contrast_limits,
-                                    rgb=stack.rgb)
+                                    gamma=stack.gamma, rgb=stack.rgb)
         if progress is not None:
             progress("embeddings", done, len(chosen))
     todo = [o for o in objects if o.slice_index in embeddings]
@@ -156,7 +156,8 @@ def prepare_slices(model, stack: AnnotatedStack, config: TrainConfig, *, indices
             raise Cancelled("training was cancelled while computing candidates")
         i = obj.slice_index
         if i not in signatures:
-            signatures[i] = slice_signature(np.asarray(stack.images[i]), stack.contrast_limits, 1.0, stack.rgb)
+            signatures[i] = slice_signature(np.asarray(stack.images[i]), stack.contrast_limits, stack.gamma,
+                                            stack.rgb)
         mask = stack.object_mask(obj)
         grid = cache.grid_dice(model, embeddings[i], mask, image_signature=signatures[i],
                                object_id=obj.object_id, stride=config.grid_stride, refine=False)
