@@ -72,3 +72,22 @@ def test_candidate_cache_computes_once(model, frame0):
     edited[edited.nonzero()[0][0]] = False  # the label changed: recompute
     cache.grid_dice(model, emb, edited, image_signature=sig, object_id=1, stride=20)
     assert len(cache) == 2
+
+
+def test_refined_results_are_keyed_by_the_blocks_weights_not_the_object(model, moving_model, frame0):
+    """A refined heatmap is reused for the same weights in a new object, never for other weights."""
+    import copy
+
+    from napari_rpsam2 import RPSAM2
+
+    image, labels, emb = frame0
+    cache = CandidateCache()
+    sig = slice_signature(image, None, 1.0, None)
+    kwargs = dict(image_signature=sig, object_id=1, stride=40, refine=True)
+    first = cache.grid_dice(moving_model, emb, labels == 1, **kwargs)
+    same_weights = RPSAM2(model.backbone, shift_block=copy.deepcopy(moving_model.shift_block), cache=model.cache)
+    assert cache.grid_dice(same_weights, emb, labels == 1, **kwargs) is first
+    untrained = RPSAM2(model.backbone, cache=model.cache)
+    other = cache.grid_dice(untrained, emb, labels == 1, **kwargs)
+    assert other is not first and len(cache) == 2
+    assert not np.array_equal(other.dice, first.dice)  # the moving block gives other masks

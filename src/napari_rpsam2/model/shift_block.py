@@ -10,13 +10,14 @@ them once per image; each click then costs only its own attention query.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["ShiftBlockConfig", "ShiftBlock", "ImageContext"]
+__all__ = ["ShiftBlockConfig", "ShiftBlock", "ImageContext", "weights_digest"]
 
 ImageContext = list[tuple[torch.Tensor, torch.Tensor]]
 """Per block, keys and values of one image, each ``(heads, tokens, head_dim)``."""
@@ -169,3 +170,10 @@ def offset_is_identity(block: ShiftBlock) -> bool:
     )
 
 
+def weights_digest(block: ShiftBlock) -> str:
+    """Short content hash of a block's weights: equal for equal weights, whatever the object."""
+    digest = hashlib.blake2b(digest_size=12)
+    for name, tensor in block.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -8,6 +8,7 @@ results per (image, object, backbone, stride) and picks the candidates.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from ..evaluation.grid_dice import GridDice, default_stride, grid_dice, grid_points, mask_dice_batch
 from ..jobs import Cancelled
 from ..model.embedding import ImageEmbedding
+from ..model.shift_block import weights_digest
 
 __all__ = ["Cancelled", "GridDice", "CandidateCache", "default_stride", "grid_points", "grid_dice",
            "mask_dice_batch", "mask_digest"]
@@ -31,17 +33,20 @@ class CandidateCache:
 
     The object part of the key is its id plus a hash of its mask, so an
     edited label is recomputed.  Least-recently-used entries beyond
-    ``max_entries`` are dropped (a result is a few KiB).
+    ``max_entries`` are dropped (a result is a few KiB).  Safe to share
+    between threads (a heatmap and a training run of one viewer).
     """
 
     def __init__(self, max_entries: int = 4096) -> None:
         self.max_entries = int(max_entries)
         self._store: OrderedDict[tuple, GridDice] = OrderedDict()
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._store)
+        with self._lock:
+            return len(self._store)
 
     @staticmethod
     def key(image_signature: str, object_id: int, mask: np.ndarray, backbone: str,
@@ -52,20 +57,22 @@ class CandidateCache:
 
     def get(self, key: tuple) -> GridDice | None:
         """Cached result or ``None``."""
-        found = self._store.get(key)
-        if found is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._store.move_to_end(key)
-        return found
+        with self._lock:
+            found = self._store.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._store.move_to_end(key)
+            return found
 
     def put(self, key: tuple, value: GridDice) -> None:
         """Store a result."""
-        self._store[key] = value
-        self._store.move_to_end(key)
-        while len(self._store) > self.max_entries:
-            self._store.popitem(last=False)
+        with self._lock:
+            self._store[key] = value
+            self._store.move_to_end(key)
+            while len(self._store) > self.max_entries:
+                self._store.popitem(last=False)
 
     def grid_dice(self, model, embedding: ImageEmbedding, mask: np.ndarray, *, image_signature: str,
                   object_id: int, stride: int | None = None, refine: bool = False, chunk_size: int | None = None,
@@ -74,7 +81,7 @@ class CandidateCache:
         backbone = model.backbone.weights_signature
         key = self.key(image_signature, object_id, mask, backbone, stride, refine)
         if refine:  # a refined heatmap also depends on the shift block's weights
-            key = key + (id(model.shift_block), getattr(model, "_block_version", 0))
+            key = key + (weights_digest(model.shift_block),)
         found = self.get(key)
         if found is None:
             found = grid_dice(model, embedding, mask, stride=stride, refine=refine, chunk_size=chunk_size,
@@ -84,4 +91,5 @@ class CandidateCache:
 
     def clear(self) -> None:
         """Forget everything."""
-        self._store.clear()
+        with self._lock:
+            self._store.clear()
