@@ -1,8 +1,9 @@
 """Screenshot of the click dock in use, driven by real canvas events: ``xvfb-run -a python docs/make_click_screenshot.py``.
 
-A 1280×800 window on the sample stack: one object committed, then two positive
-clicks and one negative click on the next object, with the refined clicks and
-their arrows.  Random SAM2 weights (no network here): the masks mean nothing.
+A 1280×800 window on the sample stack: one object committed, then a box drawn
+around the next object (Draw box and a drag), two positive clicks and one
+negative click on it, with the refined clicks and their arrows.  Random SAM2
+weights (no network here): the masks mean nothing.
 """
 import pathlib
 
@@ -10,8 +11,9 @@ import napari
 import torch
 from napari.settings import get_settings
 
-from _gui_script import click, grab, press, wait
+from _gui_script import click, drag, grab, press, wait
 from napari_rpsam2 import RPSAM2
+from napari_rpsam2._widgets._views import plugin_layers
 from napari_rpsam2._widgets._workspace import workspace_for
 from napari_rpsam2.model import ShiftBlock, ShiftBlockConfig
 
@@ -38,6 +40,10 @@ prompts = dock.layers()["prompts"]
 click(viewer, prompts, [0, 80.0, 260.0])  # the knife: commit it
 wait(lambda: dock.preview_mask() is not None and not dock.busy)
 press(dock.commit_button)
+press(dock.box_button)
+(box_layer,) = plugin_layers(viewer, "click box")
+drag(viewer, box_layer, [0, 110.0, 20.0], [0, 230.0, 150.0])  # around the forceps
+wait(lambda: dock.preview_mask() is not None and not dock.busy)
 click(viewer, prompts, [0, 200.0, 50.0])
 click(viewer, prompts, [0, 150.0, 110.0])
 click(viewer, prompts, [0, 40.0, 60.0], shift=True)

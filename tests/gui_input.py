@@ -12,6 +12,8 @@ API (stable, shared by the GUI tests):
 - ``data_to_canvas(viewer, layer, data_rc)`` — canvas pixel ``(x, y)`` of a layer's data point.
 - ``click_canvas(qtbot, viewer, layer, data_rc, modifiers=Qt.NoModifier, button=Qt.LeftButton)``
   — press and release (no movement: napari sees a click) at that data point.
+- ``drag_canvas(qtbot, viewer, layer, start_rc, end_rc)`` — press, move with the button held, release
+  (e.g. a rectangle in a Shapes layer's add-rectangle mode).
 - ``press_key(qtbot, viewer, key, modifiers=Qt.NoModifier)`` — a key press on the canvas
   (``key`` a ``Qt.Key`` or one character, e.g. ``"C"``).
 - ``click_button(qtbot, button)`` — a left click on a Qt button.
@@ -23,10 +25,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QPoint, Qt
+from qtpy.QtCore import QPoint, QPointF, Qt
+from qtpy.QtGui import QMouseEvent
 from qtpy.QtTest import QTest
+from qtpy.QtWidgets import QApplication
 
-__all__ = ["show_viewer", "canvas_widget", "data_to_canvas", "click_canvas", "press_key", "click_button"]
+__all__ = ["show_viewer", "canvas_widget", "data_to_canvas", "click_canvas", "drag_canvas", "press_key",
+           "click_button"]
 
 
 def canvas_widget(viewer: Any) -> Any:
@@ -86,6 +91,29 @@ def click_canvas(qtbot: Any, viewer: Any, layer: Any, data_rc: Sequence[float],
     QTest.mouseRelease(widget, button, modifiers, pos)
     qtbot.wait(1)  # let queued Qt events (layer updates) run
     return pos
+
+
+def drag_canvas(qtbot: Any, viewer: Any, layer: Any, start_rc: Sequence[float], end_rc: Sequence[float],
+                steps: int = 6) -> tuple[QPoint, QPoint]:
+    """Press at ``start_rc``, move with the left button held, release at ``end_rc`` (data coordinates)."""
+    show_viewer(qtbot, viewer)
+    widget = canvas_widget(viewer)
+    (x0, y0), (x1, y1) = data_to_canvas(viewer, layer, start_rc), data_to_canvas(viewer, layer, end_rc)
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    mods = Qt.KeyboardModifier.NoModifier
+
+    def send(kind: Any, x: float, y: float, button: Any, buttons: Any) -> None:
+        pos = QPointF(x, y)
+        QApplication.sendEvent(widget, QMouseEvent(kind, pos, widget.mapToGlobal(pos), button, buttons, mods))
+
+    send(QMouseEvent.Type.MouseMove, x0, y0, none, none)
+    send(QMouseEvent.Type.MouseButtonPress, x0, y0, left, left)
+    for k in range(1, steps + 1):
+        send(QMouseEvent.Type.MouseMove, x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps, none, left)
+        qtbot.wait(5)
+    send(QMouseEvent.Type.MouseButtonRelease, x1, y1, left, none)
+    qtbot.wait(10)
+    return QPoint(int(x0), int(y0)), QPoint(int(x1), int(y1))
 
 
 _KEY_NAMES = {"delete": Qt.Key.Key_Delete, "backspace": Qt.Key.Key_Backspace, "escape": Qt.Key.Key_Escape}

@@ -89,3 +89,26 @@ def test_refine_toggle_invalidates_the_preview(model, frame0):
     session.toggle_refine()
     assert toggled == [False] and session.preview is None
     assert session.segment(model, image).refine is False
+
+
+def test_a_box_per_slice_alone_or_with_clicks_clipped_and_cleared(model, frame0):
+    image, labels, _ = frame0
+    session = ClickSession((2, *labels.shape))
+    changed = []
+    session.events.box_changed.connect(changed.append)
+    h, w = labels.shape
+    assert session.set_box((1,), (40, 400, -20, 100))  # dragged up-left and past the border
+    assert session.box((1,)) == (0.0, 100.0, 40.0, float(w - 1)) and session.box((0,)) is None
+    assert changed == [(1,)]
+    request = session.request((1,))  # a box alone is enough, no click needed
+    assert request.box == session.box((1,)) and request.points.shape == (0, 2)
+    assert not session.set_box((0,), (h + 5, 0, h + 50, 10)) and session.box((0,)) is None  # outside: refused
+    session.add_click((1,), 20, 150, positive=False)
+    request = session.request((1,))
+    assert request.labels.tolist() == [0] and request.box is not None  # negative click + box: fine
+    preview = session.segment(model, image, (1,))
+    expected = model.segment(image, [[20, 150]], [0], True, box=session.box((1,))).mask
+    np.testing.assert_array_equal(preview.mask, expected)
+    session.clear((1,))
+    assert session.box((1,)) is None and session.clicks((1,)) == () and session.preview is None
+    assert session.request((1,)) is None

@@ -15,12 +15,9 @@ pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
 from napari.layers import Labels, Points  # noqa: E402
-from qtpy.QtCore import QPoint, QPointF, Qt  # noqa: E402
-from qtpy.QtGui import QMouseEvent  # noqa: E402
-from qtpy.QtWidgets import QApplication  # noqa: E402
 
 from gui_forms import tick, type_into  # noqa: E402
-from gui_input import canvas_widget, click_button, click_canvas, data_to_canvas, show_viewer  # noqa: E402
+from gui_input import click_button, click_canvas, drag_canvas  # noqa: E402
 from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2._widgets._views import plugin_layers  # noqa: E402
 from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
@@ -74,28 +71,6 @@ def click_and_commit(qtbot, viewer, clicks, where):
 def open_dock(viewer):
     _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", DOCK)
     return dock
-
-
-def drag_canvas(qtbot, viewer, layer, start_rc, end_rc, steps=6):
-    """Press at ``start_rc``, move with the button held, release at ``end_rc`` (data coordinates)."""
-    show_viewer(qtbot, viewer)
-    widget = canvas_widget(viewer)
-    (x0, y0), (x1, y1) = data_to_canvas(viewer, layer, start_rc), data_to_canvas(viewer, layer, end_rc)
-    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
-    mods = Qt.KeyboardModifier.NoModifier
-
-    def send(kind, x, y, button, buttons):
-        pos = QPointF(x, y)
-        QApplication.sendEvent(widget, QMouseEvent(kind, pos, widget.mapToGlobal(pos), button, buttons, mods))
-
-    send(QMouseEvent.Type.MouseMove, x0, y0, none, none)
-    send(QMouseEvent.Type.MouseButtonPress, x0, y0, left, left)
-    for k in range(1, steps + 1):
-        send(QMouseEvent.Type.MouseMove, x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps, none, left)
-        qtbot.wait(5)
-    send(QMouseEvent.Type.MouseButtonRelease, x1, y1, left, none)
-    qtbot.wait(10)
-    return QPoint(int(x0), int(y0)), QPoint(int(x1), int(y1))
 
 
 def wait_done(qtbot, dock):

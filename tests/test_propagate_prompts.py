@@ -28,3 +28,10 @@ def test_a_rectangle_dragged_past_the_border_is_clipped_and_keeps_its_slice():
     assert rectangle_box(vertices, (256, 320)) == (2, (0.0, 10.0, 30.0, 319.0))
     (p,) = box_prompts([vertices], (256, 320), first_id=4)
     assert (p.slice, p.object, p.box) == (2, 4, (0.0, 10.0, 30.0, 319.0))
+
+
+def test_the_click_docks_box_joins_its_clicks_and_stands_alone_without_them():
+    p = click_prompt([Click(4.0, 5.0, False)], 3, 9, box=(1.0, 2.0, 8.0, 9.0))
+    assert (p.slice, p.object, p.box) == (3, 9, (1.0, 2.0, 8.0, 9.0)) and p.labels.tolist() == [0]
+    alone = click_prompt([], 3, 9, box=(1.0, 2.0, 8.0, 9.0))
+    assert alone.points is None and alone.box == (1.0, 2.0, 8.0, 9.0)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..model.prompts import FramePrompt
 
-__all__ = ["box_prompts", "click_prompt", "mask_prompts", "rectangle_box"]
+__all__ = ["box_prompts", "click_prompt", "mask_prompts", "rectangle_box", "rectangle_on_slice"]
 
 
 def mask_prompts(plane: np.ndarray, index: int) -> list[FramePrompt]:
@@ -23,30 +23,39 @@ def mask_prompts(plane: np.ndarray, index: int) -> list[FramePrompt]:
     return [FramePrompt(index, oid, mask=plane == oid) for oid in ids]
 
 
-def click_prompt(clicks: Sequence[Any], index: int, object_id: int) -> FramePrompt | None:
-    """The click dock's clicks of slice ``index`` as one object, or ``None`` without a positive click.
+def click_prompt(clicks: Sequence[Any], index: int, object_id: int,
+                 box: Sequence[float] | None = None) -> FramePrompt | None:
+    """The click dock's clicks (and box) of slice ``index`` as one object; ``None`` without a positive click or box.
 
     ``clicks`` are :class:`~napari_rpsam2.app.click_session.Click` objects (``row``, ``col``, ``positive``).
     """
-    if not any(c.positive for c in clicks):
+    if box is None and not any(c.positive for c in clicks):
         return None
-    points = np.array([[c.row, c.col] for c in clicks], dtype=float)
+    points = np.array([[c.row, c.col] for c in clicks], dtype=float).reshape(-1, 2)
     labels = np.array([int(c.positive) for c in clicks], dtype=np.int64)
-    return FramePrompt(index, object_id, points=points, labels=labels)
+    return FramePrompt(index, object_id, points=points if len(points) else None,
+                       labels=labels if len(points) else None, box=None if box is None else tuple(box))
 
 
-def rectangle_box(vertices: np.ndarray, image_hw: tuple[int, int]) -> tuple[int, tuple[float, ...]]:
-    """``(slice, (top, left, bottom, right))`` of a rectangle drawn on a 3D Shapes layer (data coordinates).
+def rectangle_on_slice(vertices: np.ndarray, image_hw: tuple[int, int]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """``(slice index, (top, left, bottom, right))`` of a rectangle drawn on a Shapes layer (data coordinates).
 
-    The box is clipped to the image, so a rectangle dragged a little past the
-    border still counts.
+    The index has one entry per leading axis (``()`` on a 2D image).  The box
+    is clipped to the image, so a rectangle dragged a little past the border
+    still counts.
     """
     v = np.asarray(vertices, dtype=float)
-    index = round(float(v[0, 0]))
+    index = tuple(round(float(x)) for x in v[0, :-2])
     h, w = image_hw
     top, left = np.clip(v[:, -2].min(), 0, h - 1), np.clip(v[:, -1].min(), 0, w - 1)
     bottom, right = np.clip(v[:, -2].max(), 0, h - 1), np.clip(v[:, -1].max(), 0, w - 1)
     return index, (float(top), float(left), float(bottom), float(right))
+
+
+def rectangle_box(vertices: np.ndarray, image_hw: tuple[int, int]) -> tuple[int, tuple[float, ...]]:
+    """``(slice, (top, left, bottom, right))`` of a rectangle drawn on a 3D Shapes layer (data coordinates)."""
+    index, box = rectangle_on_slice(vertices, image_hw)
+    return index[0], box
 
 
 def box_prompts(rectangles: Sequence[np.ndarray], image_hw: tuple[int, int], first_id: int) -> list[FramePrompt]:

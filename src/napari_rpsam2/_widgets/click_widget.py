@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QPushBut
 
 from ..app.click_session import ClickSession, Preview
 from ..model.shift_block import offset_is_identity
+from ._click_box import BoxInput
 from ._click_input import NEGATIVE_MODIFIER, ClickInput
 from ._click_layers import ClickLayers
 from ._commit import commit_target
@@ -58,6 +59,7 @@ class ClickWidget(DockView):
         self.session: ClickSession | None = None
         self._layers: ClickLayers | None = None
         self._input: ClickInput | None = None
+        self._box: BoxInput | None = None
         self._busy = self._dirty = False
         self.settings = ModelSettings(self.workspace)
         self.image_picker = LayerPicker(self.viewer, (Image,))
@@ -68,6 +70,9 @@ class ClickWidget(DockView):
         self.precompute_box = QCheckBox("Embed other slices in the background")
         self.precompute_box.setChecked(True)
         self.block_label = QLabel("Shift block: –")
+        self.box_button = QPushButton("Draw box")
+        self.box_button.setToolTip("Drag a rectangle around the object on this slice; SAM2 takes it with the clicks.\n"
+                                   "One box per slice: a new one replaces it. Clear (Shift-X) removes it.")
         self.commit_button = QPushButton(f"Commit ({KEYS['commit']})")
         self.commit_button.setToolTip("Write the preview into the target Labels layer under the next free id.\n"
                                       "Only background pixels (0) are written: other objects are never overwritten.")
@@ -92,6 +97,7 @@ class ClickWidget(DockView):
         self._on_image()
 
     def _connect(self) -> None:
+        self.box_button.clicked.connect(self.draw_box)
         self.commit_button.clicked.connect(self.commit)
         self.clear_button.clicked.connect(self.clear)
         self.undo_button.clicked.connect(self.undo)
@@ -117,15 +123,16 @@ class ClickWidget(DockView):
         help_text = QLabel(f"<b>Click</b> on the image: object (green) · <b>{NEGATIVE_MODIFIER}-click</b>: "
                            f"background (red). Keys: {KEYS['commit']} commit · {KEYS['clear']} clear · "
                            f"{KEYS['toggle']} RP-SAM2 / SAM2. Delete a click: select it on the clicks layer, "
-                           "press Delete.")
+                           "press Delete. <b>Draw box</b>: a rectangle around the object, with or without clicks.")
         help_text.setWordWrap(True)
         lay.addWidget(help_text)
         lay.addWidget(self.refine_box)
         lay.addWidget(self.block_label)
-        row = QHBoxLayout()
-        for b in (self.commit_button, self.clear_button, self.undo_button):
-            row.addWidget(b)
-        lay.addLayout(row)
+        for buttons in ((self.box_button,), (self.commit_button, self.clear_button, self.undo_button)):
+            row = QHBoxLayout()
+            for b in buttons:
+                row.addWidget(b)
+            lay.addLayout(row)
         lay.addWidget(self.precompute_box)
         lay.addWidget(self.embedder)
         lay.addWidget(self.status)
@@ -184,10 +191,9 @@ class ClickWidget(DockView):
         self.session = session
         self._layers = ClickLayers(self.viewer, image)
         self._input = ClickInput(self._layers, session, self._current_index, self.status.error)
-        session.events.message.connect(self._on_message)
-        session.events.preview_changed.connect(self._on_preview)
-        session.events.clicks_changed.connect(self._on_clicks)
-        session.events.refine_changed.connect(self._on_clicks)
+        self._box = BoxInput(self.viewer, image, session, on_drawn=self._layers.activate)
+        for sig, slot in self._session_slots():
+            sig.connect(slot)
         image.events.contrast_limits.connect(self._on_mapping)
         image.events.gamma.connect(self._on_mapping)
         self._layers.show_clicks(session)
@@ -198,18 +204,22 @@ class ClickWidget(DockView):
 
     def _detach(self) -> None:
         """Stop listening to the current image's session and layers (they stay)."""
-        if self._input is not None:
-            self._input.disconnect()
+        for view in (self._input, self._box):
+            if view is not None:
+                view.disconnect()
         if self.session is not None:
-            for sig, slot in ((self.session.events.message, self._on_message),
-                              (self.session.events.preview_changed, self._on_preview),
-                              (self.session.events.clicks_changed, self._on_clicks),
-                              (self.session.events.refine_changed, self._on_clicks)):
+            for sig, slot in self._session_slots():
                 sig.disconnect(slot)
         if self._layers is not None:
             self._layers.image.events.contrast_limits.disconnect(self._on_mapping)
             self._layers.image.events.gamma.disconnect(self._on_mapping)
-        self.session, self._layers, self._input = None, None, None
+        self.session, self._layers, self._input, self._box = None, None, None, None
+
+    def _session_slots(self) -> list[tuple[Any, Any]]:
+        ev = self.session.events
+        return [(ev.message, self._on_message), (ev.preview_changed, self._on_preview),
+                (ev.clicks_changed, self._on_clicks), (ev.box_changed, self._on_clicks),
+                (ev.refine_changed, self._on_clicks)]
 
     def layers(self) -> dict[str, Any]:
         """The dock's layers of the chosen image by role (``prompts``, ``refined``, ``arrows``, ``preview``)."""
@@ -242,11 +252,7 @@ class ClickWidget(DockView):
         self._schedule()
 
     def _on_mapping(self, *_: Any) -> None:
-        """Contrast limits or gamma changed: SAM2 must see the image as it is shown now.
-
-        The slices are embedded again once the slider rests (the running job
-        keeps going until then: its embeddings are cached under the old mapping).
-        """
+        """Contrast limits or gamma changed: segment again, and embed the slices again once the slider rests."""
         if self.session is not None:
             self.session.invalidate()
         self._mapping_timer.start()
@@ -298,7 +304,7 @@ class ClickWidget(DockView):
         self._busy = True
         session, layer = self.session, sl.layer
         start_worker(model.segment, sl.plane, request.points, request.labels, request.refine, rgb=sl.rgb,
-                     key=sl.key, contrast_limits=layer.contrast_limits, gamma=layer.gamma,
+                     key=sl.key, box=request.box, contrast_limits=layer.contrast_limits, gamma=layer.gamma,
                      on_return=lambda res: session.accept(request, res),
                      on_error=lambda err: session.reject(request, error_text(err)), on_finish=self._segment_done)
 
@@ -342,6 +348,14 @@ class ClickWidget(DockView):
             return
         if self.session is not None:
             self.session.clear(index)
+
+    def draw_box(self) -> None:
+        """Select the image's box layer in rectangle mode: the next drag on the canvas draws the box."""
+        if self._box is None:
+            self.status.error("No image layer: open an image (or File ▸ Open Sample ▸ RP-SAM2).")
+            return
+        self._box.start_drawing()
+        self.status.info("Drag a rectangle around the object on this slice (a new one replaces the old).")
 
     def toggle_refine(self) -> None:
         """Switch between RP-SAM2 and plain SAM2."""

@@ -182,13 +182,15 @@ class PropagateWidget(JobDock):
         next_id = int(np.max(volume)) + 1 if np.size(volume) else 1
         parts = [f"{len(prompts)} committed object(s) on slice {index}"] if prompts else []
         session = self.workspace.click_sessions.get(image.unique_id)
-        clicked = None if session is None else click_prompt(session.clicks((index,)), index, next_id)
+        clicked = (None if session is None else
+                   click_prompt(session.clicks((index,)), index, next_id, box=session.box((index,))))
         used = _UsedPrompts()
         if clicked is not None:
             used.session, used.index, used.clicks = session, (index,), session.clicks((index,))
+            used.click_box = session.box((index,))
             used.new_ids += (next_id,)
             prompts.append(clicked)
-            parts.append(f"the clicks on slice {index} (object {next_id})")
+            parts.append(f"the click dock's prompt on slice {index} (object {next_id})")
             next_id += 1
         boxes = self.box_layer()
         rects = [v for v, kind in zip(boxes.data, boxes.shape_type) if kind == "rectangle"] if boxes else []
@@ -316,6 +318,7 @@ class _UsedPrompts:
     session: Any = None
     index: tuple[int, ...] = ()
     clicks: tuple = ()
+    click_box: tuple | None = None  # the click dock's box of that slice
     boxes: Any = None
     rects: list = field(default_factory=list)
     new_ids: tuple[int, ...] = ()  # ids picked for the clicked and boxed objects (not in the labels at start)
@@ -324,6 +327,8 @@ class _UsedPrompts:
         """Remove exactly these clicks and boxes (others, added meanwhile, stay)."""
         if self.session is not None:
             self.session.set_clicks(self.index, [c for c in self.session.clicks(self.index) if c not in self.clicks])
+            if self.click_box is not None and self.session.box(self.index) == self.click_box:
+                self.session.set_box(self.index, None)
         if self.boxes is not None and len(self.boxes.data):
             gone = {i for i, v in enumerate(self.boxes.data)
                     if any(v.shape == r.shape and np.allclose(v, r) for r in self.rects)}

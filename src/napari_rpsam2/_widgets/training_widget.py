@@ -74,8 +74,8 @@ def _training_job(model, candidates, image, labels, out, config, *, rgb, contras
     if val is not None:
         val = (np.asarray(val[0]), np.asarray(val[1]), val[2])
     return train_from_arrays(model, image, labels, out, config, rgb=rgb, contrast_limits=contrast_limits,
-                             gamma=gamma, val=val, slice_keys=slice_keys, candidates=candidates, merge_gap=merge_gap, progress=progress,
-                             on_epoch=on_epoch, cancel=cancel)
+                             gamma=gamma, val=val, slice_keys=slice_keys, candidates=candidates, merge_gap=merge_gap,
+                             progress=progress, on_epoch=on_epoch, cancel=cancel)
 
 
 def _hyper_parameters() -> Container:

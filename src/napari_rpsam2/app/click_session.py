@@ -1,4 +1,4 @@
-"""The click session: clicks per slice, the live preview, commits and their undo — without Qt.
+"""The click session: clicks and a box per slice, the live preview, commits and their undo — without Qt.
 
 A front end (the click dock, a script, a test) feeds user actions into a
 :class:`ClickSession` and shows what its :attr:`ClickSession.events` report.
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["Click", "ClickSession", "ClickSessionEvents", "Preview", "SegmentRequest"]
 
 Index = tuple[int, ...]
+Box = tuple[float, float, float, float]
+"""``(top, left, bottom, right)`` in image pixels."""
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,14 @@ class Click:
 
 @dataclass(frozen=True)
 class SegmentRequest:
-    """What to segment for the clicks of one slice, stamped with the session's generation."""
+    """What to segment for the clicks (and box) of one slice, stamped with the session's generation."""
 
     generation: int
     index: Index
     points: np.ndarray
     labels: np.ndarray
     refine: bool
+    box: Box | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class ClickSessionEvents(SignalGroup):
 
     clicks_changed = Signal(tuple)
     """The clicks of a slice changed (argument: the slice index)."""
+    box_changed = Signal(tuple)
+    """The box of a slice was drawn, changed or removed (argument: the slice index)."""
     preview_changed = Signal(object)
     """A new preview, or ``None`` when there is none."""
     refine_changed = Signal(bool)
@@ -119,6 +124,7 @@ class ClickSession:
         self.target_alive: Callable[[Any], bool] = lambda target: True
         """Whether an earlier commit's target still exists (the view says; a layer may be deleted)."""
         self._clicks: dict[Index, tuple[Click, ...]] = {}
+        self._boxes: dict[Index, Box] = {}
         self._preview: Preview | None = None
         self._undo: list[tuple[Any, CommitRecord]] = []
         self._refine = True
@@ -166,7 +172,7 @@ class ClickSession:
         self.generation += 1
         if self._preview is not None and self._preview.index == index:
             self._set_preview(None)
-        if not kept:
+        if not kept and self.box(index) is None:
             self._say("info", "No clicks on this slice: click on an object (Shift-click: background).")
         self.events.clicks_changed.emit(index)
 
@@ -177,9 +183,54 @@ class ClickSession:
         self.set_clicks(index, clicks)
 
     def clear(self, index: Index) -> None:
-        """Remove the clicks of a slice and its preview."""
+        """Remove the clicks and the box of a slice, and its preview."""
         self.set_clicks(index, ())
+        self.set_box(index, None)
         self.invalidate()
+
+    # ------------------------------------------------------------------ boxes
+    def box(self, index: Index) -> Box | None:
+        """The box of slice ``index``, or ``None``."""
+        return self._boxes.get(tuple(index))
+
+    def boxes(self) -> dict[Index, Box]:
+        """Every slice that has a box, with its box."""
+        return dict(self._boxes)
+
+    def set_box(self, index: Index, box: Sequence[float] | None) -> bool:
+        """Give slice ``index`` a box (SAM2 takes it with the clicks), or remove it with ``None``.
+
+        The box is clipped to the image; one lying outside it is refused
+        (message, False).  Clicks are not needed with a box.
+        """
+        index = self._check_index(index)
+        if box is not None:
+            box = self._clip_box(box)
+            if box is None:
+                self._say("error", "The box lies outside the image and was not kept: draw it over the object.")
+                return False
+        if box == self.box(index):
+            return True
+        if box is None:
+            self._boxes.pop(index, None)
+        else:
+            self._boxes[index] = box
+        self.generation += 1
+        if self._preview is not None and self._preview.index == index:
+            self._set_preview(None)
+        self.events.box_changed.emit(index)
+        return True
+
+    def _clip_box(self, box: Sequence[float]) -> Box | None:
+        """``(top, left, bottom, right)`` sorted and clipped to the pixel centres; None if nothing is left."""
+        top, left, bottom, right = (float(v) for v in box)
+        top, bottom = sorted((top, bottom))
+        left, right = sorted((left, right))
+        h, w = self.shape[-2:]
+        clipped = (max(top, 0.0), max(left, 0.0), min(bottom, h - 1.0), min(right, w - 1.0))
+        if clipped[0] >= clipped[2] or clipped[1] >= clipped[3]:
+            return None
+        return clipped
 
     def _check_index(self, index: Index) -> Index:
         index = tuple(int(i) for i in index)
@@ -219,15 +270,16 @@ class ClickSession:
     def request(self, index: Index) -> SegmentRequest | None:
         """What to segment for slice ``index``; ``None`` (preview dropped, message) when nothing can be."""
         index = self._check_index(index)
-        clicks = self.clicks(index)
-        if not any(c.positive for c in clicks):
+        clicks, box = self.clicks(index), self.box(index)
+        if box is None and not any(c.positive for c in clicks):
             self._set_preview(None)
             if clicks:
-                self._say("error", "Only negative clicks on this slice: add a positive click on the object.")
+                self._say("error", "Only negative clicks on this slice: add a positive click on the object "
+                                   "(or draw a box around it).")
             return None
-        points = np.array([[c.row, c.col] for c in clicks], dtype=float)
+        points = np.array([[c.row, c.col] for c in clicks], dtype=float).reshape(-1, 2)
         labels = np.array([int(c.positive) for c in clicks], dtype=np.int64)
-        return SegmentRequest(self.generation, index, points, labels, self._refine)
+        return SegmentRequest(self.generation, index, points, labels, self._refine, box)
 
     def accept(self, request: SegmentRequest, result: "SegmentResult") -> bool:
         """Show ``result`` unless the clicks changed since ``request`` (then it is stale: False)."""
@@ -249,7 +301,7 @@ class ClickSession:
         request = self.request(index)
         if request is None:
             return None
-        result = model.segment(plane, request.points, request.labels, request.refine, **mapping)
+        result = model.segment(plane, request.points, request.labels, request.refine, box=request.box, **mapping)
         self.accept(request, result)
         return self._preview
 
