@@ -96,3 +96,21 @@ def test_raw_pixel_coordinates_are_half_a_pixel_off(model, frame0, predictor):
     ours, _ = _ours(model, emb, [click], [1], True)
     naive, _, _ = _theirs(predictor, np.array([[click[1], click[0]]]), [1], True)
     assert not torch.allclose(ours.clamp(-32, 32), naive, rtol=1e-4, atol=1e-4)
+
+
+BOX = (60.0, 40.0, 200.0, 260.0)  # top, left, bottom, right in pixels
+
+
+@pytest.mark.parametrize("clicks, labels", [([], []), ([(128.0, 160.0)], [1]), ([(100.0, 100.0)], [0])])
+def test_a_box_with_or_without_clicks_is_the_predictors_box(model, frame0, predictor, clicks, labels):
+    """``RPSAM2.segment(..., box=)`` (what the click dock sends) gives the predictor's mask and IoU for that box."""
+    image, _, emb = frame0
+    top, left, bottom, right = BOX
+    corners = _predictor_xy([(top, left), (bottom, right)], emb.image_hw).reshape(-1)  # x0, y0, x1, y1
+    with torch.inference_mode():
+        masks, ious, _ = predictor.predict(point_coords=_predictor_xy(clicks, emb.image_hw) if clicks else None,
+                                           point_labels=np.asarray(labels) if clicks else None, box=corners,
+                                           multimask_output=False)
+    seg = model.segment(image, np.asarray(clicks, float).reshape(-1, 2), labels, refine=False, box=BOX)
+    assert seg.score == pytest.approx(float(ious[0]), rel=1e-6, abs=1e-7)
+    assert np.array_equal(seg.mask, masks[0] > 0)
