@@ -81,3 +81,15 @@ def test_bad_prompts_file_gives_one_line_and_exit_2(capsys, model, stack_files, 
     assert len(lines) == 1 and lines[0].startswith("rpsam2: error: "), err
     assert all(w in lines[0] for w in words)
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_slices_by_name_by_file_name_and_an_ambiguous_number_refused(tmp_path):
+    from napari_rpsam2._cli_propagate import read_prompts
+    from napari_rpsam2._cli_support import UsageError
+
+    names = {"0": 0, "0.png": 0, "1": 1, "1.png": 1, "10": 2, "10.png": 2, "2": 3, "2.png": 3}  # name order
+    ok = _csv(tmp_path / "ok.csv", "slice,object,row,col\n2.png,1,5,5\n10,2,5,5\n1,3,5,5\n")
+    assert [p.slice for p in read_prompts(ok, names)] == [3, 2, 1]  # "10": number 10 is no slice, name is
+    bad = _csv(tmp_path / "bad.csv", "slice,object,row,col\n2,1,5,5\n")
+    with pytest.raises(UsageError, match="ambiguous: slice number 2, or the image named '2' \\(slice 3\\)"):
+        read_prompts(bad, names)

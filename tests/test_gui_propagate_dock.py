@@ -8,6 +8,8 @@ The masks of random weights mean nothing, so the tests check where labels go
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -155,6 +157,11 @@ def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
     drag_canvas(qtbot, viewer, boxes, (top, left), (bottom, right))
     assert len(boxes.data) == 1 and boxes.shape_type == ["rectangle"]
     type_into(qtbot, dock.options.stop, "1")  # slices 0 and 1 only: one encode less
+    # the run is held before it hands its result to the dock, however fast the machine, until the
+    # person has painted (below)
+    painted, engine = threading.Event(), workspace_for(viewer).model
+    tracked = engine.propagate
+    engine.propagate = lambda *args, **kwargs: (tracked(*args, **kwargs), painted.wait(120))[0]
     click_button(qtbot, dock.run_button)
     # while it runs, the person paints an object of their own on slice 2 with id 1: the id the dock
     # picked for the clicked object when the run started
@@ -165,13 +172,14 @@ def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
     click_canvas(qtbot, viewer, target, inside(truth[2], 1))
     mine = target.data[2] == 1
     assert mine.any() and dock.running, "the paint stroke must land during the run"
+    painted.set()
     viewer.dims.set_current_step(0, 0)
     wait_done(qtbot, dock)
     assert "Propagated" in dock.status.text(), dock.status.text()
     assert "object 1 is 3 (id 1 was labelled meanwhile)" in dock.status.text(), dock.status.text()
     by_object = {p.object: p for p in dock.last_result.prompts}
-    assert sorted(by_object) == [1, 2]  # the clicks are object 1, the box object 2
-    assert np.allclose(by_object[1].points, [clicked], atol=1.0) and by_object[1].slice == 0
+    assert sorted(by_object) == [2, 3]  # the box is object 2; the clicks were object 1, now 3 (the person took 1)
+    assert np.allclose(by_object[3].points, [clicked], atol=1.0) and by_object[3].slice == 0
     prompt = by_object[2]
     assert prompt.slice == 0
     tolerance = 2.0  # canvas pixels are a little coarser than image pixels at this zoom

@@ -7,7 +7,8 @@ may mix both kinds (leave the other columns empty).  Slices count from 0 in
 the order of the image files (or the pages of the TIFF); a slice may also be
 named as ``rpsam2 oneshot`` names it in its ``prompts.csv`` (the image file's
 name without extension, or ``<tiff name>_0007`` for page 7), so that file can
-be given here as it is.
+be given here as it is, or by its file name with the extension.  A number that
+is also the name of another slice's file is refused as ambiguous.
 """
 
 from __future__ import annotations
@@ -87,26 +88,33 @@ def _number(row: dict, name: str, line: int, integer: bool = False):
     return int(value) if integer else value
 
 
-def slice_names(path: str, stack) -> list[str]:
-    """The name of each slice as ``rpsam2 oneshot`` writes it: file stems, or ``<tiff stem>_0007``."""
+def slice_names(path: str, stack) -> dict[str, int]:
+    """``name -> slice`` as ``rpsam2 oneshot`` names slices (file stems, ``<tiff stem>_0007``), and file names."""
     if isinstance(stack, FolderStack):
-        return [f.stem for f in stack.files]
-    return [f"{Path(path).stem}_{i:04d}" for i in range(len(stack))]
+        return {**{f.name: i for i, f in enumerate(stack.files)}, **{f.stem: i for i, f in enumerate(stack.files)}}
+    return {f"{Path(path).stem}_{i:04d}": i for i in range(len(stack))}
 
 
-def _slice(row: dict, line: int, names: list[str] | None) -> int:
+def _slice(row: dict, line: int, names: dict[str, int] | None) -> int:
     """The ``slice`` column: a slice number, or a slice name when ``names`` are known."""
     text = (row.get("slice") or "").strip()
-    if names is not None and text in names:
-        return names.index(text)
+    named = None if names is None else names.get(text)
     try:
-        return _number(row, "slice", line, True)
+        number = _number(row, "slice", line, True)
     except UsageError:
-        raise UsageError(f"prompts line {line}: slice {text!r} is neither a slice number nor the name of an "
-                         "image in --images") from None
+        if named is None:
+            raise UsageError(f"prompts line {line}: slice {text!r} is neither a slice number nor the name of an "
+                             "image in --images") from None
+        return named
+    if named is not None and named != number:
+        if not 0 <= number < len(set(names.values())):  # no such slice number: the name is meant
+            return named
+        raise UsageError(f"prompts line {line}: slice {text!r} is ambiguous: slice number {number}, or the image "
+                         f"named {text!r} (slice {named}); write the image's file name with its extension")
+    return number
 
 
-def read_prompts(path: str | Path, names: list[str] | None = None) -> list:
+def read_prompts(path: str | Path, names: dict[str, int] | None = None) -> list:
     """The prompts of a CSV file as :class:`~napari_rpsam2.model.FramePrompt` objects.
 
     ``names`` (see :func:`slice_names`) lets the ``slice`` column name slices instead of numbering them.

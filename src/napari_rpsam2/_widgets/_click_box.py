@@ -41,17 +41,21 @@ class BoxInput:
     session : ClickSession
     on_drawn : callable
         Called after the person finished a rectangle (the dock goes back to clicking).
+    on_error : callable
+        Shows a message.
     """
 
     def __init__(self, viewer: "napari.viewer.Viewer", image: Any, session: ClickSession,
-                 on_drawn: Callable[[], None]) -> None:
+                 on_drawn: Callable[[], None], on_error: Callable[[str], None]) -> None:
         self.viewer, self.image, self.session = viewer, image, session
-        self._on_drawn = on_drawn
+        self._on_drawn, self._on_error = on_drawn, on_error
         self.mirroring = False
         self.layer: Any = None
         found = [ly for ly in plugin_layers(viewer, ROLE) if ly.metadata[METADATA_KEY].get("image") == image.unique_id]
         if found:
             self._adopt(found[0])
+        elif session.boxes():  # boxes kept while the dock was closed, their layer deleted meanwhile: show them
+            self._make_layer()
         session.events.box_changed.connect(self._mirror)
         viewer.layers.events.removed.connect(self._on_removed)
 
@@ -73,14 +77,17 @@ class BoxInput:
     def start_drawing(self) -> Any:
         """Make (or find again) the box layer, make it active in rectangle mode; returns it."""
         if self.layer is None or self.layer not in self.viewer.layers:
-            image = self.image
-            layer = self.viewer.add_shapes(ndim=len(layer_shape(image)), name=f"{image.name} box",
-                                           scale=image.scale, translate=image.translate, edge_color="magenta",
-                                           face_color="transparent", edge_width=2)
-            self._adopt(mark_plugin_layer(unwrap(layer), ROLE, image=image.unique_id))
+            self._make_layer()
         self.viewer.layers.selection.active = self.layer
         self.layer.mode = "add_rectangle"
         return self.layer
+
+    def _make_layer(self) -> None:
+        image = self.image
+        layer = self.viewer.add_shapes(ndim=len(layer_shape(image)), name=f"{image.name} box",
+                                       scale=image.scale, translate=image.translate, edge_color="magenta",
+                                       face_color="transparent", edge_width=2)
+        self._adopt(mark_plugin_layer(unwrap(layer), ROLE, image=image.unique_id))
 
     def _adopt(self, layer: Any) -> None:
         if self.layer is not None and self.layer is not layer:
@@ -94,12 +101,14 @@ class BoxInput:
         action = str(getattr(event, "action", "changed"))
         if self.mirroring or action.endswith(("adding", "removing", "changing")):
             return
-        hw = layer_shape(self.image)[-2:]
+        shape = self.session.shape
         drawn = {}
         for vertices, kind in zip(self.layer.data, self.layer.shape_type):
-            if kind in ("rectangle", "polygon"):
-                index, box = rectangle_on_slice(vertices, hw)
+            index, box = rectangle_on_slice(vertices, shape[-2:])
+            if len(index) == len(shape) - 2 and all(0 <= i < n for i, n in zip(index, shape)):
                 drawn[index] = box
+            else:
+                self._on_error(f"A box on slice {index} is outside the image's slices and was not kept.")
         for index in set(drawn) | set(self.session.boxes()):
             self.session.set_box(index, drawn.get(index))
         self._mirror()  # one rectangle per slice, clipped to the image

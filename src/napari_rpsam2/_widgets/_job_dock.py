@@ -2,10 +2,11 @@
 
 Heatmap, training, propagation and one-shot docks share this: the viewer's
 workspace (one model, one embedding cache), the running job's
-:class:`~napari_rpsam2.jobs.CancelFlag` (``None`` when idle), the "no model"
-message, a progress bar reset for each job, Cancel, and results of a job that
-is no longer the current one being dropped.  A job started by the dock is
-cancelled when the dock is deleted with its viewer.
+:class:`~napari_rpsam2.jobs.CancelFlag` (``None`` when idle; one job at a
+time), the "no model" message, a progress bar reset for each job, and Cancel.
+A job's callbacks take its flag, so a cancelled job's result can be dropped
+(``flag()`` is true).  A job started by the dock is cancelled when the dock is
+deleted with its viewer.
 """
 
 from __future__ import annotations

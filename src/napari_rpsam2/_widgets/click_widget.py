@@ -191,7 +191,7 @@ class ClickWidget(DockView):
         self.session = session
         self._layers = ClickLayers(self.viewer, image)
         self._input = ClickInput(self._layers, session, self._current_index, self.status.error)
-        self._box = BoxInput(self.viewer, image, session, on_drawn=self._layers.activate)
+        self._box = BoxInput(self.viewer, image, session, self._layers.activate, self.status.error)
         for sig, slot in self._session_slots():
             sig.connect(slot)
         image.events.contrast_limits.connect(self._on_mapping)

@@ -209,16 +209,19 @@ class HeatmapWidget(JobDock):
             self.status.info("Cancelled; no heatmap added.")
             return
         image = sl.layer
-        old = {layer.metadata[METADATA_KEY].get("refine"): layer for layer in plugin_layers(self.viewer, "heatmap")
-               if layer.metadata[METADATA_KEY].get("image") == image.unique_id}
+        old: dict[bool, list] = {}  # this image's maps by method (a duplicated layer is one more)
+        for layer in plugin_layers(self.viewer, "heatmap"):
+            if layer.metadata[METADATA_KEY].get("image") == image.unique_id:
+                old.setdefault(layer.metadata[METADATA_KEY].get("refine"), []).append(layer)
         shown = []
         for smap in maps:
             name = f"{image.name} Dice {METHOD[smap.refine]}"
             data, scale, translate = map_geometry(image, sl.index, np.asarray(smap.dice_map, dtype=np.float32))
-            layer = old.pop(bool(smap.refine), None)
+            same = old.get(bool(smap.refine), [])
+            layer = same.pop(0) if same else None
             if layer is not None and layer.data.shape == data.shape:
                 layer.data = data
-                layer.scale, layer.translate = scale, translate
+                layer.scale, layer.translate, layer.name = scale, translate, name
             else:
                 if layer is not None:
                     self.viewer.layers.remove(layer)
@@ -232,7 +235,7 @@ class HeatmapWidget(JobDock):
                               slice=list(sl.index),
                               method=smap.method, stats=smap.stats(), stride=smap.stride)
             shown.append(layer)
-        for stale in old.values():  # maps of an earlier object must not describe this one
+        for stale in [layer for layers in old.values() for layer in layers]:  # no map may describe another object
             self.viewer.layers.remove(stale)
         if len(shown) > 1:  # RP-SAM2 on top, SAM2 hidden: toggle the eye to compare
             shown[0].visible = False

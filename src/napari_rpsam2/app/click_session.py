@@ -218,6 +218,9 @@ class ClickSession:
         self.generation += 1
         if self._preview is not None and self._preview.index == index:
             self._set_preview(None)
+        if box is None and not self.clicks(index):
+            self._say("info", "No clicks or box on this slice: click on an object (Shift-click: background) "
+                              "or draw a box.")
         self.events.box_changed.emit(index)
         return True
 

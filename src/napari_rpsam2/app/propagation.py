@@ -66,8 +66,9 @@ def renumber_taken_ids(result: PropagationResult, target: np.ndarray,
     The ids of new objects (clicks, boxes) are picked when a run starts, one
     above the largest label then.  A person may label something with that id
     while the run goes on; writing the result as it is would merge the two.
-    Returns the result with those objects renumbered above every id in use,
-    and ``{old id: new id}`` (empty when nothing was taken).
+    Returns the result (labels, ids, stop records and prompts) with those
+    objects renumbered above every id in use, and ``{old id: new id}`` (empty
+    when nothing was taken).
     """
     volume = np.asarray(target)
     taken = [i for i in new_ids if i in result.object_ids and np.any(volume == i)]
@@ -75,13 +76,13 @@ def renumber_taken_ids(result: PropagationResult, target: np.ndarray,
         return result, {}
     top = max(int(volume.max()), *result.object_ids)
     renamed = {old: top + 1 + k for k, old in enumerate(taken)}
-    lookup = np.arange(top + 1 + len(taken), dtype=np.int64)
+    labels = result.labels.copy()
     for old, new in renamed.items():
-        lookup[old] = new
-    labels = lookup[result.labels].astype(result.labels.dtype)
+        labels[result.labels == old] = new
     ids = tuple(renamed.get(i, i) for i in result.object_ids)
     stopped = {renamed.get(i, i): s for i, s in result.stopped.items()}
-    return replace(result, labels=labels, object_ids=ids, stopped=stopped), renamed
+    prompts = [replace(p, object=renamed.get(p.object, p.object)) for p in result.prompts]
+    return replace(result, labels=labels, object_ids=ids, stopped=stopped, prompts=prompts), renamed
 
 
 def write_new_labels(target: np.ndarray, result: PropagationResult,
