@@ -54,7 +54,8 @@ def test_training_reuses_embeddings_and_reports_candidate_chunks(model, instrume
     seen = []
     config = TrainConfig(epochs=1, grid_stride=8, clicks_per_object=1, eval_clicks=1)
     done = train_from_arrays(ws.model, image, labels, tmp_path / "b.safetensors", config, rgb=True,
-                             contrast_limits=[0, 255], gamma=0.7, slice_keys=lambda i: keys[i], candidates=ws.candidates,
+                             contrast_limits=[0, 255], gamma=0.7, slice_keys=lambda i: keys[i],
+                             candidates=ws.candidates,
                              progress=lambda *a: seen.append(a))
     assert calls == [], "slices the workspace had were encoded again (or with another gamma)"
     assert done.data.train.gamma == 0.7 and done.data.val.gamma == 0.7

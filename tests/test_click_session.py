@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_rpsam2 import RPSAM2
 from napari_rpsam2.app import ClickSession, CommitError
 from napari_rpsam2.app.click_commit import plan_commit, plan_undo
 

@@ -13,13 +13,12 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from napari.layers import Labels, Points  # noqa: E402
+from napari.layers import Labels  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from gui_input import click_button, click_canvas, drag_canvas, press_key  # noqa: E402
-from napari_rpsam2 import RPSAM2  # noqa: E402
+from gui_scenes import clicks_layer, open_click_dock  # noqa: E402
 from napari_rpsam2._widgets._views import plugin_layers  # noqa: E402
-from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
 from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
 
 SHIFT = Qt.KeyboardModifier.ShiftModifier
@@ -30,22 +29,6 @@ TIMEOUT = 120_000
 def frame():
     image, labels = make_instrument_stack(1)
     return image[0], labels[0]
-
-
-def open_dock(qtbot, make_napari_viewer, model, image):
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(image, name="frame", rgb=True)
-    workspace_for(viewer).set_model(RPSAM2(model.backbone))
-    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Click segmentation")
-    viewer.window._qt_window.resize(1280, 800)
-    qtbot.wait(10)
-    viewer.reset_view()
-    return viewer, dock
-
-
-def clicks_layer(viewer):
-    (layer,) = [ly for ly in viewer.layers if isinstance(ly, Points) and "label" in ly.features]
-    return layer
 
 
 def draw_box(qtbot, viewer, dock, start, end):
@@ -71,7 +54,7 @@ def sam2_mask(model, image, box, points=(), labels=()):
 
 def test_a_box_alone_then_with_a_click_reaches_sam2_and_clear_removes_it(make_napari_viewer, qtbot, model, frame):
     image, labels = frame
-    viewer, dock = open_dock(qtbot, make_napari_viewer, model, image)
+    viewer, dock = open_click_dock(qtbot, make_napari_viewer, model, image, rgb=True)
     rows, cols = np.nonzero(labels == 2)
     top, left, bottom, right = (float(v) for v in (rows.min(), cols.min(), rows.max(), cols.max()))
     layer = draw_box(qtbot, viewer, dock, (top, left), (bottom, right))
@@ -103,7 +86,7 @@ def test_a_box_alone_then_with_a_click_reaches_sam2_and_clear_removes_it(make_na
 def test_a_boxed_object_is_committed_and_deleting_the_box_layer_drops_its_box(
         make_napari_viewer, qtbot, model, frame):
     image, labels = frame
-    viewer, dock = open_dock(qtbot, make_napari_viewer, model, image)
+    viewer, dock = open_click_dock(qtbot, make_napari_viewer, model, image, rgb=True)
     rows, cols = np.nonzero(labels == 1)
     layer = draw_box(qtbot, viewer, dock, (rows.min(), cols.min()), (rows.max(), cols.max()))
     preview = dock.preview_mask()[1].copy()

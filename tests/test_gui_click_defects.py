@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from napari.layers import Labels, Points  # noqa: E402
+from napari.layers import Labels  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from gui_input import click_button, click_canvas, press_key  # noqa: E402
-from napari_rpsam2 import RPSAM2  # noqa: E402
-from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
+from gui_scenes import clicks_layer, inside  # noqa: E402
+from gui_scenes import open_click_dock as open_dock  # noqa: E402
 from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
 
 WIDGET = "Click segmentation"
@@ -28,30 +28,6 @@ SHIFT = Qt.KeyboardModifier.ShiftModifier
 def frame():
     image, labels = make_instrument_stack(1)
     return image[0], labels[0]
-
-
-def inside(labels, object_id):
-    """A pixel well inside one object of the sample frame."""
-    from scipy import ndimage
-
-    dist = ndimage.distance_transform_edt(labels == object_id)
-    return tuple(float(v) for v in np.unravel_index(np.argmax(dist), dist.shape))
-
-
-def open_dock(qtbot, make_napari_viewer, model, image, **kwargs):
-    viewer = make_napari_viewer(show=True)
-    viewer.add_image(image, name="frame", **kwargs)
-    workspace_for(viewer).set_model(RPSAM2(model.backbone))
-    _, widget = viewer.window.add_plugin_dock_widget("napari-rpsam2", WIDGET)
-    viewer.window._qt_window.resize(1280, 800)
-    qtbot.wait(10)
-    viewer.reset_view()
-    return viewer, widget
-
-
-def clicks_layer(viewer):
-    (layer,) = [ly for ly in viewer.layers if isinstance(ly, Points) and "label" in ly.features]
-    return layer
 
 
 def polarities(viewer):

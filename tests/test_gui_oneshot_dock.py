@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from gui_forms import click, type_into
+from gui_forms import choose, click, type_into
 from gui_input import click_button, click_canvas, press_key, show_viewer
 from qtpy.QtCore import Qt
 
@@ -40,17 +40,6 @@ def scene(make_napari_viewer, qtbot, instrument_stack, model):
     dock.image_picker.set_layer(img)
     dock.labels_picker.set_layer(lab)
     return viewer, img, lab, dock
-
-
-def choose(qtbot, combo, text: str) -> None:
-    """Pick an entry of a combo box with the keyboard (focus, arrow keys), as a person can."""
-    native = getattr(combo, "native", combo)
-    native.setFocus()
-    for key in [Qt.Key.Key_Up] * native.count() + [Qt.Key.Key_Down] * native.count():
-        if native.currentText() == text:
-            return
-        qtbot.keyClick(native, key)
-    assert native.currentText() == text, [native.itemText(i) for i in range(native.count())]
 
 
 def clicks_layer(viewer):

@@ -16,10 +16,11 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from napari.layers import Labels, Points  # noqa: E402
+from napari.layers import Labels  # noqa: E402
 
 from gui_forms import tick, type_into  # noqa: E402
 from gui_input import click_button, click_canvas, drag_canvas  # noqa: E402
+from gui_scenes import clicks_layer, inside  # noqa: E402
 from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2._widgets._views import plugin_layers  # noqa: E402
 from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
@@ -32,14 +33,6 @@ TIMEOUT = 120_000
 @pytest.fixture(scope="module")
 def stack():
     return make_instrument_stack(3)
-
-
-def inside(labels, object_id):
-    """A pixel well inside one object of a sample frame."""
-    from scipy import ndimage
-
-    dist = ndimage.distance_transform_edt(labels == object_id)
-    return tuple(float(v) for v in np.unravel_index(np.argmax(dist), dist.shape))
 
 
 def open_viewer(qtbot, make_napari_viewer, model, image, *, background=True):
@@ -55,11 +48,6 @@ def open_viewer(qtbot, make_napari_viewer, model, image, *, background=True):
     viewer.reset_view()
     viewer.dims.set_current_step(0, 0)  # napari opens a stack on its middle slice; the person goes to the first
     return viewer, clicks
-
-
-def clicks_layer(viewer):
-    (layer,) = [ly for ly in viewer.layers if isinstance(ly, Points) and "label" in ly.features]
-    return layer
 
 
 def click_and_commit(qtbot, viewer, clicks, where):
