@@ -1,18 +1,25 @@
-"""Real input for the screenshot scripts beside this file: waiting, canvas clicks and drags, keys, forms.
+"""Real input for the screenshot scripts beside this file, through the GUI tests' own helpers.
 
 The scripts run as ``xvfb-run -a python docs/make_….py``; Python puts this
-folder first on the import path, so they import these helpers by name.
+folder first on the import path, so they import these functions by name.
+Clicks, drags, keys and typing go through ``tests/gui_input.py`` and
+``tests/gui_forms.py`` (the helpers the GUI tests use), driven here without
+pytest-qt by a small stand-in for its ``qtbot``.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
-from qtpy.QtCore import QPoint, QPointF, Qt
-from qtpy.QtGui import QMouseEvent
+from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
-from qtpy.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit
+from qtpy.QtWidgets import QApplication
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import gui_forms  # noqa: E402
+import gui_input  # noqa: E402
 
 
 def settle(seconds: float = 0.4) -> None:
@@ -34,62 +41,50 @@ def wait(cond, timeout: float = 900) -> None:
     settle()
 
 
-def canvas_pos(viewer, layer, data) -> tuple[float, float]:
-    """Canvas pixel of a point given in ``layer``'s data coordinates (row, col)."""
-    world = layer.data_to_world(np.asarray(data, float))
-    x, y = viewer.window._qt_viewer.canvas.view.scene.transform.map([world[-1], world[-2], 0, 1])[:2]
-    return float(x), float(y)
+class _Bot:
+    """The part of pytest-qt's ``qtbot`` that the test helpers use."""
+
+    keyClick = staticmethod(QTest.keyClick)  # noqa: N815 (Qt's names)
+    keyClicks = staticmethod(QTest.keyClicks)  # noqa: N815
+    mouseClick = staticmethod(QTest.mouseClick)  # noqa: N815
+
+    @staticmethod
+    def wait(ms: int) -> None:
+        settle(ms / 1000)
+
+    @staticmethod
+    def waitExposed(widget, timeout: int = 10_000) -> None:  # noqa: N802
+        wait(widget.isVisible, timeout / 1000)
+
+
+BOT = _Bot()
 
 
 def click(viewer, layer, data, shift: bool = False) -> None:
     """Press and release the left button on the canvas at ``data`` (Shift held if asked)."""
-    x, y = canvas_pos(viewer, layer, data)
-    mod = Qt.KeyboardModifier.ShiftModifier if shift else Qt.KeyboardModifier.NoModifier
-    widget, pos = viewer.window._qt_viewer.canvas.native, QPoint(round(x), round(y))
-    QTest.mousePress(widget, Qt.MouseButton.LeftButton, mod, pos)
-    QTest.mouseRelease(widget, Qt.MouseButton.LeftButton, mod, pos)
+    mods = Qt.KeyboardModifier.ShiftModifier if shift else Qt.KeyboardModifier.NoModifier
+    gui_input.click_canvas(BOT, viewer, layer, data, modifiers=mods)
 
 
-def drag(viewer, layer, start, end, steps: int = 8) -> None:
+def drag(viewer, layer, start, end) -> None:
     """Press at ``start``, move with the button held, release at ``end`` (data coordinates)."""
-    widget = viewer.window._qt_viewer.canvas.native
-    (x0, y0), (x1, y1) = canvas_pos(viewer, layer, start), canvas_pos(viewer, layer, end)
-    left, none, mods = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
-
-    def send(kind, x, y, button, buttons):
-        pos = QPointF(x, y)
-        QApplication.sendEvent(widget, QMouseEvent(kind, pos, widget.mapToGlobal(pos), button, buttons, mods))
-
-    send(QMouseEvent.Type.MouseMove, x0, y0, none, none)
-    send(QMouseEvent.Type.MouseButtonPress, x0, y0, left, left)
-    for k in range(1, steps + 1):
-        send(QMouseEvent.Type.MouseMove, x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps, none, left)
-        QApplication.instance().processEvents()
-    send(QMouseEvent.Type.MouseButtonRelease, x1, y1, left, none)
+    gui_input.drag_canvas(BOT, viewer, layer, start, end)
 
 
 def key(viewer, k) -> None:
     """Press a key on the canvas."""
-    canvas = viewer.window._qt_viewer.canvas.native
-    canvas.setFocus()
-    QTest.keyClick(canvas, k)
+    gui_input.press_key(BOT, viewer, k)
     settle()
 
 
 def type_into(field, text: str) -> None:
     """Select a field's text (Ctrl+A), type ``text`` and press Enter (Qt or magicgui field)."""
-    native = getattr(field, "native", field)
-    if not isinstance(native, (QLineEdit, QAbstractSpinBox)):
-        native = native.findChild(QLineEdit) or native.findChild(QAbstractSpinBox)
-    native.setFocus()
-    QTest.keyClick(native, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
-    QTest.keyClicks(native, text)
-    QTest.keyClick(native, Qt.Key.Key_Return)
+    gui_forms.type_into(BOT, field, text)
 
 
 def press(button) -> None:
     """Left-click a button."""
-    QTest.mouseClick(button, Qt.MouseButton.LeftButton)
+    gui_input.click_button(BOT, button)
 
 
 def grab(viewer, path) -> None:
