@@ -149,3 +149,22 @@ def test_docks_fit_a_1280_by_800_window(make_napari_viewer, qtbot):
         assert dock.maximumWidth() <= 420
     qtbot.wait(200)
     assert window.width() <= 1280, f"the window grew to {window.width()} px"
+
+
+def test_docks_squeezed_to_their_narrowest_never_cut_off_their_content(make_napari_viewer, qtbot):
+    """Two docks stacked in a low window, the dock area dragged as narrow as it goes: nothing is clipped."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 600)  # low: the docks need their vertical scroll bars
+    docks = [viewer.window.add_plugin_dock_widget("napari-rpsam2", name)
+             for name in ("Click segmentation", "Propagate through stack")]
+    qtbot.wait(100)
+    window.resizeDocks([dw for dw, _ in docks], [10, 10], Qt.Orientation.Horizontal)  # the splitter dragged right
+    qtbot.wait(200)
+    for _, dock in docks:
+        scroll = dock.findChild(QScrollArea)
+        needed = scroll.widget().minimumSizeHint().width()
+        assert scroll.viewport().width() >= needed, f"{type(dock).__name__}: {scroll.viewport().width()} < {needed}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QDockWidget, QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 __all__ = ["METADATA_KEY", "NO_MODEL", "DOCK_MAX_WIDTH", "mark_plugin_layer", "plugin_role", "is_plugin_layer",
            "plugin_layers", "scrolling_dock", "StatusLabel"]
@@ -49,9 +49,35 @@ def plugin_layers(viewer: Any, role: str) -> list[Any]:
     return [layer for layer in viewer.layers if plugin_role(layer) == role]
 
 
+class _DockScroll(QScrollArea):
+    """A vertical scroll area never narrower than its panel plus the scroll bar (nothing is cut off).
+
+    napari fixes a dock's minimum width when the dock is added, before the
+    panel has its final fonts and style; once shown, the dock's minimum grows
+    if the panel needs more room.
+    """
+
+    def minimumSizeHint(self) -> Any:  # noqa: N802 (Qt name)
+        hint = super().minimumSizeHint()
+        panel = self.widget()
+        if panel is not None:
+            width = panel.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+            hint.setWidth(min(width + 2 * self.frameWidth(), DOCK_MAX_WIDTH))
+        return hint
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        super().resizeEvent(event)
+        missing = self.minimumSizeHint().width() - self.width()
+        host = self.parentWidget()
+        while host is not None and not isinstance(host, QDockWidget):
+            host = host.parentWidget()
+        if missing > 0 and host is not None:
+            host.setMinimumWidth(min(host.width() + missing, DOCK_MAX_WIDTH))
+
+
 def scrolling_dock(dock: QWidget, panel: QWidget) -> None:
     """Put ``panel`` into ``dock`` inside a vertical scroll area, at most :data:`DOCK_MAX_WIDTH` wide."""
-    scroll = QScrollArea()
+    scroll = _DockScroll()
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
@@ -61,8 +87,6 @@ def scrolling_dock(dock: QWidget, panel: QWidget) -> None:
     lay.addWidget(scroll)
     dock.setMaximumWidth(DOCK_MAX_WIDTH)
     panel.setMaximumWidth(DOCK_MAX_WIDTH)
-    scroll.setMinimumWidth(min(panel.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width(),
-                               DOCK_MAX_WIDTH))
 
 
 class DockView(QWidget):
