@@ -95,8 +95,8 @@ def slice_names(path: str, stack) -> dict[str, int]:
     return {f"{Path(path).stem}_{i:04d}": i for i in range(len(stack))}
 
 
-def _slice(row: dict, line: int, names: dict[str, int] | None) -> int:
-    """The ``slice`` column: a slice number, or a slice name when ``names`` are known."""
+def _slice(row: dict, line: int, names: dict[str, int] | None, n_slices: int) -> int:
+    """The ``slice`` column: a slice number, or a slice name when ``names`` (of ``n_slices`` slices) are known."""
     text = (row.get("slice") or "").strip()
     named = None if names is None else names.get(text)
     try:
@@ -107,7 +107,7 @@ def _slice(row: dict, line: int, names: dict[str, int] | None) -> int:
                              "image in --images") from None
         return named
     if named is not None and named != number:
-        if not 0 <= number < len(set(names.values())):  # no such slice number: the name is meant
+        if not 0 <= number < n_slices:  # no such slice number: the name is meant
             return named
         raise UsageError(f"prompts line {line}: slice {text!r} is ambiguous: slice number {number}, or the image "
                          f"named {text!r} (slice {named}); write the image's file name with its extension")
@@ -128,8 +128,9 @@ def read_prompts(path: str | Path, names: dict[str, int] | None = None) -> list:
             raise UsageError(f"prompts {path} needs a header with slice,object and row,col[,label] "
                              f"and/or top,left,bottom,right; found {sorted(columns)}")
         prompts = []
+        n_slices = 0 if names is None else len(set(names.values()))
         for line, row in enumerate(reader, start=2):
-            sl, obj = _slice(row, line, names), _number(row, "object", line, True)
+            sl, obj = _slice(row, line, names, n_slices), _number(row, "object", line, True)
             has_click = any((row.get(c) or "").strip() for c in _CLICK)
             has_box = any((row.get(c) or "").strip() for c in _BOX)
             if has_click == has_box:

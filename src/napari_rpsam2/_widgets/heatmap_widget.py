@@ -27,7 +27,6 @@ from ._views import (
     METADATA_KEY,
     NO_MODEL,
     StatusLabel,
-    is_plugin_layer,
     mark_plugin_layer,
     plugin_layers,
     scrolling_dock,
@@ -75,8 +74,8 @@ class HeatmapWidget(JobDock):
         self.last_maps: list[SensitivityMap] = []
         self._bridge.message.connect(self._progress)
 
-        self.image_picker = LayerPicker(self.viewer, (Image,), exclude=is_plugin_layer)
-        self.labels_picker = LayerPicker(self.viewer, (Labels,), exclude=is_plugin_layer)
+        self.image_picker = LayerPicker(self.viewer, (Image,))
+        self.labels_picker = LayerPicker(self.viewer, (Labels,))
         self.options = Container(widgets=[
             SpinBox(name="object_id", label="Object id", value=1, min=1, max=2**31 - 1,
                     tooltip="Id of the object in the Labels layer, on the slice shown"),

@@ -33,7 +33,7 @@ from ._job_dock import JobDock
 from ._layer_picker import LayerPicker
 from ._slicing import SliceError, image_slice, labels_plane, layer_shape
 from ._torch_import import import_torch_compiler
-from ._views import StatusLabel, is_plugin_layer, scrolling_dock
+from ._views import StatusLabel, scrolling_dock
 from ._workers import error_text, start_worker
 from ._workspace import unwrap
 
@@ -78,9 +78,9 @@ class OneShotWidget(JobDock):
         self._bridge.message.connect(self._progress)
 
         v = self.viewer
-        self.image_picker = LayerPicker(v, (Image,), exclude=is_plugin_layer)
-        self.labels_picker = LayerPicker(v, (Labels,), exclude=is_plugin_layer)
-        self.target_picker = LayerPicker(v, (Labels,), allow_none="(new Labels layer)", exclude=is_plugin_layer)
+        self.image_picker = LayerPicker(v, (Image,))
+        self.labels_picker = LayerPicker(v, (Labels,))
+        self.target_picker = LayerPicker(v, (Labels,), allow_none="(new Labels layer)")
         self.reference = QSpinBox()
         self.reference.setRange(-1, 1_000_000)
         self.reference.setSpecialValueText("slice on screen")

@@ -35,7 +35,7 @@ from ._job_dock import JobDock
 from ._layer_picker import LayerPicker
 from ._propagate_prompts import box_prompts, click_prompt, mask_prompts
 from ._slicing import SliceError, full_resolution, image_slice, layer_shape, slice_cache_key
-from ._views import METADATA_KEY, StatusLabel, is_plugin_layer, mark_plugin_layer, plugin_layers, scrolling_dock
+from ._views import METADATA_KEY, StatusLabel, mark_plugin_layer, plugin_layers, scrolling_dock
 from ._workers import error_text, start_worker
 from ._workspace import unwrap
 
@@ -55,8 +55,8 @@ class PropagateWidget(JobDock):
         self.last_result: PropagationResult | None = None
         self._bridge.progress.connect(self._progress)
         self._bridge.message.connect(self._show_frame)
-        self.image_picker = LayerPicker(self.viewer, (Image,), exclude=is_plugin_layer)
-        self.target_picker = LayerPicker(self.viewer, (Labels,), exclude=is_plugin_layer)
+        self.image_picker = LayerPicker(self.viewer, (Image,))
+        self.target_picker = LayerPicker(self.viewer, (Labels,))
         self.options = Container(widgets=[
             ComboBox(name="direction", label="Direction", choices=list(DIRECTIONS), value="both",
                      tooltip="forward: from the first prompted slice on; backward: from the last one back"),

@@ -117,10 +117,10 @@ class TrainingWidget(JobDock):
         self._bridge.message.connect(self._on_message)
 
         v = self.viewer
-        self.image_picker = LayerPicker(v, (Image,), exclude=is_plugin_layer)
+        self.image_picker = LayerPicker(v, (Image,))
         self.labels_picker = LayerPicker(v, (Labels, Image), exclude=lambda layer: not _label_source(layer))
         self.use_val = QCheckBox("Separate validation data")
-        self.val_image_picker = LayerPicker(v, (Image,), exclude=is_plugin_layer)
+        self.val_image_picker = LayerPicker(v, (Image,))
         self.val_labels_picker = LayerPicker(v, (Labels, Image), exclude=lambda layer: not _label_source(layer))
         self.use_val.setToolTip("Without it, 20 % of the annotated slices (at least one) are held out for validation")
         self.use_val.toggled.connect(self._val_toggled)
