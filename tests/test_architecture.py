@@ -9,8 +9,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "napari_rpsam2"
-MAX_MODULE_LINES = 400
-MAX_FUNCTION_LINES = 60
+# The guides are ~400 lines a module and ~60 a function; the test fails only well past them, so that code is
+# split by responsibility, never to squeeze under a number.
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
 
 
 def test_import_contracts_are_kept():
@@ -20,6 +22,34 @@ def test_import_contracts_are_kept():
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "BROKEN" not in proc.stdout and "KEPT" in proc.stdout
+
+
+def _contracts() -> list[dict]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]["contracts"]
+
+
+def _top_level_parts() -> set[str]:
+    """Every package and module directly under napari_rpsam2 (what the contracts must name)."""
+    parts = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    parts |= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    return {f"napari_rpsam2.{name}" for name in parts}
+
+
+def test_every_package_is_named_by_the_contracts():
+    """A new package or module cannot slip past the layers (nor, below the docks, the Qt ban)."""
+    import re
+
+    contracts = _contracts()
+    layers = next(c for c in contracts if c["type"] == "layers")["layers"]
+    in_layers = {m for layer in layers for m in re.findall(r"napari_rpsam2[.\w]*", layer)}
+    forbidden = set(next(c for c in contracts if c["type"] == "forbidden")["source_modules"])
+    parts = _top_level_parts()
+    assert parts - in_layers == set(), f"not in the layers contract: {sorted(parts - in_layers)}"
+    qt_free = parts - {"napari_rpsam2._widgets"}
+    assert qt_free - forbidden == set(), f"not in the no-Qt contract: {sorted(qt_free - forbidden)}"
+    assert "napari_rpsam2.cli" in parts, "the command line is the cli/ package"
 
 
 def _modules() -> list[Path]:
@@ -45,4 +75,4 @@ def test_functions_stay_short():
                 length = node.end_lineno - body_start + 1
                 if length > MAX_FUNCTION_LINES:
                     long_functions.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({length})")
-    assert not long_functions, "functions over 60 lines: " + ", ".join(long_functions)
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines: " + ", ".join(long_functions)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from napari_rpsam2 import cli
-from napari_rpsam2 import _cli_support as cli_support
+from napari_rpsam2.cli import support as cli_support
 from napari_rpsam2.model import read_header
 from napari_rpsam2.sample_data import make_instrument_stack
 

@@ -84,8 +84,8 @@ def test_bad_prompts_file_gives_one_line_and_exit_2(capsys, model, stack_files, 
 
 
 def test_slices_by_name_by_file_name_and_an_ambiguous_number_refused(tmp_path):
-    from napari_rpsam2._cli_propagate import read_prompts
-    from napari_rpsam2._cli_support import UsageError
+    from napari_rpsam2.cli.propagate import read_prompts
+    from napari_rpsam2.cli.support import UsageError
 
     names = {"0": 0, "0.png": 0, "1": 1, "1.png": 1, "10": 2, "10.png": 2, "2": 3, "2.png": 3}  # name order
     ok = _csv(tmp_path / "ok.csv", "slice,object,row,col\n2.png,1,5,5\n10,2,5,5\n1,3,5,5\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_support import UsageError, existing_file, make_model, output_file, run_job
+from .support import UsageError, existing_file, make_model, output_file, run_job
 
 __all__ = ["add_parser", "cmd_propagate", "read_prompts", "open_stack", "slice_names"]
 
@@ -32,7 +32,7 @@ class FolderStack:
     """The image files of a folder as a lazy ``(N, H, W[, 3])`` stack: a slice is read when indexed."""
 
     def __init__(self, files: list[Path]) -> None:
-        from .training.data import read_image_file
+        from ..training.data import read_image_file
 
         self._read, self.files = read_image_file, files
         first = read_image_file(files[0])
@@ -53,7 +53,7 @@ def open_stack(path: str):
     """A folder of PNG/TIFF files (read lazily) or one multi-page TIFF."""
     p = Path(path).expanduser()
     if p.is_dir():
-        from .training.data import list_image_files
+        from ..training.data import list_image_files
 
         return FolderStack(list_image_files(p))
     existing_file(path, "images")
@@ -119,7 +119,7 @@ def read_prompts(path: str | Path, names: dict[str, int] | None = None) -> list:
 
     ``names`` (see :func:`slice_names`) lets the ``slice`` column name slices instead of numbering them.
     """
-    from .model import FramePrompt
+    from ..model import FramePrompt
 
     with open(existing_file(str(path), "prompts"), newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
@@ -150,13 +150,13 @@ def read_prompts(path: str | Path, names: dict[str, int] | None = None) -> list:
 def _write_tiff(labels: np.ndarray, out: Path) -> None:
     import tifffile
 
-    from ._atomic import atomic_write
+    from .._atomic import atomic_write
 
     atomic_write(out, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
 
 
 def _write_scores(result, out: Path) -> None:
-    from ._atomic import atomic_write
+    from .._atomic import atomic_write
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:

@@ -1,24 +1,14 @@
-"""The ``rpsam2`` command: embed, train, evaluate, heatmap and info.
-
-Every subcommand calls the same library functions as the napari widgets.
-Bad input ends with exit status 2 and one line on stderr,
-``rpsam2: error: <what is wrong and what to do>``; Ctrl-C ends with status 130
-(``train`` first finishes its step and keeps the last good checkpoint).
-"""
+"""``rpsam2 evaluate`` and ``rpsam2 heatmap``: how well, and how stably, SAM2 segments annotated objects."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import traceback
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ._cli_support import (
-    JobStopped,
-    Parser,
+from .support import (
     ProgressBars,
     UsageError,
     data_options,
@@ -31,13 +21,9 @@ from ._cli_support import (
     run_job,
 )
 
-__all__ = ["main", "build_parser", "UsageError"]
-
-_PKG_DIR = str(Path(__file__).resolve().parent)
-
 
 def _stack(images: str, labels: str, class_map: str | None, what: str = "", merge_gap: float | None = None):
-    from .training.data import DEFAULT_MERGE_GAP, stack_from_folders
+    from ..training.data import DEFAULT_MERGE_GAP, stack_from_folders
 
     img_dir = existing_folder(images, f"{what}images")
     lab_dir = existing_folder(labels, f"{what}labels")
@@ -50,38 +36,9 @@ def _stack(images: str, labels: str, class_map: str | None, what: str = "", merg
     return stack
 
 
-# ------------------------------------------------------------------ commands
-def cmd_info(args: argparse.Namespace, base=None) -> int:
-    model = make_model(args, base)
-    print(model.summary())
-    return 0
-
-
-def cmd_embed(args: argparse.Namespace, base=None) -> int:
-    from .training.data import list_image_files, read_image_file
-
-    files = list_image_files(existing_folder(args.images, "images"))
-    cache_dir = Path(args.cache).expanduser()
-    if cache_dir.exists() and not cache_dir.is_dir():
-        raise UsageError(f"cache {cache_dir} is a file, not a folder")
-    model = make_model(args, base, cache_dir=cache_dir)
-    bars, before = ProgressBars(args.quiet, "embeddings"), model.cache.stats.disk_writes
-    slices = 0
-    try:
-        for i, f in enumerate(files):
-            arr = read_image_file(f)
-            slices += model.precompute(arr, rgb=arr.ndim == 3)
-            bars(i + 1, len(files))
-    finally:
-        bars.close()
-    computed = model.cache.stats.disk_writes - before
-    print(f"{slices} slices from {len(files)} files: {computed} computed, {slices - computed} found in {cache_dir}")
-    return 0
-
-
 def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
-    from .app.evaluate import evaluate, write_report
-    from .evaluation.report import class_rows, method_names
+    from ..app.evaluate import evaluate, write_report
+    from ..evaluation.report import class_rows, method_names
 
     out = output_file(args.out, ".json")
     if args.clicks < 1:
@@ -111,10 +68,10 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
 
 
 def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
-    from ._atomic import atomic_write
-    from .app.heatmap import object_mask, sensitivity_maps
-    from .evaluation.sensitivity import save_maps_png
-    from .training.data import read_image_file, read_label_file
+    from .._atomic import atomic_write
+    from ..app.heatmap import object_mask, sensitivity_maps
+    from ..evaluation.sensitivity import save_maps_png
+    from ..training.data import read_image_file, read_label_file
 
     out = output_file(args.out, ".npy")
     image = read_image_file(existing_file(args.image, "image"))
@@ -150,49 +107,12 @@ def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ parser
 def _save_npy(path, array: np.ndarray) -> None:
     with open(path, "wb") as fh:  # closed (and flushed) before atomic_write renames it
         np.save(fh, array)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``rpsam2`` argument parser."""
-    from ._cli_oneshot import add_parser as add_oneshot_parsers  # oneshot, oneshot-eval
-    from ._cli_propagate import add_parser as add_propagate_parser
-    from ._cli_train import add_parser as add_train_parser
-
-    p = Parser(prog="rpsam2", description="RP-SAM2: stable SAM2 point prompts (embed, train, evaluate, heatmap, "
-               "propagate, oneshot).")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-    _add_info(sub)
-    _add_embed(sub)
-    add_train_parser(sub)
-    _add_evaluate(sub)
-    _add_heatmap(sub)
-    add_propagate_parser(sub, model_options)
-    add_oneshot_parsers(sub, model_options)
-    return p
-
-
-def _add_info(sub) -> None:
-    """``rpsam2 info``."""
-    sp = sub.add_parser("info", help="print the model summary")
-    model_options(sp)
-    sp.add_argument("--shift-block", default=None, help="shift-block checkpoint (.safetensors)")
-    sp.set_defaults(func=cmd_info)
-
-
-def _add_embed(sub) -> None:
-    """``rpsam2 embed``."""
-    sp = sub.add_parser("embed", help="precompute image embeddings into a disk cache")
-    model_options(sp)
-    sp.add_argument("--images", required=True, help="folder of images")
-    sp.add_argument("--cache", required=True, help="cache folder (created if missing)")
-    sp.set_defaults(func=cmd_embed)
-
-
-def _add_evaluate(sub) -> None:
+def add_evaluate(sub) -> None:
     """``rpsam2 evaluate``."""
     sp = sub.add_parser("evaluate", help="10-seed single-click evaluation, SAM2 vs RP-SAM2")
     model_options(sp)
@@ -206,7 +126,7 @@ def _add_evaluate(sub) -> None:
     sp.set_defaults(func=cmd_evaluate)
 
 
-def _add_heatmap(sub) -> None:
+def add_heatmap(sub) -> None:
     """``rpsam2 heatmap``."""
     sp = sub.add_parser("heatmap", help="grid-sensitivity Dice map of one object")
     model_options(sp)
@@ -220,54 +140,3 @@ def _add_heatmap(sub) -> None:
     merge_gap_option(sp)
     sp.add_argument("--out", required=True, help="Dice map .npy (a .png is written beside it)")
     sp.set_defaults(func=cmd_heatmap)
-
-
-def _is_user_error(err: BaseException) -> bool:
-    from ._atomic import OutputError
-    from .model import CheckpointError, ImageError, PromptError, WeightsError
-
-    if isinstance(err, (UsageError, CheckpointError, ImageError, PromptError, WeightsError, OutputError)):
-        return True
-    try:
-        from .training.data import DataError
-
-        if isinstance(err, DataError):
-            return True
-    except ImportError:
-        pass
-    if isinstance(err, ValueError):  # only the library's own checks, not bugs elsewhere
-        frames = traceback.extract_tb(err.__traceback__)
-        return bool(frames) and frames[-1].filename.startswith(_PKG_DIR)
-    return False
-
-
-def main(argv: Sequence[str] | None = None, *, model=None) -> int:
-    """Run ``rpsam2``; returns the exit status.
-
-    ``model`` (an :class:`RPSAM2`) lends its backbone and embedding cache
-    instead of loading one; tests use it to share one model.
-    """
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:  # --help
-        return int(stop.code or 0)
-    except UsageError as err:
-        print(f"rpsam2: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        return int(args.func(args, model))
-    except JobStopped as stopped:
-        print(f"rpsam2: {stopped}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("rpsam2: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:
-        if not _is_user_error(err):
-            raise
-        print(f"rpsam2: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

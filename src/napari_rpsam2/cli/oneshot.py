@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_support import (
+from .support import (
     UsageError,
     existing_file,
     existing_folder,
@@ -29,7 +29,7 @@ METHOD_NAMES = ("persam", "p2sam", "medpersam")
 
 
 def _method_options(args: argparse.Namespace, name: str) -> dict:
-    from .oneshot import WarpConfig
+    from ..oneshot import WarpConfig
 
     if name != "medpersam":
         return {}
@@ -39,7 +39,7 @@ def _method_options(args: argparse.Namespace, name: str) -> dict:
 
 
 def _read_targets(path: str) -> tuple[list[np.ndarray], list[str]]:
-    from .training.data import list_image_files, read_image_file
+    from ..training.data import list_image_files, read_image_file
 
     p = Path(path).expanduser()
     if p.is_dir():
@@ -59,13 +59,13 @@ def _read_targets(path: str) -> tuple[list[np.ndarray], list[str]]:
 def _write_tif(path: Path, array: np.ndarray) -> None:
     import tifffile
 
-    from ._atomic import atomic_write
+    from .._atomic import atomic_write
 
     atomic_write(path, lambda tmp: tifffile.imwrite(tmp, array, compression="zlib"))
 
 
 def _write_prompts(path: Path, rows: list[tuple]) -> None:
-    from ._atomic import atomic_write
+    from .._atomic import atomic_write
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
@@ -78,9 +78,9 @@ def _write_prompts(path: Path, rows: list[tuple]) -> None:
 
 def cmd_oneshot(args: argparse.Namespace, base=None) -> int:
     """Propagate the reference slice's objects to every target slice."""
-    from .evaluation.report import write_json
-    from .oneshot import make_method, segment_stack
-    from .training.data import read_image_file, read_label_file
+    from ..evaluation.report import write_json
+    from ..oneshot import make_method, segment_stack
+    from ..training.data import read_image_file, read_label_file
 
     ref_img = read_image_file(existing_file(args.reference_image, "reference image"))
     ref_lab = read_label_file(existing_file(args.reference_labels, "reference labels"))
@@ -130,9 +130,9 @@ def _info(info: dict) -> dict:
 
 def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     """The one-shot protocol on a folder of annotated slices."""
-    from .oneshot.protocol import one_shot_protocol
-    from .oneshot.report import write_protocol_csv, write_protocol_figure, write_protocol_json
-    from .training.data import list_image_files, read_image_file, read_label_file
+    from ..oneshot.protocol import one_shot_protocol
+    from ..oneshot.report import write_protocol_csv, write_protocol_figure, write_protocol_json
+    from ..training.data import list_image_files, read_image_file, read_label_file
 
     out = output_file(args.out, ".json")
     img_dir, lab_dir = existing_folder(args.images, "images"), existing_folder(args.labels, "labels")

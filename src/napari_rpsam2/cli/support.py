@@ -124,8 +124,8 @@ def make_model(args: argparse.Namespace, base=None, cache_dir: Path | None = Non
     """Load the model from the options; ``base`` (tests) lends its backbone and cache."""
     import torch
 
-    from .model import RPSAM2, EmbeddingCache
-    from .model.weights import resolve_backbone
+    from ..model import RPSAM2, EmbeddingCache
+    from ..model.weights import resolve_backbone
 
     shift_block = getattr(args, "shift_block", None)
     if shift_block is not None:
@@ -162,7 +162,7 @@ def run_job(job: Callable[[Callable, Callable[[], bool]], T], *, quiet: bool, st
     Raises :class:`JobStopped` ("<what> cancelled; nothing written") when the
     job stopped on a Ctrl-C (it raised :class:`napari_rpsam2.jobs.Cancelled`).
     """
-    from .jobs import Cancelled
+    from ..jobs import Cancelled
 
     bars = ProgressBars(quiet, stage)
     with sigint_cancel() as cancel:

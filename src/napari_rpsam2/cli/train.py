@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._cli_support import (
+from .support import (
     ProgressBars,
     UsageError,
     data_options,
@@ -24,9 +24,9 @@ __all__ = ["add_parser", "cmd_train"]
 
 
 def cmd_train(args: argparse.Namespace, base=None) -> int:
-    from .app.train import train
-    from .training import ddp
-    from .training.trainer import TrainConfig
+    from ..app.train import train
+    from ..training import ddp
+    from ..training.trainer import TrainConfig
 
     if (args.val_images is None) != (args.val_labels is None):
         raise UsageError("give both --val-images and --val-labels, or neither")
@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
             ddp.leave_group()
     if rank != 0:
         return 0
-    from .training.trainer import last_checkpoint_path
+    from ..training.trainer import last_checkpoint_path
 
     last = last_checkpoint_path(out)
     resume = f"; continue with --resume {last}" if last.exists() else ""
@@ -81,7 +81,7 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
 
 def _training_data(args: argparse.Namespace, val_fraction: float):
     """The training data of ``rpsam2 train`` (the same reader and split as the training dock)."""
-    from .app.train import data_from_folders
+    from ..app.train import data_from_folders
 
     img_dir = existing_folder(args.images, "images")
     lab_dir = existing_folder(args.labels, "labels")
