@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,9 +55,30 @@ def layer_shape(layer: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in np.shape(data)[: layer.ndim])
 
 
+_GENERATIONS = itertools.count(1)
+_LAYER_DATA: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
+
+
+def _data_generation(layer: Any) -> int:
+    """A number that changes whenever the layer's data is replaced (never reused, unlike ``id()``)."""
+    entry = _LAYER_DATA.get(layer)
+    if entry is None:
+        entry = _LAYER_DATA[layer] = [next(_GENERATIONS)]
+
+        def renew(event=None, entry=entry) -> None:
+            entry[0] = next(_GENERATIONS)
+
+        layer.events.data.connect(renew)
+    return entry[0]
+
+
 def slice_cache_key(layer: Any, index: tuple[int, ...]) -> Any:
-    """Embedding-cache key of slice ``index`` of an image layer (the same in every dock)."""
-    base = ("napari", id(layer), id(layer.data))
+    """Embedding-cache key of slice ``index`` of an image layer (the same in every dock).
+
+    Built from the layer's ``unique_id`` and a generation number of its data: Python reuses ``id()``
+    values after a layer is deleted, so ids would let a new image be served another image's embeddings.
+    """
+    base = ("napari", str(layer.unique_id), _data_generation(layer))
     return (base, index[0]) if len(index) == 1 else (base, index)
 
 
