@@ -55,7 +55,11 @@ def test_stack_slices_background_embedding_toggle_and_arrows(make_napari_viewer,
     assert widget.status.text().startswith("SAM2")
     np.testing.assert_allclose(layers["refined"].data[0, 1:], layers["prompts"].data[0, 1:], atol=1e-4)
     index, mask = widget.preview_mask()
-    assert index == (1,) and np.array_equal(np.asarray(layers["preview"].data[1]) > 0, mask)
+    preview = layers["preview"]
+    assert preview.data.shape == (1, *mask.shape)  # one plane, whatever the stack's length
+    assert index == (1,) and np.array_equal(np.asarray(preview.data[0]) > 0, mask)
+    assert preview.translate[0] == 1  # drawn on slice 1 only
+    assert preview.world_to_data([1, 0, 0])[0] == 0 and preview.world_to_data([0, 0, 0])[0] == -1
     viewer.dims.set_current_step(0, 0)  # slice 0 has no clicks: no preview; slice 1 keeps its clicks
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert widget.preview_mask() is None and not np.asarray(layers["preview"].data).any()

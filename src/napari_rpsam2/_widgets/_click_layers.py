@@ -36,9 +36,10 @@ def _make(role: str, image: Any) -> Any:
     geo = {"scale": image.scale, "translate": image.translate,
            "metadata": {METADATA_KEY: {"role": role, "image": image.unique_id}}}
     size = max(6.0, 0.035 * min(shape[-2:]))
-    if role == "preview":
+    if role == "preview":  # one plane, moved to the previewed slice: memory does not grow with the stack
         cmap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: PREVIEW_COLOR})
-        return Labels(np.zeros(shape, np.uint8), name=f"{image.name} preview", opacity=PREVIEW_OPACITY,
+        plane = (1,) * (len(shape) - 2) + tuple(shape[-2:])
+        return Labels(np.zeros(plane, np.uint8), name=f"{image.name} preview", opacity=PREVIEW_OPACITY,
                       colormap=cmap, **geo)
     if role == "arrows":
         return Vectors(np.zeros((0, 2, nd)), ndim=nd, name=f"{image.name} click shifts", edge_color="yellow",
@@ -132,20 +133,38 @@ class ClickLayers:
         return [(tuple(int(round(v)) for v in point[:-2]), Click(float(point[-2]), float(point[-1]), label != NEGATIVE))
                 for point, label in zip(data, labels)]
 
+    def preview_plane(self) -> tuple[tuple[int, ...], np.ndarray] | None:
+        """``(slice index, mask)`` the preview layer shows now, or ``None`` when it shows nothing."""
+        if self._shown_index is None or self._shown_index is Ellipsis:
+            return None
+        data = np.asarray(self.preview.data)
+        return self._shown_index, data.reshape(data.shape[-2:]) > 0
+
+    def _move_preview(self, index: tuple[int, ...]) -> None:
+        """Place the one-plane preview layer on slice ``index`` of the image."""
+        layer, lead = self.preview, len(index)
+        if not lead:
+            return
+        translate = np.array(self.image.translate, dtype=float)
+        translate[:lead] += np.asarray(index, float) * np.asarray(self.image.scale, float)[:lead]
+        if not np.array_equal(translate, np.asarray(layer.translate, float)):
+            layer.translate = translate
+
     def show_preview(self, preview: Preview | None) -> None:
         """Show the preview mask, its refined clicks and the shift arrows (or nothing)."""
         nd = self.prompts.ndim
         layer = self.preview
         data = np.asarray(layer.data)
-        if self._shown_index is not None and data.ndim == nd:
-            data[self._shown_index] = 0
+        if data.ndim == nd:
+            data[...] = 0
         self._shown_index = None
         if preview is None:
             self.layers["refined"].data = np.zeros((0, nd))
             self.layers["arrows"].data = np.zeros((0, 2, nd))
         else:
             res = preview.result
-            data[preview.index] = res.mask
+            data.reshape(data.shape[-2:])[...] = res.mask
+            self._move_preview(tuple(preview.index))
             self._shown_index = preview.index
             pos = res.labels == 1
             lead = np.broadcast_to(np.asarray(preview.index, float), (int(pos.sum()), len(preview.index)))
