@@ -84,3 +84,25 @@ def test_precompute_reports_progress_and_cancels(model, monkeypatch):
     # clicking a precomputed slice never runs the encoder
     fresh.segment(stack[2], [[5, 5]], key=("layer-1", 2))
     assert len(calls) == 4
+
+
+def test_precompute_within_budget_keeps_the_first_slice(model, monkeypatch):
+    """Background embedding stops at the memory budget instead of evicting the slice being annotated."""
+    stack = np.random.default_rng(3).integers(0, 255, (6, 24, 32), dtype=np.uint8)
+    probe = RPSAM2(model.backbone, cache=EmbeddingCache()).embed(stack[0])
+    fresh = RPSAM2(model.backbone, cache=EmbeddingCache(max_bytes=2 * probe.nbytes + probe.nbytes // 2))
+    seen = []
+    done = fresh.precompute(stack, key="layer", indices=[3, 4, 2, 5, 1, 0], within_budget=True,
+                            progress=lambda d, t: seen.append((d, t)))
+    assert done == 2 and seen[-1] == (2, 2)
+    assert fresh.is_cached(stack[3], key=("layer", 3)) and fresh.is_cached(stack[4], key=("layer", 4))
+    assert fresh.cache.stats.evictions == 0
+    assert fresh.precompute(stack, key="layer", indices=[3, 4, 2]) == 3  # without the budget: every slice asked
+
+
+def test_outward_order_visits_the_nearest_slices_first():
+    from napari_rpsam2._widgets._logic import outward_order
+
+    assert outward_order(3, 6) == [3, 4, 2, 5, 1, 0]
+    assert outward_order(0, 3) == [0, 1, 2] and outward_order(2, 3) == [2, 1, 0]
+    assert sorted(outward_order(7, 20)) == list(range(20))

@@ -42,7 +42,10 @@ class BackgroundEmbedder(QWidget):
 
     def start(self, model: "RPSAM2", stack: Any, *, rgb: bool, key: Any, order: list[int],
               contrast_limits: Any = None, gamma: float = 1.0) -> None:
-        """Embed ``stack[i]`` for ``i`` in ``order`` (cached under ``(key, i)``), mapped as the layer shows it."""
+        """Embed ``stack[i]`` for ``i`` in ``order`` (cached under ``(key, i)``), mapped as the layer shows it.
+
+        Stops when the embeddings fill the cache's memory budget, so the first slice of ``order`` stays cached.
+        """
         self.cancel()
         flag = self._cancel = CancelFlag()
         self.progress.setRange(0, len(order))
@@ -54,7 +57,7 @@ class BackgroundEmbedder(QWidget):
                 self._bridge.send_progress(done, total)
 
         start_worker(model.precompute, stack, rgb=rgb, key=key, indices=order, progress=progress, cancel=flag,
-                     contrast_limits=contrast_limits, gamma=gamma,
+                     contrast_limits=contrast_limits, gamma=gamma, within_budget=True,
                      on_error=self._failed, on_finish=lambda: self._done(flag))
 
     def _failed(self, err: BaseException) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["slice_index", "vectors_from", "POSITIVE", "NEGATIVE"]
+__all__ = ["slice_index", "vectors_from", "outward_order", "POSITIVE", "NEGATIVE"]
 
 POSITIVE = "positive"
 NEGATIVE = "negative"
@@ -34,3 +34,11 @@ def vectors_from(clicks: np.ndarray, refined: np.ndarray, index: tuple[int, ...]
     return np.stack([start, direction], axis=1)
 
 
+
+
+def outward_order(start: int, n: int) -> list[int]:
+    """Slice indices ``0..n-1`` nearest to ``start`` first: start, start+1, start-1, start+2, …"""
+    order = [start]
+    for step in range(1, n):
+        order += [i for i in (start + step, start - step) if 0 <= i < n]
+    return order

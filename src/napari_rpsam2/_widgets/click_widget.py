@@ -23,6 +23,7 @@ from ._commit import commit_target
 from ._embedder import BackgroundEmbedder
 from ._keys import bind_keys, unbind_keys
 from ._layer_picker import LayerPicker
+from ._logic import outward_order
 from ._model_settings import ModelSettings
 from ._slicing import ImageSlice, SliceError, full_resolution, image_slice, layer_shape
 from ._views import DOCK_MAX_WIDTH, DockView, StatusLabel, scrolling_dock
@@ -363,7 +364,7 @@ class ClickWidget(DockView):
 
     # ------------------------------------------------------------------ background embeddings
     def start_precompute(self) -> None:
-        """Embed the other slices of a stack in a worker (current slice first)."""
+        """Embed the slices around the one on screen in a worker, nearest first, up to the cache budget."""
         self.embedder.cancel()
         image = self.image_picker.layer()
         if self.model is None or image is None or image.ndim != 3 or not self.precompute_box.isChecked():
@@ -372,8 +373,7 @@ class ClickWidget(DockView):
             sl = self.current_slice()
         except SliceError:
             return
-        n = layer_shape(image)[0]
-        order = [sl.index[0]] + [i for i in range(n) if i != sl.index[0]]
+        order = outward_order(sl.index[0], layer_shape(image)[0])
         self.embedder.start(self.model, full_resolution(image), rgb=sl.rgb,
                             key=sl.key[0], order=order, contrast_limits=image.contrast_limits, gamma=image.gamma)
 

@@ -94,24 +94,30 @@ class CachedEncoding:
         indices: Sequence[int] | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelFlag | None = None,
+        within_budget: bool = False,
     ) -> int:
         """Embed every slice of a stack ``(N, H, W[, C])`` (or one image).
 
         Calls ``progress(done, total)`` after each slice and stops early when
         ``cancel()`` is true.  With ``key``, slice ``i`` is cached under
-        ``(key, i)``.  Returns the number of slices now embedded.
+        ``(key, i)``.  With ``within_budget``, stops once the slices embedded
+        so far fill the cache's memory budget, so none of them (the first in
+        ``indices`` above all) is evicted by a later one.  Returns the number
+        of slices now embedded.
         """
         n, _ = split_stack(stack, rgb)
         is_stack = np.ndim(stack) - (1 if _ else 0) == 3
         order = list(range(n)) if indices is None else [int(i) for i in indices]
-        done = 0
+        done, total = 0, len(order)
         for i in order:
-            if cancel is not None and cancel():
+            if done >= total or (cancel is not None and cancel()):
                 break
             plane = np.asarray(stack[i]) if is_stack else np.asarray(stack)
-            self.embed(plane, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb,
-                       key=None if key is None else (key, i))
+            emb = self.embed(plane, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb,
+                             key=None if key is None else (key, i))
             done += 1
+            if within_budget:
+                total = min(total, max(1, self.cache.max_bytes // max(1, emb.nbytes)))
             if progress is not None:
-                progress(done, len(order))
+                progress(done, total)
         return done
