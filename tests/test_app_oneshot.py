@@ -76,8 +76,9 @@ def test_undo_keeps_what_the_person_painted_after_the_merge():
 
     labels = np.zeros((2, 4, 4), np.int32)
     index = (np.array([1, 1, 1]), np.array([0, 0, 1]), np.array([0, 1, 0]))
-    edit = LabelEdit(index, np.zeros(3, np.int32), np.array([5, 5, 5], np.int32))
-    labels[index] = edit.after
+    edit = LabelEdit.of_pixels(labels.shape, index, np.zeros(3, np.int32), np.array([5, 5, 5], np.int32))
+    edit.redo(labels)
+    assert labels[index].tolist() == [5, 5, 5]
     labels[1, 0, 1] = 9  # painted over one merged pixel afterwards
     edit.undo(labels)
     assert labels[1, 0, 0] == 0 and labels[1, 1, 0] == 0 and labels[1, 0, 1] == 9

@@ -9,7 +9,7 @@ from napari_rpsam2.oneshot.passes import three_passes
 
 def _edit(volume, index, rows, cols, value):
     where = (np.full(len(rows), index, np.intp), np.asarray(rows), np.asarray(cols))
-    edit = LabelEdit(where, volume[where].copy(), np.full(len(rows), value, volume.dtype))
+    edit = LabelEdit.of_pixels(volume.shape, where, volume[where].copy(), np.full(len(rows), value, volume.dtype))
     edit.redo(volume)
     return edit
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .label_changes import LabelChange
+
 __all__ = ["CommitError", "CommitRecord", "plan_commit", "plan_undo"]
 
 
@@ -18,23 +20,28 @@ class CommitError(ValueError):
 
 @dataclass
 class CommitRecord:
-    """What one commit wrote, enough to undo it exactly.
+    """What one commit wrote, enough to undo it exactly, in a compact form.
 
     Attributes
     ----------
-    indices : tuple of ndarray
-        Full-dimensional fancy indices of the pixels written.
+    change : LabelChange
+        The slice's box, a bit per pixel written and the values (see :mod:`.label_changes`).
     label_id : int
         The id written there (the pixels were 0 before).
     """
 
-    indices: tuple[np.ndarray, ...]
+    change: LabelChange
     label_id: int
+
+    @property
+    def indices(self) -> tuple[np.ndarray, ...]:
+        """Full-dimensional fancy indices of the pixels written (made on demand, not stored)."""
+        return self.change.slices[0].pixel_indices()
 
     @property
     def size(self) -> int:
         """Number of pixels written."""
-        return int(self.indices[0].size) if self.indices else 0
+        return self.change.size
 
 
 def plan_commit(target: np.ndarray, index: tuple[int, ...], mask: np.ndarray) -> CommitRecord:
@@ -65,11 +72,12 @@ def plan_commit(target: np.ndarray, index: tuple[int, ...], mask: np.ndarray) ->
         raise CommitError(f"no free label id left in the target's dtype {target.dtype}; "
                           "convert the Labels layer to a wider integer type")
     plane = np.asarray(target[index])
-    rows, cols = np.nonzero(mask & (plane == 0))
-    if rows.size == 0:
+    new = plane.copy()
+    new[mask & (plane == 0)] = label_id
+    change = LabelChange.of_planes([(tuple(index), plane, new)])
+    if not change.slices:
         raise CommitError("every pixel of the preview already belongs to another object; nothing to write")
-    lead = tuple(np.full(rows.size, i, dtype=np.intp) for i in index)
-    return CommitRecord(lead + (rows, cols), label_id)
+    return CommitRecord(change, label_id)
 
 
 def plan_undo(target: np.ndarray, record: CommitRecord) -> tuple[np.ndarray, ...]:

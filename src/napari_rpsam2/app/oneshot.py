@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import jobs
 from ..oneshot import SliceResult, make_method, segment_stack
+from .label_changes import LabelChange
 
 __all__ = ["OneShotClicks", "LabelEdit", "OneShotOutcome", "propagate_from_slice", "merge_results",
            "clicks_of"]
@@ -49,31 +50,8 @@ class OneShotClicks:
         return {"label": self.label, "object_id": self.object_id}
 
 
-@dataclass
-class LabelEdit:
-    """One undoable merge into a label volume: the pixels written and their previous values."""
-
-    index: tuple[np.ndarray, ...]
-    before: np.ndarray
-    after: np.ndarray
-
-    @property
-    def size(self) -> int:
-        """Pixels written."""
-        return int(self.before.size)
-
-    def undo(self, labels: np.ndarray) -> None:
-        """Put the previous values back (in place) where the merged value is still there.
-
-        Pixels the person painted over since keep their new value, as the
-        click dock's and the propagation's undo do.
-        """
-        still = np.asarray(labels[self.index]) == self.after
-        labels[tuple(ix[still] for ix in self.index)] = self.before[still]
-
-    def redo(self, labels: np.ndarray) -> None:
-        """Write the merged values again (in place)."""
-        labels[self.index] = self.after
+LabelEdit = LabelChange
+"""One undoable merge into a label volume (a compact :class:`~.label_changes.LabelChange`)."""
 
 
 @dataclass
@@ -104,20 +82,12 @@ def clicks_of(results: Mapping[int, SliceResult]) -> OneShotClicks:
 
 def merge_results(labels: np.ndarray, results: Mapping[int, SliceResult]) -> LabelEdit:
     """Write every mask into ``labels`` (N, H, W) where it is 0, in place; returns the undo record."""
-    idx_parts: list[list[np.ndarray]] = [[], [], []]
-    after = []
-    for index, res in results.items():
-        plane = res.label_plane(labels.shape[1:])
-        rows, cols = np.nonzero((plane != 0) & (labels[index] == 0))
-        idx_parts[0].append(np.full(rows.size, index, np.intp))
-        idx_parts[1].append(rows)
-        idx_parts[2].append(cols)
-        after.append(plane[rows, cols])
-    if not after:
-        empty = np.zeros(0, np.intp)
-        return LabelEdit((empty, empty, empty), np.zeros(0, labels.dtype), np.zeros(0, labels.dtype))
-    index = tuple(np.concatenate(p) for p in idx_parts)
-    edit = LabelEdit(index, labels[index].copy(), np.concatenate(after).astype(labels.dtype))
+    planes = []
+    for index in sorted(results):
+        old = np.asarray(labels[index])
+        plane = results[index].label_plane(labels.shape[1:])
+        planes.append(((int(index),), old, np.where((plane != 0) & (old == 0), plane, old).astype(labels.dtype)))
+    edit = LabelChange.of_planes(planes)
     edit.redo(labels)
     return edit
 

@@ -58,9 +58,7 @@ def rerun_slice(labels_volume: np.ndarray, index: int, masks: dict[int, np.ndarr
     new[np.asarray(written, bool)] = 0
     for oid, mask in masks.items():
         new[(new == 0) & np.asarray(mask, bool)] = oid
-    rows, cols = np.nonzero(new != plane)
-    where = (np.full(rows.size, int(index), np.intp), rows, cols)
-    edit = LabelEdit(where, plane[rows, cols].copy(), new[rows, cols].astype(labels_volume.dtype))
+    edit = LabelEdit.of_planes([((int(index),), plane, new.astype(labels_volume.dtype))])
     edit.redo(labels_volume)
     return edit
 
@@ -97,11 +95,11 @@ class RunHistory:
         """
         plane = np.asarray(labels_volume[int(index)])
         out = np.zeros(plane.shape, bool)
-        for edit, _ in self.edits:
-            on = edit.index[0] == int(index)
-            out[edit.index[1][on], edit.index[2][on]] = edit.after[on] != 0
         values = np.zeros(plane.shape, plane.dtype)
-        for edit, _ in self.edits:  # the newest value each run wrote
-            on = edit.index[0] == int(index)
-            values[edit.index[1][on], edit.index[2][on]] = edit.after[on]
+        for edit, _ in self.edits:  # oldest first: the newest value each run wrote wins
+            for change in edit.slices:
+                if change.index == (int(index),):
+                    where, after = change.pixel_indices()[-2:], change.values("after")
+                    out[where] = after != 0
+                    values[where] = after
         return out & (plane == values)

@@ -18,45 +18,39 @@ import numpy as np
 from .. import jobs
 from ..model.prompts import FramePrompt, PromptError
 from ..model.propagation import PropagationResult
+from .label_changes import LabelChange, SliceChange
 
 __all__ = ["PropagationUndo", "propagate_into_labels", "renumber_taken_ids", "write_new_labels"]
 
 
 @dataclass
 class PropagationUndo:
-    """What one propagation wrote: per slice, the flat pixel indices it set (they were 0).
+    """What one propagation wrote (only where the target was 0), kept compactly.
 
     Attributes
     ----------
-    written : dict
-        ``slice index -> (flat indices (M,) int64, values written (M,))``.
+    change : LabelChange
+        Per slice: the box, a bit per pixel written and the values (see :mod:`.label_changes`).
     """
 
-    written: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    change: LabelChange = field(default_factory=LabelChange)
 
     @property
     def pixels(self) -> int:
         """Number of pixels the propagation labelled."""
-        return sum(len(i) for i, _ in self.written.values())
+        return self.change.size
 
     @property
     def slices(self) -> list[int]:
         """Slices that received pixels, in order."""
-        return sorted(self.written)
+        return [index[0] for index in self.change.slice_indices]
 
     def undo(self, target: np.ndarray) -> list[int]:
         """Put 0 back where this propagation wrote and the value is still its own.
 
         Pixels the user edited since keep the user's value.  Returns the slices changed.
         """
-        changed = []
-        for index, (flat, values) in sorted(self.written.items()):
-            plane = np.array(target[index])  # works for numpy, zarr and other array-likes
-            view = plane.reshape(-1)
-            view[flat[view[flat] == values]] = 0
-            target[index] = plane
-            changed.append(index)
-        return changed
+        return [index[0] for index in self.change.undo(target)]
 
 
 def renumber_taken_ids(result: PropagationResult, target: np.ndarray,
@@ -97,16 +91,14 @@ def write_new_labels(target: np.ndarray, result: PropagationResult,
                           "use an integer labels layer (e.g. int32)")
     record = PropagationUndo()
     for index in np.flatnonzero(result.tracked):
-        new = result.labels[index].reshape(-1)
-        old = np.asarray(target[index]).reshape(-1)
-        flat = np.flatnonzero((new > 0) & (old == 0))
-        if flat.size == 0:
+        new = result.labels[index]
+        old = np.asarray(target[index])
+        plane = np.where((new > 0) & (old == 0), new, old).astype(target.dtype)
+        change = SliceChange.between((int(index),), old, plane)
+        if change is None:
             continue
-        values = new[flat].astype(target.dtype)
-        plane = np.array(target[index])
-        plane.reshape(-1)[flat] = values
         target[index] = plane
-        record.written[int(index)] = (flat, values)
+        record.change.slices.append(change)
         if on_slice is not None:
             on_slice(int(index))
     return record
