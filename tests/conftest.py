@@ -18,6 +18,9 @@ from napari_rpsam2 import RPSAM2
 from napari_rpsam2.sample_data import make_instrument_stack
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# The viewer's disk embedding cache is on by default (the user's cache folder): tests never write there;
+# the tests about it set their own folder.
+os.environ["NAPARI_RPSAM2_CACHE_DIR"] = "off"
 
 _GUI_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "viewer_model"}
 

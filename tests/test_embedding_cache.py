@@ -106,3 +106,49 @@ def test_outward_order_visits_the_nearest_slices_first():
     assert outward_order(3, 6) == [3, 4, 2, 5, 1, 0]
     assert outward_order(0, 3) == [0, 1, 2] and outward_order(2, 3) == [2, 1, 0]
     assert sorted(outward_order(7, 20)) == list(range(20))
+
+
+def test_viewer_workspace_keeps_embeddings_on_disk_across_restarts(model, monkeypatch, tmp_path):
+    """A restarted napari (a new workspace on the default folder) finds the slices encoded before."""
+    from napari_rpsam2.app.workspace import Workspace, default_cache_dir
+
+    monkeypatch.setenv("NAPARI_RPSAM2_CACHE_DIR", str(tmp_path / "cache"))
+    assert default_cache_dir() == tmp_path / "cache"
+    image = np.random.default_rng(4).integers(0, 255, (24, 32), dtype=np.uint8)
+    calls = []
+    real = model.backbone.encode
+    monkeypatch.setattr(model.backbone, "encode", lambda rgb: calls.append(1) or real(rgb))
+    for session in range(2):
+        ws = Workspace(cache_dir=default_cache_dir())
+        ws.set_model(RPSAM2(model.backbone))
+        ws.model.embed(image, key=("layer", session), contrast_limits=(0, 200))
+    assert len(calls) == 1 and ws.cache.stats.disk_hits == 1
+    ws.model.embed(image, key=("layer", 1), contrast_limits=(0, 100))  # another contrast: another embedding
+    assert len(calls) == 2
+    monkeypatch.setenv("NAPARI_RPSAM2_CACHE_DIR", "off")
+    assert default_cache_dir() is None
+
+
+def test_disk_cache_keeps_to_its_size_limit_dropping_the_least_recently_used(model, tmp_path):
+    stack = np.random.default_rng(5).integers(0, 255, (3, 24, 32), dtype=np.uint8)
+    fresh = RPSAM2(model.backbone, cache=EmbeddingCache(disk_dir=tmp_path))
+    fresh.embed(stack[0])
+    one_file = sum(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
+    fresh.cache.disk_max_bytes = int(2.5 * one_file)
+    fresh.embed(stack[1])
+    fresh.embed(stack[2])
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    again = RPSAM2(model.backbone, cache=EmbeddingCache(disk_dir=tmp_path))
+    again.embed(stack[2])
+    again.embed(stack[0])  # the oldest went first
+    assert again.cache.stats.disk_hits == 1
+
+
+def test_an_unusable_cache_folder_only_warns(tmp_path):
+    from napari_rpsam2.app.workspace import Workspace
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match="no disk embedding cache"):
+        ws = Workspace(cache_dir=blocker / "cache")
+    assert ws.cache.disk_dir is None

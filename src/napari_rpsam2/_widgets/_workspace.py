@@ -11,6 +11,7 @@ import weakref
 from typing import Any
 
 from ..app import Workspace
+from ..app.workspace import default_cache_dir
 
 __all__ = ["workspace_for", "unwrap"]
 
@@ -23,9 +24,13 @@ def unwrap(obj: Any) -> Any:
 
 
 def workspace_for(viewer: Any) -> Workspace:
-    """The workspace of ``viewer`` (created on first use); the same for every dock of that viewer."""
+    """The workspace of ``viewer`` (created on first use); the same for every dock of that viewer.
+
+    Its embeddings are also kept on disk (:func:`~napari_rpsam2.app.workspace.default_cache_dir`, keyed by
+    each slice's content, the model's weights and the contrast settings), so a restarted napari finds them.
+    """
     key = unwrap(viewer)
     found = _WORKSPACES.get(key)
     if found is None:
-        found = _WORKSPACES[key] = Workspace()
+        found = _WORKSPACES[key] = Workspace(cache_dir=default_cache_dir())
     return found

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from psygnal import Signal, SignalGroup
@@ -19,9 +21,25 @@ from ..training.candidates import CandidateCache
 if TYPE_CHECKING:
     from ..model import RPSAM2
 
-__all__ = ["Workspace", "WorkspaceEvents", "NoModelError"]
+__all__ = ["Workspace", "WorkspaceEvents", "NoModelError", "default_cache_dir"]
 
 DEFAULT_CACHE_BYTES = 2 << 30
+DEFAULT_DISK_CACHE_BYTES = 10 << 30
+CACHE_DIR_VARIABLE = "NAPARI_RPSAM2_CACHE_DIR"
+"""Environment variable: the disk embedding cache's folder, or ``off`` for none."""
+
+
+def default_cache_dir() -> Path | None:
+    """Folder of the viewer's disk embedding cache: ``$NAPARI_RPSAM2_CACHE_DIR``, else the user's cache folder.
+
+    ``NAPARI_RPSAM2_CACHE_DIR=off`` (or empty) turns the disk cache off.
+    """
+    value = os.environ.get(CACHE_DIR_VARIABLE)
+    if value is not None:
+        return None if value.strip().lower() in ("", "off", "none", "0") else Path(value).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-rpsam2")) / "embeddings"
 
 
 class NoModelError(RuntimeError):
@@ -45,12 +63,21 @@ class Workspace:
     cache_bytes : int
         Memory budget of the embedding cache.
     cache_dir : path, optional
-        Folder of the disk embedding cache.
+        Folder of the disk embedding cache (a folder that cannot be made only warns: no disk cache then).
+    disk_cache_bytes : int
+        Size limit of the disk cache; the least recently used embeddings go first.
     """
 
-    def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES, cache_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES, cache_dir: str | os.PathLike | None = None,
+                 disk_cache_bytes: int = DEFAULT_DISK_CACHE_BYTES) -> None:
         self.events = WorkspaceEvents()
-        self.cache = EmbeddingCache(cache_bytes, cache_dir)
+        try:
+            self.cache = EmbeddingCache(cache_bytes, cache_dir)
+        except OSError as err:
+            warnings.warn(f"no disk embedding cache ({cache_dir}: {err.strerror or err}); "
+                          f"embeddings are kept in memory only", stacklevel=2)
+            self.cache = EmbeddingCache(cache_bytes)
+        self.cache.disk_max_bytes = disk_cache_bytes
         self.candidates = CandidateCache()
         self.click_sessions: dict = {}
         """Click session of each image (by the image layer's id), kept while a dock is closed and reopened."""

@@ -79,6 +79,8 @@ class EmbeddingCache:
         self.disk_dir = Path(disk_dir) if disk_dir is not None else None
         if self.disk_dir is not None:
             self.disk_dir.mkdir(parents=True, exist_ok=True)
+        self.disk_max_bytes: int | None = None
+        """Size limit of the disk cache; the least recently used files go first (``None``: no limit)."""
         self.stats = CacheStats()
         self._entries: OrderedDict[Hashable, ImageEmbedding] = OrderedDict()
         self._bytes = 0
@@ -155,6 +157,10 @@ class EmbeddingCache:
         except Exception:  # a damaged cache file is only a miss; it gets rewritten
             return None
         self.stats.disk_hits += 1
+        try:  # a hit makes the file recently used, for the size limit
+            os.utime(path)
+        except OSError:
+            pass
         return ImageEmbedding.from_tensors(tensors, hw).to(device)
 
     def save_to_disk(self, signature: str, embedding: ImageEmbedding) -> None:
@@ -179,3 +185,31 @@ class EmbeddingCache:
                           CacheWarning, stacklevel=2)
             return
         self.stats.disk_writes += 1
+        if self.disk_max_bytes is not None:
+            self.trim_disk(self.disk_max_bytes)
+
+    def trim_disk(self, max_bytes: int) -> int:
+        """Delete the least recently used disk entries until the folder holds at most ``max_bytes``.
+
+        Returns the number of files deleted.  Files another process deletes meanwhile are skipped.
+        """
+        if self.disk_dir is None:
+            return 0
+        files = []
+        for path in self.disk_dir.glob("*.safetensors"):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, path))
+        total, deleted = sum(f[1] for f in files), 0
+        for _, size, path in sorted(files, key=lambda f: f[0]):
+            if total <= max_bytes:
+                break
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            total -= size
+            deleted += 1
+        return deleted
