@@ -35,6 +35,12 @@ def test_results_fill_only_empty_pixels_and_one_undo_reverts_them(model, instrum
     outcome.edit.redo(target)
     assert np.array_equal(target[1] == 1, mask & (before[1] == 0))
 
+    # the dock merges into the layer itself, later: no volume is needed for the run
+    alone = propagate_from_slice(model, images, 0, labels[0], None, method="persam", object_ids=[1], targets=[1])
+    assert alone.edit.size == 0 and np.array_equal(alone.results[1].objects[0].mask, mask)
+    merged = merge_results(before.copy(), alone.results)
+    assert merged.size == outcome.edit.size
+
 
 def test_cancel_leaves_the_labels_untouched(model, instrument_stack):
     images, labels = instrument_stack

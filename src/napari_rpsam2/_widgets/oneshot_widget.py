@@ -206,8 +206,8 @@ class OneShotWidget(JobDock):
         self.status.info(f"Segmenting {n_targets} slice(s) from slice {got['ref']} with "
                          f"{self.method.native.currentText()}… the viewer stays usable.")
         send, data = self._bridge.send, image.data
-        scratch = np.zeros(layer_shape(image), np.int32)  # merged for real in the GUI thread, against the layer now
-        start_worker(_propagate_job, model, data, got["ref"], got["plane"], scratch, method=method,
+        # merged in the GUI thread, against the layer as it is then (no scratch volume)
+        start_worker(_propagate_job, model, data, got["ref"], got["plane"], None, method=method,
                      refine=bool(self.form.refine.value), object_ids=got["ids"], method_options=options,
                      key=image_slice(self.viewer, image, (got["ref"],)).key[0], rgb=bool(image.rgb),
                      contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),

@@ -93,7 +93,7 @@ def merge_results(labels: np.ndarray, results: Mapping[int, SliceResult]) -> Lab
 
 
 def propagate_from_slice(model, images, reference_index: int, reference_labels: np.ndarray,
-                         target_labels: np.ndarray, *, method: str = "persam", refine: bool = False,
+                         target_labels: np.ndarray | None, *, method: str = "persam", refine: bool = False,
                          object_ids: Sequence[int] | None = None, targets: Sequence[int] | None = None,
                          method_options: Mapping | None = None, key: Hashable | None = None,
                          rgb: bool | None = None, contrast_limits=None, gamma: float = 1.0,
@@ -108,8 +108,9 @@ def propagate_from_slice(model, images, reference_index: int, reference_labels: 
         The stack.
     reference_index, reference_labels
         The annotated slice and its (H, W) labels (one or more object ids).
-    target_labels : array (N, H, W) int
-        Label volume to merge into, in place, only where it is 0.
+    target_labels : array (N, H, W) int, or None
+        Label volume to merge into, in place, only where it is 0; ``None``: merge nothing (the caller merges
+        ``results`` itself with :func:`merge_results`, e.g. into a layer in the GUI thread).
     method : str
         ``persam``, ``p2sam`` or ``medpersam``.
     refine : bool
@@ -124,7 +125,8 @@ def propagate_from_slice(model, images, reference_index: int, reference_labels: 
     Raises :class:`napari_rpsam2.jobs.Cancelled` when ``cancel()`` turns true;
     ``target_labels`` is then unchanged.
     """
-    if np.shape(target_labels)[0] != len(images) or np.shape(target_labels)[1:3] != np.shape(images[0])[:2]:
+    if target_labels is not None and (np.shape(target_labels)[0] != len(images)
+                                      or np.shape(target_labels)[1:3] != np.shape(images[0])[:2]):
         raise ValueError(f"the label volume {np.shape(target_labels)} does not match the stack "
                          f"({len(images)} slices of {np.shape(images[0])[:2]})")
     runner = make_method(method, model, refine=refine, rgb=rgb, contrast_limits=contrast_limits, gamma=gamma,
@@ -132,5 +134,5 @@ def propagate_from_slice(model, images, reference_index: int, reference_labels: 
     results = segment_stack(runner, images, reference_index, reference_labels, object_ids=object_ids,
                             targets=targets, key=key, progress=progress, cancel=cancel)
     jobs.check(cancel, "one-shot segmentation")
-    edit = merge_results(target_labels, results)
+    edit = LabelChange() if target_labels is None else merge_results(target_labels, results)
     return OneShotOutcome(results, clicks_of(results), edit, method, getattr(runner, "training_seconds", None))
