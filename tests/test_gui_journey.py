@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QPushButton  # noqa: E402
 
 from gui_forms import click, type_into  # noqa: E402
 from gui_input import click_canvas, press_key, show_viewer  # noqa: E402
+from napari_rpsam2._widgets._slicing import SAMPLE_MENU_PATH  # noqa: E402
 from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
 
 SHIFT = Qt.KeyboardModifier.ShiftModifier
@@ -79,7 +80,9 @@ def test_first_ten_minutes(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     viewer.window._qt_window.resize(1280, 800)
     show_viewer(qtbot, viewer)
 
-    _menu_action(viewer, "File", "Open Sample", "Surgical instruments").trigger()
+    sample = _menu_action(viewer, *SAMPLE_MENU_PATH)  # the path the docs and the no-image message name
+    assert sample.text().replace("&", "") == SAMPLE_MENU_PATH[-1]
+    sample.trigger()
     image, sample_labels = viewer.layers["instruments"], viewer.layers["instrument labels"]
     truth = np.asarray(sample_labels.data)
     sample_labels.visible = False

@@ -14,8 +14,13 @@ from ._logic import slice_index
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SliceError", "ImageSlice", "full_resolution", "image_slice", "slice_cache_key", "labels_plane",
+__all__ = ["NO_IMAGE_MESSAGE", "SAMPLE_MENU_PATH", "SliceError", "ImageSlice", "full_resolution", "image_slice", "slice_cache_key", "labels_plane",
            "layer_shape"]
+
+
+SAMPLE_MENU_PATH = ("File", "Open Sample", "Surgical instruments (3 frames + labels) (RP-SAM2)")
+"""Where napari's menus offer the plugin's sample (napari adds the plugin's name to a lone sample)."""
+NO_IMAGE_MESSAGE = f"No image layer: open an image (or {' ▸ '.join(SAMPLE_MENU_PATH)})."
 
 
 class SliceError(ValueError):
@@ -85,7 +90,7 @@ def slice_cache_key(layer: Any, index: tuple[int, ...]) -> Any:
 def image_slice(viewer: "napari.viewer.Viewer", layer: Any, index: tuple[int, ...] | None = None) -> ImageSlice:
     """The slice of ``layer`` shown in ``viewer`` (or the one at ``index``)."""
     if layer is None:
-        raise SliceError("No image layer: open an image (or File ▸ Open Sample ▸ RP-SAM2).")
+        raise SliceError(NO_IMAGE_MESSAGE)
     data = full_resolution(layer)
     shape = layer_shape(layer)
     if index is None:

@@ -25,7 +25,7 @@ from ._keys import bind_keys, unbind_keys
 from ._layer_picker import LayerPicker
 from ._logic import outward_order
 from ._model_settings import ModelSettings
-from ._slicing import ImageSlice, SliceError, full_resolution, image_slice, layer_shape
+from ._slicing import NO_IMAGE_MESSAGE, ImageSlice, SliceError, full_resolution, image_slice, layer_shape
 from ._views import DOCK_MAX_WIDTH, DockView, StatusLabel, scrolling_dock
 from ._workers import cancel_when_destroyed, error_text, start_worker
 from ._workspace import unwrap, workspace_for
@@ -225,7 +225,7 @@ class ClickWidget(DockView):
     def layers(self) -> dict[str, Any]:
         """The dock's layers of the chosen image by role (``prompts``, ``refined``, ``arrows``, ``preview``)."""
         if self._layers is None:
-            raise SliceError("No image layer: open an image (or File ▸ Open Sample ▸ RP-SAM2).")
+            raise SliceError(NO_IMAGE_MESSAGE)
         if not self._layers.alive() and self._layers.ensure():  # the person deleted one: make it again
             self._input.disconnect()
             self._input = ClickInput(self._layers, self.session, self._current_index, self.status.error)
@@ -324,7 +324,7 @@ class ClickWidget(DockView):
     def commit(self) -> None:
         """Write the preview into the target Labels layer under the next free id."""
         if self.session is None:
-            self.status.error("No image layer: open an image (or File ▸ Open Sample ▸ RP-SAM2).")
+            self.status.error(NO_IMAGE_MESSAGE)
             return
         if self.busy:
             self.status.error("Still segmenting the latest clicks; commit again in a moment.")
@@ -353,7 +353,7 @@ class ClickWidget(DockView):
     def draw_box(self) -> None:
         """Select the image's box layer in rectangle mode: the next drag on the canvas draws the box."""
         if self._box is None:
-            self.status.error("No image layer: open an image (or File ▸ Open Sample ▸ RP-SAM2).")
+            self.status.error(NO_IMAGE_MESSAGE)
             return
         self._box.start_drawing()
         self.status.info("Drag a rectangle around the object on this slice (a new one replaces the old).")
