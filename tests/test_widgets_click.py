@@ -9,6 +9,7 @@ pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
 from qtpy.QtCore import Qt  # noqa: E402
+from qtpy.QtWidgets import QLabel  # noqa: E402
 
 from gui_input import click_button, click_canvas, press_key  # noqa: E402
 from napari_rpsam2 import RPSAM2  # noqa: E402
@@ -121,5 +122,9 @@ def test_dock_follows_the_viewers_model_and_fits_a_small_screen(make_napari_view
     workspace.set_model(RPSAM2(model.backbone))  # e.g. loaded by another dock
     assert "Loaded sam2.1_hiera_tiny" in widget.settings.status.text() and "random" in widget.settings.status.text()
     assert "untrained" in widget.block_label.text()
+    cut = [w.text() for w in widget.findChildren(QLabel)
+           if w.isVisible() and w.mapTo(widget, w.rect().topRight()).x() > widget.width()]
+    assert not cut, f"labels cut off at the dock's right edge: {cut}"
+    assert widget.minimumSizeHint().width() <= MAX_WIDTH, "a line that does not wrap widens the dock"
     workspace.use_shift_block(moving_model.shift_block)  # the training dock's "use the trained block"
     assert widget.block_label.text() == "Shift block: trained"

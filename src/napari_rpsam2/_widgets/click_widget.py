@@ -71,6 +71,7 @@ class ClickWidget(DockView):
         self.precompute_box = QCheckBox("Embed other slices in the background")
         self.precompute_box.setChecked(True)
         self.block_label = QLabel("Shift block: –")
+        self.block_label.setWordWrap(True)  # a long line would widen the dock past the screen
         self.box_button = QPushButton("Draw box")
         self.box_button.setToolTip("Drag a rectangle around the object on this slice; SAM2 takes it with the clicks.\n"
                                    "One box per slice: a new one replaces it. Clear (Shift-X) removes it.")
