@@ -13,9 +13,9 @@ def cmd_info(args: argparse.Namespace, base=None) -> int:
 
 
 def cmd_embed(args: argparse.Namespace, base=None) -> int:
+    cache_dir = cache_folder(args.cache)
     from ..training.data import list_image_files, read_image_file
 
-    cache_dir = cache_folder(args.cache)
     files = list_image_files(existing_folder(args.images, "images"))
     model = make_model(args, base, cache_dir=cache_dir)
     bars, before = ProgressBars(args.quiet, "embeddings"), model.cache.stats.disk_writes

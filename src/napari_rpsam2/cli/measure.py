@@ -38,11 +38,11 @@ def _stack(images: str, labels: str, class_map: str | None, what: str = "", merg
 
 
 def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
+    out = output_file(args.out, ".json", "--out")
+    cache = cache_folder(args.cache)
     from ..app.evaluate import evaluate, write_report
     from ..evaluation.report import class_rows, method_names
 
-    out = output_file(args.out, ".json", "--out")
-    cache = cache_folder(args.cache)
     if args.clicks < 1:
         raise UsageError("--clicks must be at least 1")
     stack = _stack(args.images, args.labels, args.class_map, merge_gap=args.merge_gap)
@@ -69,13 +69,13 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
 
 
 def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
+    out = output_file(args.out, ".npy", "--out")
+    cache = cache_folder(args.cache)
     from .._atomic import atomic_write
     from ..app.heatmap import object_mask, sensitivity_maps
     from ..evaluation.sensitivity import save_maps_png
     from ..training.data import read_image_file, read_label_file
 
-    out = output_file(args.out, ".npy", "--out")
-    cache = cache_folder(args.cache)
     image = read_image_file(existing_file(args.image, "image"))
     labels = read_label_file(existing_file(args.labels, "labels"))
     if image.shape[:2] != labels.shape:

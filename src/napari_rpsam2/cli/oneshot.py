@@ -79,11 +79,11 @@ def _write_prompts(path: Path, rows: list[tuple]) -> None:
 
 def cmd_oneshot(args: argparse.Namespace, base=None) -> int:
     """Propagate the reference slice's objects to every target slice."""
+    out = output_folder(args.out, args.overwrite)  # first: a refusal comes before the slow imports
     from .._atomic import atomic_folder
     from ..oneshot import make_method, segment_stack
     from ..training.data import read_image_file, read_label_file
 
-    out = output_folder(args.out, args.overwrite)
     ref_img = read_image_file(existing_file(args.reference_image, "reference image"))
     ref_lab = read_label_file(existing_file(args.reference_labels, "reference labels"))
     if ref_img.shape[:2] != ref_lab.shape:
@@ -138,11 +138,11 @@ def _info(info: dict) -> dict:
 
 def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     """The one-shot protocol on a folder of annotated slices."""
+    out = output_file(args.out, ".json", "--out")
     from ..oneshot.protocol import one_shot_protocol
     from ..oneshot.report import write_protocol_csv, write_protocol_figure, write_protocol_json
     from ..training.data import list_image_files, read_image_file, read_label_file
 
-    out = output_file(args.out, ".json", "--out")
     img_dir, lab_dir = existing_folder(args.images, "images"), existing_folder(args.labels, "labels")
     labels_by_stem = {f.stem: f for f in list_image_files(lab_dir, "labels")}
     files = [f for f in list_image_files(img_dir) if f.stem in labels_by_stem]

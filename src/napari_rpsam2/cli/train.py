@@ -24,14 +24,14 @@ __all__ = ["add_parser", "cmd_train"]
 
 
 def cmd_train(args: argparse.Namespace, base=None) -> int:
-    from ..app.train import train
-    from ..training import ddp
-    from ..training.trainer import TrainConfig
-
     if (args.val_images is None) != (args.val_labels is None):
         raise UsageError("give both --val-images and --val-labels, or neither")
     out = output_file(args.out, ".safetensors", "--out")
     cache = cache_folder(args.cache)
+    from ..app.train import train
+    from ..training import ddp
+    from ..training.trainer import TrainConfig
+
     if args.resume is not None:
         existing_file(args.resume, "resume checkpoint")
     if args.log is not None:
