@@ -210,9 +210,9 @@ def test_missing_output_location_is_refused_at_once(capsys, root, model, command
     (["--device", "gpu0"], ["--device", "'gpu0'", "cuda:N"]),
     (["--device", ""], ["--device", "''"]),
     (["--device", "mps"], ["--device", "'mps'", "not available"]),
-    (["--start", "1", "--stop", "0"], ["--start 1 --stop 0", "the stack has 2 slices"]),
+    (["--start", "1", "--stop", "0"], ["--start 1 --stop 0", "selects no slice", "2 ≤ --stop ≤ 2"]),
     (["--start", "2"], ["--start 2", "slices 0 to 1"]),
-    (["--stop", "9"], ["--stop 9", "≤ --stop ≤ 2"]),
+    (["--stop", "9"], ["--stop 9", "the stack has 2 slices", "--stop 2 at most"]),
     (["--start", "-1"], ["--start -1"]),
 ])
 def test_bad_option_gives_one_line(capsys, root, model, tmp_path, extra, words):

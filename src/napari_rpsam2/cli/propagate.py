@@ -110,9 +110,12 @@ def slice_range(start: int | None, stop: int | None, n: int) -> range:
     given = f"--start {first} --stop {end}" if stop is not None else f"--start {first}"
     if not 0 <= first < n:
         raise UsageError(f"{given}: the stack has slices 0 to {n - 1}; give --start between 0 and {n - 1}")
-    if not first < end <= n:
-        raise UsageError(f"{given} is an empty or too long range: --stop is the slice after the last one to "
-                         f"propagate, so give {first + 1} ≤ --stop ≤ {n} (the stack has {n} slices)")
+    if end <= first:
+        raise UsageError(f"{given} selects no slice: --stop is the slice after the last one to propagate, so "
+                         f"give {first + 1} ≤ --stop ≤ {n} (the stack has {n} slices)")
+    if end > n:
+        raise UsageError(f"{given} goes past the last slice: the stack has {n} slices (0 to {n - 1}); "
+                         f"give --stop {n} at most")
     return range(first, end)
 
 
