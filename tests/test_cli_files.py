@@ -214,6 +214,7 @@ def test_missing_output_location_is_refused_at_once(capsys, root, model, command
     (["--start", "2"], ["--start 2", "slices 0 to 1"]),
     (["--stop", "9"], ["--stop 9", "the stack has 2 slices", "--stop 2 at most"]),
     (["--start", "-1"], ["--start -1"]),
+    (["--stop-threshold", "nan"], ["--stop-threshold", "finite"]),
 ])
 def test_bad_option_gives_one_line(capsys, root, model, tmp_path, extra, words):
     import torch
@@ -225,6 +226,22 @@ def test_bad_option_gives_one_line(capsys, root, model, tmp_path, extra, words):
     code, _, err, seconds = _run(capsys, args, model)
     line = _one_line_error(code, err, *words)
     assert "–-1" not in line and seconds < 5 and not (tmp_path / "l.tif").exists()
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--method", "persam", "--objects", "7"], ["--reference-labels", "object id(s) [7]", "its ids are [1]"]),
+    (["--method", "medpersam", "--warp-steps", "0"], ["--warp-steps must be at least 1"]),
+])
+def test_bad_oneshot_option_refused_before_the_model_loads(capsys, root, tmp_path, monkeypatch, extra, words):
+    import napari_rpsam2.cli.oneshot as oneshot
+
+    monkeypatch.setattr(oneshot, "make_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    args = ["oneshot", "--reference-image", str(root / "images" / "f0.png"), "--reference-labels",
+            str(root / "labels" / "f0.png"), "--images", str(root / "targets"), "--out", str(tmp_path / "o"),
+            *extra, "--quiet"]
+    code, _, err, seconds = _run(capsys, args, None)
+    _one_line_error(code, err, *words)
+    assert seconds < 5 and not (tmp_path / "o").exists()
 
 
 def test_version(capsys):

@@ -82,6 +82,7 @@ def cmd_oneshot(args: argparse.Namespace, base=None) -> int:
     out = output_folder(args.out, args.overwrite)  # first: a refusal comes before the slow imports
     from .._atomic import atomic_folder
     from ..oneshot import make_method, segment_stack
+    from ..oneshot.method import object_ids_of
     from ..training.data import read_image_file, read_label_file
 
     ref_img = read_image_file(existing_file(args.reference_image, "reference image"))
@@ -91,8 +92,13 @@ def cmd_oneshot(args: argparse.Namespace, base=None) -> int:
     targets, names = _read_targets(args.images)
     if not targets:
         raise UsageError(f"no images found in {args.images}")
+    options = _method_options(args, args.method)
+    try:  # the reference's objects, checked before the model loads
+        object_ids_of(ref_lab, args.objects)
+    except ValueError as err:
+        raise UsageError(f"--reference-labels {args.reference_labels}: {err}") from None
     model = make_model(args, base)
-    method = make_method(args.method, model, refine=args.refine, **_method_options(args, args.method))
+    method = make_method(args.method, model, refine=args.refine, **options)
     images = [ref_img, *targets]
     results = run_job(lambda progress, cancel: segment_stack(method, images, 0, ref_lab, object_ids=args.objects,
                                                              progress=progress, cancel=cancel),
@@ -155,8 +161,8 @@ def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     if unknown or not methods:
         raise UsageError(f"unknown method(s) {unknown}; choose from {', '.join(METHOD_NAMES)}")
     refs = None if args.reference == "each" else [_reference_index(args.reference, len(files))]
-    model = make_model(args, base)
     options = {m: _method_options(args, m) for m in methods}
+    model = make_model(args, base)
     report = run_job(lambda progress, cancel: one_shot_protocol(model, images, labels, methods=methods, references=refs,
                                                                 refine=args.refine, options=options,
                                                                 progress=progress, cancel=cancel),

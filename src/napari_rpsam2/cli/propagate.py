@@ -127,6 +127,8 @@ def cmd_propagate(args: argparse.Namespace, base=None) -> int:
     cache = cache_folder(args.cache)
     if args.stop_after is not None and args.stop_after < 1:
         raise UsageError("--stop-after must be at least 1 (frames)")
+    if not np.isfinite(args.stop_threshold):
+        raise UsageError(f"--stop-threshold must be a finite number (an object-score logit), not {args.stop_threshold}")
     stack = open_stack(args.images)
     slices = slice_range(args.start, args.stop, len(stack))
     prompts = read_prompts(args.prompts, slice_names(args.images, stack), image_hw=tuple(stack.shape[1:3]),
