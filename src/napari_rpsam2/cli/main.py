@@ -109,14 +109,18 @@ def main(argv: Sequence[str] | None = None, *, model=None) -> int:
 
 def _quiet_warnings() -> None:
     """Each warning once, on one line; :data:`QUIET_WARNINGS` not at all."""
-    warnings.simplefilter("once")
+    warnings.simplefilter("always")  # "once" forgets what it showed whenever a library adds a filter
     for pattern, _why in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    shown: set[str] = set()
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         from tqdm.auto import tqdm  # above any progress bar, which is redrawn below it
 
-        tqdm.write(f"rpsam2: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+        text = " ".join(str(message).split())
+        if text not in shown:
+            shown.add(text)
+            tqdm.write(f"rpsam2: warning: {text}", file=sys.stderr if file is None else file)
 
     warnings.showwarning = show  # restored when catch_warnings ends
 
