@@ -72,11 +72,14 @@ def _as_user_without_rights():
 
 
 @pytest.fixture(scope="module")
-def root():
-    """Inputs in a world-readable folder (``nobody`` must read them), plus a writable and a read-only folder."""
+def root(instrument_stack):
+    """Inputs in a world-readable folder (``nobody`` must read them), plus a writable and a read-only folder.
+
+    The session's sample stack, so that the shared model's cache already holds most embeddings.
+    """
     base = Path(tempfile.mkdtemp(prefix="rpsam2-cli-files-"))
     os.chmod(base, 0o755)
-    image, labels = make_instrument_stack(n_slices=2)
+    image, labels = instrument_stack
     for sub in ("images", "labels", "targets", "writable", "readonly"):
         (base / sub).mkdir()
     for i in range(2):
