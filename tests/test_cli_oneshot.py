@@ -84,12 +84,17 @@ def test_oneshot_eval_writes_json_csv_and_figure(frames, tmp_path, model, capsys
     out = tmp_path / "eval.json"
     code = _run(["oneshot-eval", "--images", str(frames / "images"), "--labels", str(frames / "labels"),
                  "--methods", "persam", "--reference", "0", "--out", str(out)], model)
-    assert code == 0, capsys.readouterr().err
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
     report = json.loads(out.read_text())
     (row,) = report["rows"]
     assert (row["reference"], row["target"], row["object"]) == (0, 1, 1)
     assert row["positives"] == 1 and row["negatives"] == 1
     assert report["methods"]["persam"]["dice"]["mean"] == pytest.approx(row["dice"])
+    # Dice in percent, as `rpsam2 evaluate` prints it: 1 positive click inside the object is 100 % precision
+    assert 0 <= row["dice"] <= 100 and row["positive_precision"] in (0.0, 100.0)
+    header, line = stdout.splitlines()[:2]
+    assert "Dice %" in header and line.split()[:2] == ["persam", f"{row['dice']:.2f}"]
     assert out.with_suffix(".csv").read_text().startswith("method,reference,target")
     assert out.with_suffix(".png").stat().st_size > 0
     assert _run(["oneshot-eval", "--images", str(frames / "images"), "--labels", str(frames / "labels"),

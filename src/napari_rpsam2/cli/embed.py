@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from .support import ProgressBars, UsageError, existing_folder, make_model, model_options
+from .support import ProgressBars, cache_folder, existing_folder, make_model, model_options
 
 
 def cmd_info(args: argparse.Namespace, base=None) -> int:
@@ -15,12 +13,10 @@ def cmd_info(args: argparse.Namespace, base=None) -> int:
 
 
 def cmd_embed(args: argparse.Namespace, base=None) -> int:
+    cache_dir = cache_folder(args.cache)
     from ..training.data import list_image_files, read_image_file
 
     files = list_image_files(existing_folder(args.images, "images"))
-    cache_dir = Path(args.cache).expanduser()
-    if cache_dir.exists() and not cache_dir.is_dir():
-        raise UsageError(f"cache {cache_dir} is a file, not a folder")
     model = make_model(args, base, cache_dir=cache_dir)
     bars, before = ProgressBars(args.quiet, "embeddings"), model.cache.stats.disk_writes
     slices = 0

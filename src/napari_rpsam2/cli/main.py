@@ -4,6 +4,8 @@ Every subcommand calls the same library functions as the napari widgets.
 Bad input ends with exit status 2 and one line on stderr,
 ``rpsam2: error: <what is wrong and what to do>``; Ctrl-C ends with status 130
 (``train`` first finishes its step and keeps the last good checkpoint).
+Warnings are one line each (``rpsam2: warning: …``), each message once; the
+third-party warnings listed in :data:`QUIET_WARNINGS` say nothing a user can act on and are not shown.
 """
 
 from __future__ import annotations
@@ -11,14 +13,39 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .support import JobStopped, Parser, UsageError, model_options
+from .support import JobStopped, Parser, UsageError, check_device, model_options
 
-__all__ = ["main", "build_parser", "UsageError"]
+__all__ = ["main", "build_parser", "UsageError", "QUIET_WARNINGS", "version_text"]
 
 _PKG_DIR = str(Path(__file__).resolve().parent.parent)  # the napari_rpsam2 package
+
+QUIET_WARNINGS: tuple[tuple[str, str], ...] = (
+    # (message regex, why hidden).  SAM2 without its compiled CUDA extension skips filling small holes
+    # in masks; SAM2 says itself that it is fine to ignore, and nothing can be done short of a rebuild.
+    (r"(?s).*Skipping the post-processing step due to the error above", "SAM2 '_C' extension missing"),
+    # MONAI (Med-PerSAM's warping model): an implementation note and a PyTorch deprecation inside MONAI.
+    (r"monai\.networks\.blocks\.Warp: Using PyTorch native grid_sample", "MONAI implementation note"),
+    (r"Using a non-tuple sequence for multidimensional indexing is deprecated", "PyTorch deprecation in MONAI"),
+)
+
+
+def version_text() -> str:
+    """``rpsam2 <version> (sam2 <version>, torch <version>)``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+
+    parts = []
+    for dist in ("sam2", "torch"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            parts.append(f"{dist} not installed")
+    return f"rpsam2 {__version__} ({', '.join(parts)})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = Parser(prog="rpsam2", description="RP-SAM2: stable SAM2 point prompts (embed, train, evaluate, heatmap, "
                "propagate, oneshot).")
+    p.add_argument("--version", action="version", version=version_text())
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_info(sub)
     add_embed(sub)
@@ -74,7 +102,33 @@ def main(argv: Sequence[str] | None = None, *, model=None) -> int:
     except UsageError as err:
         print(f"rpsam2: error: {err}", file=sys.stderr)
         return 2
+    with warnings.catch_warnings():
+        _quiet_warnings()
+        return _run(args, model)
+
+
+def _quiet_warnings() -> None:
+    """Each warning once, on one line; :data:`QUIET_WARNINGS` not at all."""
+    warnings.simplefilter("always")  # "once" forgets what it showed whenever a library adds a filter
+    for pattern, _why in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        from tqdm.auto import tqdm  # above any progress bar, which is redrawn below it
+
+        text = " ".join(str(message).split())
+        if text not in shown:
+            shown.add(text)
+            tqdm.write(f"rpsam2: warning: {text}", file=sys.stderr if file is None else file)
+
+    warnings.showwarning = show  # restored when catch_warnings ends
+
+
+def _run(args: argparse.Namespace, model) -> int:
     try:
+        if getattr(args, "device", None) is not None:
+            check_device(args.device)
         return int(args.func(args, model))
     except JobStopped as stopped:
         print(f"rpsam2: {stopped}", file=sys.stderr)

@@ -11,6 +11,7 @@ import numpy as np
 from .support import (
     ProgressBars,
     UsageError,
+    cache_folder,
     data_options,
     existing_file,
     existing_folder,
@@ -37,14 +38,14 @@ def _stack(images: str, labels: str, class_map: str | None, what: str = "", merg
 
 
 def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
+    out = output_file(args.out, ".json", "--out")
+    cache = cache_folder(args.cache)
     from ..app.evaluate import evaluate, write_report
     from ..evaluation.report import class_rows, method_names
 
-    out = output_file(args.out, ".json")
     if args.clicks < 1:
         raise UsageError("--clicks must be at least 1")
     stack = _stack(args.images, args.labels, args.class_map, merge_gap=args.merge_gap)
-    cache = Path(args.cache).expanduser() if args.cache else None
     model = make_model(args, base, cache_dir=cache)
     report = run_job(lambda progress, cancel: evaluate(model, stack, clicks=args.clicks, hd95_convention=args.hd95,
                                                        progress=progress, cancel=cancel),
@@ -68,12 +69,13 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
 
 
 def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
+    out = output_file(args.out, ".npy", "--out")
+    cache = cache_folder(args.cache)
     from .._atomic import atomic_write
     from ..app.heatmap import object_mask, sensitivity_maps
     from ..evaluation.sensitivity import save_maps_png
     from ..training.data import read_image_file, read_label_file
 
-    out = output_file(args.out, ".npy")
     image = read_image_file(existing_file(args.image, "image"))
     labels = read_label_file(existing_file(args.labels, "labels"))
     if image.shape[:2] != labels.shape:
@@ -84,7 +86,7 @@ def cmd_heatmap(args: argparse.Namespace, base=None) -> int:
         raise UsageError(str(err)) from err
     if args.stride is not None and args.stride < 1:
         raise UsageError("--stride must be at least 1 pixel")
-    model = make_model(args, base, cache_dir=Path(args.cache).expanduser() if args.cache else None)
+    model = make_model(args, base, cache_dir=cache)
     bars = ProgressBars(args.quiet)
     try:
         maps = sensitivity_maps(model, image, mask, stride=args.stride, refined=bool(args.shift_block),

@@ -20,6 +20,7 @@ from .support import (
     existing_folder,
     make_model,
     output_file,
+    output_folder,
     run_job,
 )
 
@@ -78,8 +79,10 @@ def _write_prompts(path: Path, rows: list[tuple]) -> None:
 
 def cmd_oneshot(args: argparse.Namespace, base=None) -> int:
     """Propagate the reference slice's objects to every target slice."""
-    from ..evaluation.report import write_json
+    out = output_folder(args.out, args.overwrite)  # first: a refusal comes before the slow imports
+    from .._atomic import atomic_folder
     from ..oneshot import make_method, segment_stack
+    from ..oneshot.method import object_ids_of
     from ..training.data import read_image_file, read_label_file
 
     ref_img = read_image_file(existing_file(args.reference_image, "reference image"))
@@ -89,16 +92,29 @@ def cmd_oneshot(args: argparse.Namespace, base=None) -> int:
     targets, names = _read_targets(args.images)
     if not targets:
         raise UsageError(f"no images found in {args.images}")
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder")
+    options = _method_options(args, args.method)
+    try:  # the reference's objects, checked before the model loads
+        object_ids_of(ref_lab, args.objects)
+    except ValueError as err:
+        raise UsageError(f"--reference-labels {args.reference_labels}: {err}") from None
     model = make_model(args, base)
-    method = make_method(args.method, model, refine=args.refine, **_method_options(args, args.method))
+    method = make_method(args.method, model, refine=args.refine, **options)
     images = [ref_img, *targets]
     results = run_job(lambda progress, cancel: segment_stack(method, images, 0, ref_lab, object_ids=args.objects,
                                                              progress=progress, cancel=cancel),
                       quiet=args.quiet, stage="slices", what="one-shot segmentation")
-    (out / "labels").mkdir(parents=True, exist_ok=True)
+    with atomic_folder(out, overwrite=args.overwrite) as tmp:  # the whole run appears at once, alone
+        rows = _write_outputs(tmp, args, model, method, results, images, names)
+    print(f"{args.method}: {len(results)} slices, {len(method.object_ids)} object(s); wrote {out}/labels, "
+          f"prompts.csv ({len(rows)} clicks){', mask_prompts' if args.method == 'medpersam' else ''}, report.json")
+    return 0
+
+
+def _write_outputs(out: Path, args: argparse.Namespace, model, method, results, images, names) -> list[tuple]:
+    """``labels/``, ``mask_prompts/``, ``prompts.csv`` and ``report.json`` into ``out``; returns the click rows."""
+    from ..evaluation.report import write_json
+
+    (out / "labels").mkdir()
     rows, slices = [], []
     for i, res in results.items():
         name = names[i - 1]
@@ -119,9 +135,7 @@ def cmd_oneshot(args: argparse.Namespace, base=None) -> int:
         report["warping"] = {"seconds": method.training_seconds, "parameters": method.warp_model.parameter_count(),
                              "config": vars(method.config), "rounds": method.rounds}
     write_json(report, out / "report.json")
-    print(f"{args.method}: {len(results)} slices, {len(method.object_ids)} object(s); wrote {out}/labels, "
-          f"prompts.csv ({len(rows)} clicks){', mask_prompts' if args.method == 'medpersam' else ''}, report.json")
-    return 0
+    return rows
 
 
 def _info(info: dict) -> dict:
@@ -130,11 +144,11 @@ def _info(info: dict) -> dict:
 
 def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     """The one-shot protocol on a folder of annotated slices."""
+    out = output_file(args.out, ".json", "--out")
     from ..oneshot.protocol import one_shot_protocol
     from ..oneshot.report import write_protocol_csv, write_protocol_figure, write_protocol_json
     from ..training.data import list_image_files, read_image_file, read_label_file
 
-    out = output_file(args.out, ".json")
     img_dir, lab_dir = existing_folder(args.images, "images"), existing_folder(args.labels, "labels")
     labels_by_stem = {f.stem: f for f in list_image_files(lab_dir, "labels")}
     files = [f for f in list_image_files(img_dir) if f.stem in labels_by_stem]
@@ -147,8 +161,8 @@ def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     if unknown or not methods:
         raise UsageError(f"unknown method(s) {unknown}; choose from {', '.join(METHOD_NAMES)}")
     refs = None if args.reference == "each" else [_reference_index(args.reference, len(files))]
-    model = make_model(args, base)
     options = {m: _method_options(args, m) for m in methods}
+    model = make_model(args, base)
     report = run_job(lambda progress, cancel: one_shot_protocol(model, images, labels, methods=methods, references=refs,
                                                                 refine=args.refine, options=options,
                                                                 progress=progress, cancel=cancel),
@@ -158,11 +172,13 @@ def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     write_protocol_csv(report, out.with_suffix(".csv"))
     folder = "/".join(img_dir.resolve().parts[-3:-1])
     write_protocol_figure(report, out.with_suffix(".png"), title=f"{folder}: one-shot protocol")
-    print(f"{'method':<10} {'Dice':>6} {'HD95':>7} {'pos in':>7} {'neg out':>8} {'warped':>7} {'copied':>7}")
+    print(f"{'method':<10} {'Dice %':>7} {'HD95 px':>8} {'pos in %':>9} {'neg out %':>10} {'warped %':>9} "
+          f"{'copied %':>9}")
     for m, s in report["methods"].items():
         cells = [s[k]["mean"] for k in ("dice", "hd95", "positive_precision", "negative_precision",
                                          "warped_dice", "copy_dice")]
-        print(f"{m:<10} " + " ".join("      -" if v is None else f"{v:7.3f}" for v in cells))
+        print(f"{m:<10} " + " ".join("-".rjust(w) if v is None else f"{v:{w}.2f}"
+                                     for v, w in zip(cells, (7, 8, 9, 10, 9, 9))))
     print(f"wrote {out}, {out.with_suffix('.csv').name}, {out.with_suffix('.png').name}")
     return 0
 
@@ -187,7 +203,9 @@ def add_parser(subparsers, common) -> None:
     sp.add_argument("--objects", type=int, nargs="+", default=None, help="object ids to propagate (default: all)")
     _method_args(sp)
     sp.add_argument("--method", choices=METHOD_NAMES, required=True)
-    sp.add_argument("--out", required=True, help="output folder (created if missing)")
+    sp.add_argument("--out", required=True, help="output folder (created if missing; written as a whole when "
+                                                 "the run ends)")
+    sp.add_argument("--overwrite", action="store_true", help="replace --out if it already holds files")
     sp.set_defaults(func=cmd_oneshot)
 
     sp = subparsers.add_parser("oneshot-eval", help="one-shot protocol on annotated slices, methods side by side")

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .support import UsageError, existing_file, make_model, output_file, run_job
+from .prompts_file import read_prompts
+from .support import UsageError, cache_folder, existing_file, make_model, output_file, run_job
 
 __all__ = ["add_parser", "cmd_propagate", "read_prompts", "open_stack", "slice_names"]
-
-_CLICK = ("row", "col")
-_BOX = ("top", "left", "bottom", "right")
 
 
 class FolderStack:
@@ -77,74 +75,11 @@ def _uncompressed(path: Path) -> bool:
         return False
 
 
-def _number(row: dict, name: str, line: int, integer: bool = False):
-    text = (row.get(name) or "").strip()
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"prompts line {line}: column '{name}' must be a number, got {text!r}") from None
-    if integer and value != int(value):
-        raise UsageError(f"prompts line {line}: column '{name}' must be a whole number, got {text!r}")
-    return int(value) if integer else value
-
-
 def slice_names(path: str, stack) -> dict[str, int]:
     """``name -> slice`` as ``rpsam2 oneshot`` names slices (file stems, ``<tiff stem>_0007``), and file names."""
     if isinstance(stack, FolderStack):
         return {**{f.name: i for i, f in enumerate(stack.files)}, **{f.stem: i for i, f in enumerate(stack.files)}}
     return {f"{Path(path).stem}_{i:04d}": i for i in range(len(stack))}
-
-
-def _slice(row: dict, line: int, names: dict[str, int] | None, n_slices: int) -> int:
-    """The ``slice`` column: a slice number, or a slice name when ``names`` (of ``n_slices`` slices) are known."""
-    text = (row.get("slice") or "").strip()
-    named = None if names is None else names.get(text)
-    try:
-        number = _number(row, "slice", line, True)
-    except UsageError:
-        if named is None:
-            raise UsageError(f"prompts line {line}: slice {text!r} is neither a slice number nor the name of an "
-                             "image in --images") from None
-        return named
-    if named is not None and named != number:
-        if not 0 <= number < n_slices:  # no such slice number: the name is meant
-            return named
-        raise UsageError(f"prompts line {line}: slice {text!r} is ambiguous: slice number {number}, or the image "
-                         f"named {text!r} (slice {named}); write the image's file name with its extension")
-    return number
-
-
-def read_prompts(path: str | Path, names: dict[str, int] | None = None) -> list:
-    """The prompts of a CSV file as :class:`~napari_rpsam2.model.FramePrompt` objects.
-
-    ``names`` (see :func:`slice_names`) lets the ``slice`` column name slices instead of numbering them.
-    """
-    from ..model import FramePrompt
-
-    with open(existing_file(str(path), "prompts"), newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = set(reader.fieldnames or ())
-        if not {"slice", "object"} <= columns or not (set(_CLICK) <= columns or set(_BOX) <= columns):
-            raise UsageError(f"prompts {path} needs a header with slice,object and row,col[,label] "
-                             f"and/or top,left,bottom,right; found {sorted(columns)}")
-        prompts = []
-        n_slices = 0 if names is None else len(set(names.values()))
-        for line, row in enumerate(reader, start=2):
-            sl, obj = _slice(row, line, names, n_slices), _number(row, "object", line, True)
-            has_click = any((row.get(c) or "").strip() for c in _CLICK)
-            has_box = any((row.get(c) or "").strip() for c in _BOX)
-            if has_click == has_box:
-                raise UsageError(f"prompts line {line}: give either row,col (a click) or "
-                                 "top,left,bottom,right (a box)")
-            if has_click:
-                label = _number(row, "label", line, True) if (row.get("label") or "").strip() else 1
-                point = (_number(row, "row", line), _number(row, "col", line))
-                prompts.append(FramePrompt(sl, obj, points=np.array([point]), labels=np.array([label])))
-            else:
-                prompts.append(FramePrompt(sl, obj, box=tuple(_number(row, c, line) for c in _BOX)))
-    if not prompts:
-        raise UsageError(f"prompts {path} has no rows; add at least one click or box")
-    return prompts
 
 
 def _write_tiff(labels: np.ndarray, out: Path) -> None:
@@ -168,16 +103,36 @@ def _write_scores(result, out: Path) -> None:
     atomic_write(out, write)
 
 
+def slice_range(start: int | None, stop: int | None, n: int) -> range:
+    """``--start``/``--stop`` as the range of slices to propagate, or a :class:`UsageError`."""
+    first = 0 if start is None else start
+    end = n if stop is None else stop
+    given = f"--start {first} --stop {end}" if stop is not None else f"--start {first}"
+    if not 0 <= first < n:
+        raise UsageError(f"{given}: the stack has slices 0 to {n - 1}; give --start between 0 and {n - 1}")
+    if end <= first:
+        raise UsageError(f"{given} selects no slice: --stop is the slice after the last one to propagate, so "
+                         f"give {first + 1} ≤ --stop ≤ {n} (the stack has {n} slices)")
+    if end > n:
+        raise UsageError(f"{given} goes past the last slice: the stack has {n} slices (0 to {n - 1}); "
+                         f"give --stop {n} at most")
+    return range(first, end)
+
+
 def cmd_propagate(args: argparse.Namespace, base=None) -> int:
     """Run ``rpsam2 propagate``."""
 
-    out = output_file(args.out, ".tif")
-    scores = output_file(args.scores, ".csv") if args.scores else None
+    out = output_file(args.out, ".tif", "--out")
+    scores = output_file(args.scores, ".csv", "--scores") if args.scores else None
+    cache = cache_folder(args.cache)
     if args.stop_after is not None and args.stop_after < 1:
         raise UsageError("--stop-after must be at least 1 (frames)")
+    if not np.isfinite(args.stop_threshold):
+        raise UsageError(f"--stop-threshold must be a finite number (an object-score logit), not {args.stop_threshold}")
     stack = open_stack(args.images)
-    prompts = read_prompts(args.prompts, slice_names(args.images, stack))
-    cache = Path(args.cache).expanduser() if args.cache else None
+    slices = slice_range(args.start, args.stop, len(stack))
+    prompts = read_prompts(args.prompts, slice_names(args.images, stack), image_hw=tuple(stack.shape[1:3]),
+                           slices=slices)
     model = make_model(args, base, cache_dir=cache)
     result = run_job(lambda progress, cancel: model.propagate(
         stack, prompts, direction=args.direction, start=args.start, stop=args.stop, refine=not args.no_refine,

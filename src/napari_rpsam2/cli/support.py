@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 
 __all__ = ["UsageError", "Parser", "ProgressBars", "sigint_cancel", "existing_folder", "existing_file",
-           "output_file", "make_model", "model_options", "merge_gap_option", "data_options", "run_job", "JobStopped"]
+           "output_file", "output_folder", "cache_folder", "check_device", "make_model", "model_options",
+           "merge_gap_option", "data_options", "run_job", "JobStopped"]
 
 
 T = TypeVar("T")
@@ -44,16 +45,70 @@ def existing_file(path: str, what: str) -> Path:
     return p
 
 
-def output_file(path: str, suffix: str) -> Path:
-    """An output path ending in ``suffix`` whose folder exists."""
+def _writable(folder: Path, what: str) -> None:
+    """A :class:`UsageError` unless a file can be created in ``folder`` (tried at once, not after the run)."""
+    from .._atomic import OutputError, check_writable
+
+    try:
+        check_writable(folder, what)
+    except OutputError as err:
+        raise UsageError(str(err)) from None
+
+
+def output_file(path: str, suffix: str, what: str = "output") -> Path:
+    """An output path ending in ``suffix`` whose folder exists and can be written."""
     p = Path(path).expanduser()
     if p.suffix.lower() != suffix:
-        raise UsageError(f"output {p} should end in {suffix}")
+        raise UsageError(f"{what} {p} should end in {suffix}")
     if p.is_dir():
-        raise UsageError(f"output {p} is a folder; give a file name ending in {suffix}")
-    if not p.parent.is_dir():
-        raise UsageError(f"output folder {p.parent} does not exist; create it first")
+        raise UsageError(f"{what} {p} is a folder; give a file name ending in {suffix}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{what} folder {parent} does not exist; create it first")
+    _writable(parent, what)
     return p
+
+
+def output_folder(path: str, overwrite: bool, option: str = "--out") -> Path:
+    """An output folder a run may fill: missing or empty, or non-empty with ``--overwrite``; parent writable."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{option} {p} is a file; give a folder")
+    if p.is_dir() and not overwrite and any(p.iterdir()):
+        raise UsageError(f"{option} {p} already holds files (an earlier run?); give a new folder, or add "
+                         "--overwrite to replace it with this run's outputs")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {p}: folder {parent} does not exist; create it first")
+    _writable(parent, option)
+    return p
+
+
+def cache_folder(path: str | None, option: str = "--cache") -> Path | None:
+    """An embedding-cache folder: created when missing (its parent must exist), and writable."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{option} {p} is a file, not a folder")
+    if not p.exists():
+        if not p.parent.is_dir():
+            raise UsageError(f"{option} {p}: folder {p.parent} does not exist; create it first")
+        _writable(p.parent, option)
+        p.mkdir(exist_ok=True)  # torchrun: every process checks
+    _writable(p, option)
+    return p
+
+
+def check_device(device: str) -> str:
+    """``device`` if this machine has it (auto, cpu, cuda, cuda:N, mps), else a one-line :class:`UsageError`."""
+    from ..model import WeightsError, pick_device
+
+    try:
+        pick_device(device)
+    except WeightsError as err:
+        raise UsageError(f"--device: {err}") from None
+    return device
 
 
 class ProgressBars:

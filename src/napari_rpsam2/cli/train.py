@@ -6,11 +6,11 @@ import argparse
 import math
 import os
 import sys
-from pathlib import Path
 
 from .support import (
     ProgressBars,
     UsageError,
+    cache_folder,
     data_options,
     existing_file,
     existing_folder,
@@ -24,17 +24,18 @@ __all__ = ["add_parser", "cmd_train"]
 
 
 def cmd_train(args: argparse.Namespace, base=None) -> int:
+    if (args.val_images is None) != (args.val_labels is None):
+        raise UsageError("give both --val-images and --val-labels, or neither")
+    out = output_file(args.out, ".safetensors", "--out")
+    cache = cache_folder(args.cache)
     from ..app.train import train
     from ..training import ddp
     from ..training.trainer import TrainConfig
 
-    if (args.val_images is None) != (args.val_labels is None):
-        raise UsageError("give both --val-images and --val-labels, or neither")
-    out = output_file(args.out, ".safetensors")
     if args.resume is not None:
         existing_file(args.resume, "resume checkpoint")
     if args.log is not None:
-        output_file(args.log, ".jsonl")
+        output_file(args.log, ".jsonl", "--log")
     for name in ("epochs", "batch_size", "clicks", "val_clicks", "grid_stride"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
@@ -44,7 +45,6 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
     if not 0 <= val_fraction < 1:
         raise UsageError("--val-fraction must be at least 0 and below 1")
     data = _training_data(args, val_fraction)
-    cache = Path(args.cache).expanduser() if args.cache else None
     rank, world = 0, 1
     if "RANK" in os.environ:  # started by torchrun: join its process group
         rank, world, args.device = ddp.init_from_env(args.device)

@@ -6,12 +6,14 @@ the best points).
 
 Grid stride
 -----------
-Unless given, the stride is ``max(1, floor(sqrt(area / 144)))`` pixels: the
-grid then holds about 144 (12×12) points inside the object whatever its
-shape (between 8×8 and 16×16 for any object larger than ~150 pixels; a
-smaller object gets one point per pixel).  The grid is centred on the
-object's bounding box and only points inside the object are kept; an object
-that no grid point hits gets its innermost pixel.
+Unless given, the stride is the whole number of pixels, ``floor`` or ``ceil``
+of ``sqrt(area / 144)``, whose grid holds the number of points inside the
+object closest to 144 (12×12; closest by ratio).  Since a stride is a whole
+number of pixels, that is 72 to 288 points for objects of 144 to ~900 pixels
+(stride 1 or 2), within about ±35 % of 144 for larger ones (stride 3 and up),
+and one point per pixel for an object under 144 pixels.  The grid is centred
+on the object's bounding box and only points inside the object are kept; an
+object that no grid point hits gets its innermost pixel.
 """
 
 from __future__ import annotations
@@ -73,8 +75,13 @@ class GridDice:
 
 def default_stride(mask: np.ndarray) -> int:
     """Grid stride giving about 144 points inside ``mask`` (see module notes)."""
-    area = int(np.count_nonzero(mask))
-    return max(1, int(math.floor(math.sqrt(area / TARGET_POINTS))))
+    mask = np.asarray(mask, dtype=bool)
+    ideal = math.sqrt(int(np.count_nonzero(mask)) / TARGET_POINTS)
+    low, high = max(1, int(math.floor(ideal))), max(1, int(math.ceil(ideal)))
+    if low == high or not mask.any():
+        return low
+    counts = {s: len(grid_points(mask, s)) for s in (low, high)}
+    return min(counts, key=lambda s: (abs(math.log(counts[s] / TARGET_POINTS)), s))
 
 
 def grid_points(mask: np.ndarray, stride: int | None = None) -> np.ndarray:

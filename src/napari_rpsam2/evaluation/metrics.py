@@ -26,7 +26,10 @@ import math
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["dice", "hd95", "image_diagonal", "HD95_CONVENTIONS", "mean_std"]
+__all__ = ["dice", "hd95", "image_diagonal", "HD95_CONVENTIONS", "mean_std", "UNLISTED_CLASS"]
+
+#: Class of label ids that a given class map does not name: reported, but left out of the class average.
+UNLISTED_CLASS = "unlisted"
 
 HD95_CONVENTIONS = {
     "pooled": "95th percentile of the border-to-border distances of both directions pooled "

@@ -9,7 +9,8 @@ Two summaries are reported side by side:
 
 * **object-weighted** (``mDSC``, ``mHD95``): mean and std across seeds of the
   all-object average; each object counts once, so common classes weigh more.
-* **class average** (``class_average``): the plain mean over classes of the
+* **class average** (``class_average``): the plain mean over classes (but the ids a
+  given class map does not name, class ``unlisted``) of the
   per-class means, and the plain mean over classes of the per-class stds.
   This is the "Avg." row of the RP-SAM2 paper's Table 1, and the figure to
   compare with it.  Its std is not the std of anything: it is the typical
@@ -28,7 +29,7 @@ import torch
 
 from ..jobs import Cancelled
 from ..model.backbone import logits_to_image
-from .metrics import HD95_CONVENTIONS, dice, hd95, mean_std
+from .metrics import HD95_CONVENTIONS, UNLISTED_CLASS, dice, hd95, mean_std
 
 __all__ = ["evaluate", "draw_clicks", "summarize", "METHODS"]
 
@@ -75,12 +76,13 @@ def summarize(dsc: np.ndarray, hd: np.ndarray, classes: Sequence[str], seeds: Se
         cols = [i for i, c in enumerate(classes) if c == name]
         per_class[name] = {"mDSC": mean_std(dsc[:, cols].mean(1)), "mHD95": mean_std(hd[:, cols].mean(1)),
                            "objects": len(cols)}
-    average = {key: {stat: float(np.mean([row[key][stat] for row in per_class.values()]))
+    counted = {n: r for n, r in per_class.items() if n != UNLISTED_CLASS} or per_class  # ids not in the map
+    average = {key: {stat: float(np.mean([row[key][stat] for row in counted.values()]))
                      for stat in ("mean", "std")} for key in ("mDSC", "mHD95")}
     return {
         "mDSC": mean_std(dsc.mean(1)),
         "mHD95": mean_std(hd.mean(1)),
-        "class_average": {**average, "classes": len(per_class)},
+        "class_average": {**average, "classes": len(counted)},
         "per_class": per_class,
         "per_seed": [{"seed": int(s), "mDSC": float(dsc[i].mean()), "mHD95": float(hd[i].mean())}
                      for i, s in enumerate(seeds)],

@@ -25,11 +25,29 @@ _PIXEL_STD = (0.229, 0.224, 0.225)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; anything else is used as given."""
+    """``"auto"`` picks cuda, then mps, then cpu; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` if present.
+
+    Raises :class:`WeightsError` (one line saying what to use) for a name torch
+    does not know or a device this machine lacks.
+    """
     if str(device) != "auto":
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise WeightsError(f"device {str(device)!r} is not a device name; use auto, cpu, cuda, cuda:N "
+                               "or mps") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise WeightsError(f"device {device!r} was asked for but no CUDA GPU is available; use 'cpu'")
+            raise WeightsError(f"device {str(device)!r} was asked for but no CUDA GPU is available; use 'cpu'")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise WeightsError(f"device {str(device)!r} was asked for but this machine has "
+                               f"{torch.cuda.device_count()} CUDA GPU(s) (cuda:0 …); pick one of them")
+        if dev.type == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            if mps is None or not mps.is_available():
+                raise WeightsError(f"device {str(device)!r} (Apple GPU) is not available on this machine; "
+                                   "use 'cpu' or 'auto'")
+        if dev.type not in ("cpu", "cuda", "mps"):
+            raise WeightsError(f"device {str(device)!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")

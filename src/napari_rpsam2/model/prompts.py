@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PromptError", "FramePrompt", "check_clicks", "check_box", "box_to_normalized", "merge_prompts"]
+__all__ = ["PromptError", "FramePrompt", "check_clicks", "check_box", "box_to_normalized", "merge_prompts",
+           "negative_only"]
 
 
 class PromptError(ValueError):
@@ -89,13 +90,27 @@ def check_box(box: Sequence[float], image_hw: tuple[int, int]) -> np.ndarray:
     if b.shape != (4,) or not np.all(np.isfinite(b)):
         raise PromptError(f"a box must be four finite numbers (top, left, bottom, right); got {box!r}")
     top, left, bottom, right = b
+    text = f"box (top {top:g}, left {left:g}, bottom {bottom:g}, right {right:g})"
     if bottom < top or right < left:
-        raise PromptError(f"box {tuple(b)} has bottom above top or right left of left; "
-                          "give (top, left, bottom, right)")
+        raise PromptError(f"{text} has bottom above top or right left of left; give (top, left, bottom, right)")
     h, w = image_hw
     if top < -0.5 or left < -0.5 or bottom > h - 0.5 or right > w - 0.5:
-        raise PromptError(f"box {tuple(b)} reaches outside the {h}×{w} image; draw it inside the image")
+        raise PromptError(f"{text} reaches outside the {h}×{w} image; draw it inside the image")
     return b
+
+
+def negative_only(prompt: FramePrompt) -> bool:
+    """Whether ``prompt`` holds clicks that are all negative and no box or mask.
+
+    Such a prompt says only where the object is *not*: on a slice where the
+    object has no mask yet, SAM2 then guesses an object (often most of the
+    image), so it is refused there; on a tracked slice it corrects the mask.
+    """
+    if prompt.box is not None or prompt.mask is not None or prompt.points is None:
+        return False
+    n = len(np.asarray(prompt.points).reshape(-1, 2))
+    labels = np.ones(n) if prompt.labels is None else np.asarray(prompt.labels).ravel()
+    return n > 0 and not bool((labels == 1).any())
 
 
 def box_to_normalized(box: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:

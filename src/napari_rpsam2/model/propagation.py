@@ -22,7 +22,7 @@ import torch
 from .. import jobs
 from .coords import normalized_to_pixels, normalized_to_prompt, pixels_to_normalized
 from .image_adapter import split_stack
-from .prompts import FramePrompt, PromptError, box_to_normalized, check_clicks, merge_prompts
+from .prompts import FramePrompt, PromptError, box_to_normalized, check_clicks, merge_prompts, negative_only
 from .video_features import CachedVideoPredictor
 
 __all__ = ["PropagationResult", "PropagationSession", "propagate", "DIRECTIONS"]
@@ -109,12 +109,21 @@ class PropagationSession:
         prompts as used (positive clicks refined when ``refine``).
         """
         merged = merge_prompts(prompts, self.image_hw, self.num_slices)
+        for (obj, sl), p in merged.items():
+            if negative_only(p) and not self._tracked(obj, sl):
+                raise PromptError(f"object {obj} on slice {sl} has only negative clicks; add a positive click or "
+                                  "a box there (a negative click only says where the object is not)")
         used = []
         with torch.inference_mode(), self.model.backbone.autocast():
             for (obj, sl), p in merged.items():
                 used.append(self._add_one(obj, sl, p, refine))
         self.prompts.extend(used)
         return used
+
+    def _tracked(self, obj: int, sl: int) -> bool:
+        """Whether object ``obj`` already has a mask on slice ``sl`` (a prompt there corrects it)."""
+        idx = self.state["obj_id_to_idx"].get(obj)
+        return idx is not None and sl in self.state["frames_tracked_per_obj"].get(idx, {})
 
     def _add_one(self, obj: int, sl: int, p: FramePrompt, refine: bool) -> FramePrompt:
         pred, state = self.predictor, self.state

@@ -59,14 +59,19 @@ def _rows(method: str, reference: int, results, labels, ref_labels, seconds: flo
             copy = np.asarray(ref_labels) == obj.object_id
             rows.append({
                 "method": method, "reference": reference, "target": int(t), "object": obj.object_id,
-                "dice": dice(obj.mask, truth), "hd95": hd95(obj.mask, truth),
-                "positive_precision": pos, "negative_precision": neg,
+                "dice": _pct(dice(obj.mask, truth)), "hd95": hd95(obj.mask, truth),
+                "positive_precision": _pct(pos), "negative_precision": _pct(neg),
                 "positives": int((lab == 1).sum()), "negatives": int((lab == 0).sum()),
-                "warped_dice": None if obj.mask_prompt is None else dice(obj.mask_prompt, truth),
-                "copy_dice": dice(copy, truth) if copy.shape == truth.shape else None,
+                "warped_dice": None if obj.mask_prompt is None else _pct(dice(obj.mask_prompt, truth)),
+                "copy_dice": _pct(dice(copy, truth)) if copy.shape == truth.shape else None,
                 "seconds_per_slice": seconds,
             })
     return rows
+
+
+def _pct(share: float | None) -> float | None:
+    """A share in [0, 1] as percent (Dice is reported in percent everywhere, as by ``rpsam2 evaluate``)."""
+    return None if share is None else 100.0 * float(share)
 
 
 def _summary(rows: list[dict]) -> dict:
@@ -94,7 +99,7 @@ def one_shot_protocol(model, images, labels, *, methods: Sequence[str] = PROMPT_
     -------
     dict
         ``methods`` (per method: mean/std/n of every metric), ``rows`` (one per
-        target object) and ``protocol`` (settings).  Dice in [0, 1], HD95 in pixels.
+        target object) and ``protocol`` (settings).  Dice and prompt precision in percent, HD95 in pixels.
     """
     n = len(images)
     if n < 2:

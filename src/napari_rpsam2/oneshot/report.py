@@ -56,7 +56,8 @@ def write_protocol_figure(report: Mapping, path: str | os.PathLike, title: str |
     ax.set_xticks(x)
     ax.set_xticklabels(["mask Dice", "positive clicks\ninside", "negative clicks\noutside", "warped mask\nDice",
                         "copied mask\nDice"], fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("%", fontsize=8)
     ax.legend(fontsize=8)
     ax.set_title(title or "one-shot protocol", fontsize=9)
     fig.tight_layout()

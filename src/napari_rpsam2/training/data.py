@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation.metrics import UNLISTED_CLASS
 from ..model.image_adapter import ImageError, split_stack
 from .components import DEFAULT_MERGE_GAP, check_merge_gap, split_objects
 
 __all__ = [
     "DataError", "AnnotatedObject", "AnnotatedStack", "stack_from_arrays", "stack_from_folders",
-    "split_by_slice", "IMAGE_SUFFIXES", "DEFAULT_MERGE_GAP",
+    "split_by_slice", "IMAGE_SUFFIXES", "DEFAULT_MERGE_GAP", "UNLISTED_CLASS",
 ]
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -314,6 +315,18 @@ def _read_class_map(class_map: Mapping | str | os.PathLike | None) -> dict[int, 
         raise DataError(f"class map keys must be label ids (whole numbers): {err}") from err
 
 
+def _unlisted_ids(classes: dict[int, str], ids: set[int], source, warnings: list[str]) -> dict[int, str]:
+    """Name the label ids missing from a class map :data:`UNLISTED_CLASS`, with a warning saying which."""
+    missing = sorted(i for i in ids if i not in classes)
+    if not missing:
+        return classes
+    where = f"class map {source}" if isinstance(source, (str, os.PathLike)) else "the class map"
+    shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    warnings.append(f"label id(s) {shown} are not in {where}; their objects are counted as class "
+                    f"'{UNLISTED_CLASS}' and left out of the class average (add them to the class map to count them)")
+    return {**classes, **{i: UNLISTED_CLASS for i in missing}}
+
+
 def stack_from_folders(
     images_dir: str | os.PathLike,
     labels_dir: str | os.PathLike,
@@ -369,6 +382,8 @@ def stack_from_folders(
         else:
             inst, _ = _instance_labels(lab, str(labels[stem]), None)  # ids as they are, even if one
         inst_labels.append(inst)
+    if classes:
+        classes = _unlisted_ids(classes, binary_values, class_map, warnings)
     if binary and classes:
         name = classes.get(next(iter(binary_values)), DEFAULT_CLASS)
         top = max(int(lab.max()) for lab in inst_labels)
