@@ -88,7 +88,7 @@ def record_commit(folder: WorkFolder, label_id: int, change: LabelChange, result
                "mapping": _mapping(contrast_limits, gamma, rgb), "score": float(result.score),
                "mask": {"digest": mask_digest(result.mask), "pixels": int(np.count_nonzero(result.mask))},
                "written_pixels": int(change.size)}
-    return folder.record("commit", payload, labels=labels, slices=change.slice_indices())
+    return folder.record("commit", payload, labels=labels, slices=change.slice_indices)
 
 
 def _prompt_entry(prompt: FramePrompt, k: int) -> tuple[dict, dict]:
@@ -122,7 +122,7 @@ def record_propagation(folder: WorkFolder, prompts: Iterable[FramePrompt], resul
     payload = {"objects": [int(o) for o in result.object_ids], "prompts": entries,
                "model": model_provenance(model, refine), "mapping": _mapping(contrast_limits, gamma, rgb),
                "options": dict(options or {}), "masks": digests, "written_pixels": int(change.size)}
-    return folder.record("propagation", payload, labels=labels, slices=change.slice_indices(), arrays=arrays)
+    return folder.record("propagation", payload, labels=labels, slices=change.slice_indices, arrays=arrays)
 
 
 def record_oneshot(folder: WorkFolder, outcome, reference_index: int, reference_labels: np.ndarray, labels, *,
@@ -137,7 +137,7 @@ def record_oneshot(folder: WorkFolder, outcome, reference_index: int, reference_
     payload = {"objects": objects, "method": outcome.method, "reference_slice": int(reference_index),
                "prompts": prompts, "generated": generated, "model": model_provenance(model, refine),
                "options": dict(options or {}), "written_pixels": int(outcome.edit.size)}
-    return folder.record("oneshot", payload, labels=labels, slices=outcome.edit.slice_indices(),
+    return folder.record("oneshot", payload, labels=labels, slices=outcome.edit.slice_indices,
                          arrays={"reference": np.asarray(reference_labels)})
 
 

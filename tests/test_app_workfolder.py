@@ -1,0 +1,70 @@
+"""Work folder use cases with the real (random-weight) model: record commits, restore, re-run to the same mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_rpsam2.app import workfolder as wf
+from napari_rpsam2.app.click_session import ClickSession
+
+
+def _commit_two(session, model, image, labels, folder):
+    """Click and commit two objects on slice 0, recording each commit with its prompts."""
+    events = []
+    for clicks, box in (([(60, 80, True)], None), ([(200, 250, True), (30, 30, False)], (150, 200, 250, 310))):
+        for row, col, positive in clicks:
+            session.add_click((0,), row, col, positive)
+        if box is not None:
+            session.set_box((0,), box)
+        preview = session.segment(model, image[0], (0,))
+        record = session.commit()
+        assert record is not None
+        events.append(wf.record_commit(folder, record.label_id, record.change, preview.result, labels,
+                                       model=model, refine=preview.refine, box=box))
+    return events
+
+
+def test_commits_are_restored_and_rerun_reproduces_each_mask(model, moving_model, instrument_stack, tmp_path):
+    image = instrument_stack[0][:1]
+    labels = np.zeros(image.shape[:-1], np.int32)
+    source = tmp_path / "frames.tif"
+    source.write_bytes(b"")
+    folder = wf.open_for_image(image, labels.shape, image_path=source)
+    assert folder.path == tmp_path / "frames.rpsam2"
+    session = ClickSession(labels.shape)
+    session.target = labels
+    events = _commit_two(session, moving_model, image, labels, folder)
+
+    back = wf.restore(wf.open_for_image(image, labels.shape, image_path=source, create=False))
+    np.testing.assert_array_equal(back.labels, labels)
+    assert sorted(back.objects) == [1, 2]
+    second = back.objects[2][0]
+    assert second["prompts"][0]["labels"] == [1, 0] and second["prompts"][0]["box"] == [150, 200, 250, 310]
+    assert second["prompts"][0]["refined"][0] != second["prompts"][0]["clicks"][0]  # the shift block moved it
+    assert second["model"]["method"] == "rpsam2" and second["model"]["backbone"] == "sam2.1_hiera_tiny"
+    assert "random" in second["model"]["sam2_weights"] and len(second["model"]["shift_block"]) == 24
+
+    outcomes = wf.rerun(folder, moving_model, image)
+    assert [(o.object_id, o.reproduced) for o in outcomes] == [(1, True), (2, True)]
+    assert outcomes[0].new_pixels == events[0]["mask"]["pixels"] > 0
+
+    other = wf.rerun(folder, model, image)  # another shift block: moved clicks differ, masks may too
+    assert all(o.reproduced or "shift block" in o.note for o in other)
+
+
+def test_an_undone_commit_is_left_out_and_rerun_refuses_another_image(model, instrument_stack, tmp_path):
+    image = instrument_stack[0][:1]
+    labels = np.zeros(image.shape[:-1], np.int32)
+    folder = wf.open_for_image(image, labels.shape, folder=tmp_path / "work")
+    session = ClickSession(labels.shape)
+    session.target = labels
+    _commit_two(session, model, image, labels, folder)
+    record = session.undo()
+    assert wf.undo_object(folder, "commit", record.label_id, labels, record.change.slice_indices) is not None
+    back = wf.restore(folder)
+    assert sorted(back.objects) == [1]
+    np.testing.assert_array_equal(back.labels, labels)
+    assert not (back.labels == 2).any()
+    with pytest.raises(wf.WorkFolderError, match="another image"):
+        wf.rerun(folder, model, image[:, ::-1].copy())
