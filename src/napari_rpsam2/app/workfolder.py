@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WorkFolder", "WorkFolderError", "Restored", "default_location", "open_for_image", "model_provenance",
            "record_commit", "record_propagation", "record_oneshot", "record_undo", "undo_object", "restore",
-           "RerunOutcome", "rerun", "SUFFIX"]
+           "RerunOutcome", "rerun", "export", "frame_names", "SUFFIX"]
 
 SUFFIX = ".rpsam2"
 
@@ -211,3 +211,44 @@ def rerun(folder: WorkFolder, model: RPSAM2, image, *, progress: jobs.Progress |
         if progress is not None:
             progress("re-run", done + 1, len(events))
     return outcomes
+
+
+def frame_names(folder: WorkFolder) -> list[str]:
+    """The name of each frame of the folder's image: its files for a folder of frames, else ``<stem>_0007``."""
+    meta, shape = folder.meta, folder.shape
+    n = shape[0] if len(shape) == 3 else 1
+    if meta.get("frame_names") and len(meta["frame_names"]) == n:
+        return [str(v) for v in meta["frame_names"]]
+    source = Path(meta["image"]) if meta.get("image") else None
+    if source is not None and source.is_dir():
+        from ..training.data import list_image_files
+
+        try:
+            files = list_image_files(source)
+        except ValueError:
+            files = []
+        if len(files) == n:
+            return [f.name for f in files]
+    stem = source.stem if source is not None else folder.path.stem
+    return [f"{stem}.png"] if len(shape) == 2 else [f"{stem}_{i:04d}.png" for i in range(n)]
+
+
+def export(folder: WorkFolder, *, labels: str | os.PathLike | None = None, prompts: str | os.PathLike | None = None,
+           coco: str | os.PathLike | None = None, class_names: Mapping[int, str] | None = None) -> dict:
+    """Write the folder's labels (TIFF stack), prompts CSV and COCO JSON where paths are given; returns counts."""
+    from ..annotations import coco_json, prompt_rows, write_coco, write_labels, write_prompts_csv
+
+    restored = folder.restore()
+    summary = {"objects": len(restored.objects), "skipped_lines": restored.skipped}
+    if labels is not None:
+        write_labels(labels, restored.labels)
+    if prompts is not None:
+        rows, left_out = prompt_rows(restored.events)
+        write_prompts_csv(prompts, rows)
+        summary.update(prompt_rows=len(rows), prompts_left_out=left_out)
+    if coco is not None:
+        data = coco_json(restored.labels, frame_names=frame_names(folder), class_names=class_names,
+                         description=f"napari-rpsam2 work folder {folder.path.name}")
+        write_coco(coco, data)
+        summary.update(annotations=len(data["annotations"]))
+    return summary
