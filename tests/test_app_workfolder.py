@@ -68,3 +68,32 @@ def test_an_undone_commit_is_left_out_and_rerun_refuses_another_image(model, ins
     assert not (back.labels == 2).any()
     with pytest.raises(wf.WorkFolderError, match="another image"):
         wf.rerun(folder, model, image[:, ::-1].copy())
+
+
+def test_a_propagation_is_recorded_with_its_prompts_and_rerun_gives_the_same_masks(model, instrument_stack,
+                                                                                    tmp_path):
+    from napari_rpsam2.app.propagation import propagate_into_labels
+    from napari_rpsam2.model import FramePrompt
+
+    image, truth = instrument_stack[0][:2], instrument_stack[1][:2]
+    labels = np.zeros(truth.shape, np.int32)
+    folder = wf.open_for_image(image, labels.shape, folder=tmp_path / "clip.rpsam2")
+    prompts = [FramePrompt(0, 4, mask=truth[0] == 1), FramePrompt(0, 5, points=np.array([[60.0, 80.0]]),
+                                                                  labels=np.array([1]))]
+    options = {"direction": "forward", "stop": 2}
+    result, undo = propagate_into_labels(model, image, prompts, labels, **options)
+    event = wf.record_propagation(folder, prompts, result, undo.change, labels, model=model, refine=True,
+                                  options=options)
+
+    back = wf.restore(folder)
+    np.testing.assert_array_equal(back.labels, labels)
+    assert sorted(back.objects) == [4, 5] and back.objects[5][0]["prompts"][1]["clicks"] == [[60.0, 80.0]]
+    mask = folder.load_array(event["arrays"]["mask0"]).astype(bool)
+    np.testing.assert_array_equal(mask, truth[0] == 1)  # the mask prompt itself is kept
+    outcomes = wf.rerun(folder, model, image)
+    assert [(o.kind, o.object_id, o.reproduced) for o in outcomes] == [("propagation", 4, True),
+                                                                       ("propagation", 5, True)]
+    assert outcomes[0].new_pixels == 2  # the object is on both slices
+
+    summary = wf.export(folder, prompts=tmp_path / "p.csv")
+    assert summary["prompt_rows"] == 1 and summary["prompts_left_out"] == 1  # a mask has no CSV form

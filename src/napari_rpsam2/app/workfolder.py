@@ -179,35 +179,73 @@ def _same_model(event: Mapping, model: RPSAM2) -> str:
     return "" if not differs else "saved with another " + ", ".join(k.replace("_", " ") for k in differs)
 
 
+_PROPAGATE_OPTIONS = ("direction", "start", "stop", "stop_after", "stop_threshold")
+
+
+def _rerun_commit(event: Mapping, model: RPSAM2, image) -> list[RerunOutcome]:
+    prompt, mapping = event["prompts"][0], event.get("mapping", {})
+    index = tuple(prompt["slice"])
+    plane = np.asarray(image[index] if index else image)
+    result = model.segment(plane, np.asarray(prompt["clicks"], float).reshape(-1, 2), prompt["labels"],
+                           event["model"]["method"] == "rpsam2", box=prompt.get("box"),
+                           contrast_limits=mapping.get("contrast_limits"), gamma=mapping.get("gamma", 1.0),
+                           rgb=mapping.get("rgb"))
+    same = mask_digest(result.mask) == event["mask"]["digest"]
+    return [RerunOutcome(int(event["seq"]), "commit", int(prompt["object"]), index, same,
+                         int(event["mask"]["pixels"]), int(np.count_nonzero(result.mask)),
+                         "" if same else _same_model(event, model))]
+
+
+def _rerun_propagation(folder: WorkFolder, event: Mapping, model: RPSAM2, image, cancel) -> list[RerunOutcome]:
+    from ..model import FramePrompt
+
+    prompts = []
+    for p in event["prompts"]:
+        mask = None if not p.get("mask") else folder.load_array(event["arrays"][p["mask"]]).astype(bool)
+        clicks = np.asarray(p.get("clicks") or [], float).reshape(-1, 2)
+        prompts.append(FramePrompt(int(p["slice"][0]), int(p["object"]), points=clicks if len(clicks) else None,
+                                   labels=np.asarray(p["labels"]) if len(clicks) else None,
+                                   box=None if p.get("box") is None else tuple(p["box"]), mask=mask))
+    options = {k: v for k, v in (event.get("options") or {}).items() if k in _PROPAGATE_OPTIONS}
+    mapping = event.get("mapping", {})
+    result = model.propagate(image, prompts, refine=event["model"]["method"] == "rpsam2", cancel=cancel,
+                             contrast_limits=mapping.get("contrast_limits"), gamma=mapping.get("gamma", 1.0),
+                             rgb=mapping.get("rgb"), **options)
+    saved: dict[int, dict[str, str]] = {}
+    for key, digest in event.get("masks", {}).items():
+        saved.setdefault(int(key.split(":")[1]), {})[key] = digest
+    outcomes = []
+    for oid in event.get("objects", ()):
+        now = {f"{int(i)}:{oid}": mask_digest(np.asarray(result.labels[i]) == oid)
+               for i in np.flatnonzero(np.asarray(result.tracked)) if (np.asarray(result.labels[i]) == oid).any()}
+        same = now == saved.get(int(oid), {})
+        outcomes.append(RerunOutcome(int(event["seq"]), "propagation", int(oid), (), same,
+                                     len(saved.get(int(oid), {})), len(now),
+                                     "" if same else _same_model(event, model) or "masks differ on some slices"))
+    return outcomes
+
+
 def rerun(folder: WorkFolder, model: RPSAM2, image, *, progress: jobs.Progress | None = None,
           cancel: jobs.Cancel | None = None) -> list[RerunOutcome]:
-    """Segment every saved commit again from its saved prompts with ``model``; compare the masks exactly.
+    """Segment every saved commit and propagation again from its saved prompts; compare the masks exactly.
 
     ``image`` is the folder's image (checked against its signature first).
-    Propagations and one-shot runs are listed with ``note`` saying they are
-    not re-run here.
+    For a propagation, ``saved_pixels`` / ``new_pixels`` count the slices
+    holding the object.  One-shot runs are listed with ``note`` saying they
+    are not re-run here.
     """
     folder.check_image(folder.shape, image_signature(image))
     events = folder.restore().events
     outcomes = []
     for done, event in enumerate(events):
         jobs.check(cancel, "re-run")
-        if event.get("kind") != "commit":
-            for oid in event.get("objects", ()):
-                outcomes.append(RerunOutcome(int(event["seq"]), event["kind"], int(oid), (), False, 0, 0,
-                                             f"{event['kind']} runs are not re-run yet"))
-            continue
-        prompt, mapping = event["prompts"][0], event.get("mapping", {})
-        index = tuple(prompt["slice"])
-        plane = np.asarray(image[index] if index else image)
-        result = model.segment(plane, np.asarray(prompt["clicks"], float).reshape(-1, 2), prompt["labels"],
-                               event["model"]["method"] == "rpsam2", box=prompt.get("box"),
-                               contrast_limits=mapping.get("contrast_limits"), gamma=mapping.get("gamma", 1.0),
-                               rgb=mapping.get("rgb"))
-        same = mask_digest(result.mask) == event["mask"]["digest"]
-        outcomes.append(RerunOutcome(int(event["seq"]), "commit", int(prompt["object"]), index, same,
-                                     int(event["mask"]["pixels"]), int(np.count_nonzero(result.mask)),
-                                     "" if same else _same_model(event, model)))
+        if event.get("kind") == "commit":
+            outcomes += _rerun_commit(event, model, image)
+        elif event.get("kind") == "propagation":
+            outcomes += _rerun_propagation(folder, event, model, image, cancel)
+        else:
+            outcomes += [RerunOutcome(int(event["seq"]), event["kind"], int(oid), (), False, 0, 0,
+                                      f"{event['kind']} runs are not re-run yet") for oid in event.get("objects", ())]
         if progress is not None:
             progress("re-run", done + 1, len(events))
     return outcomes

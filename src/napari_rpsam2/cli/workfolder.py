@@ -63,15 +63,16 @@ def cmd_rerun(args: argparse.Namespace, base=None) -> int:
     failed = 0
     for o in outcomes:
         where = f"object {o.object_id} ({o.kind} #{o.seq}" + (f", slice {list(o.slice)})" if o.slice else ")")
-        if o.kind != "commit":
+        unit = "px" if o.kind == "commit" else "slices"
+        if o.kind not in ("commit", "propagation"):
             print(f"{where}: skipped, {o.note}")
         elif o.reproduced:
-            print(f"{where}: reproduced ({o.new_pixels} px)")
+            print(f"{where}: reproduced ({o.new_pixels} {unit})")
         else:
             failed += 1
-            print(f"{where}: NOT reproduced: saved {o.saved_pixels} px, now {o.new_pixels} px"
+            print(f"{where}: NOT reproduced: saved {o.saved_pixels} {unit}, now {o.new_pixels} {unit}"
                   + (f" ({o.note})" if o.note else ""))
-    checked = sum(o.kind == "commit" for o in outcomes)
+    checked = sum(o.kind in ("commit", "propagation") for o in outcomes)
     print(f"{checked - failed} of {checked} objects reproduced")
     return 1 if failed else 0
 
