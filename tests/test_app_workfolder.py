@@ -97,3 +97,30 @@ def test_a_propagation_is_recorded_with_its_prompts_and_rerun_gives_the_same_mas
 
     summary = wf.export(folder, prompts=tmp_path / "p.csv")
     assert summary["prompt_rows"] == 1 and summary["prompts_left_out"] == 1  # a mask has no CSV form
+
+
+def test_a_one_shot_run_keeps_its_reference_mask_method_and_generated_clicks(model, tmp_path):
+    from types import SimpleNamespace
+
+    from napari_rpsam2.app.label_changes import LabelChange
+
+    labels = np.zeros((3, 16, 20), np.int32)
+    reference = np.zeros((16, 20), np.int32)
+    reference[2:6, 3:9] = 3
+    before = labels.copy()
+    labels[2, 4:8, 3:9] = 3
+    edit = LabelChange.of_planes([((2,), before[2], labels[2])])
+    generated = SimpleNamespace(object_id=3, points=np.array([[5.0, 6.0]]), labels=np.array([1]),
+                                mask=labels[2] == 3)
+    outcome = SimpleNamespace(results={2: SimpleNamespace(objects=[generated])}, method="persam", edit=edit)
+    folder = wf.open_for_image(np.zeros((3, 16, 20), np.uint8), labels.shape, folder=tmp_path / "vol.rpsam2")
+    event = wf.record_oneshot(folder, outcome, 0, reference, labels, model=model, refine=False,
+                              options={"negatives": 1})
+    back = wf.restore(folder)
+    np.testing.assert_array_equal(back.labels, labels)
+    (saved,) = back.objects[3]
+    assert saved["method"] == "persam" and saved["reference_slice"] == 0 and saved["model"]["method"] == "sam2"
+    assert saved["generated"][0]["clicks"] == [[5.0, 6.0]] and saved["slices"] == [[2]]
+    np.testing.assert_array_equal(folder.load_array(event["arrays"]["reference"]), reference)
+    assert [o.note for o in wf.rerun(folder, model, np.zeros((3, 16, 20), np.uint8))] == [
+        "oneshot runs are not re-run yet"]

@@ -277,11 +277,15 @@ class WorkFolder:
             out[index] = plane
         return out
 
-    def restore(self) -> Restored:
-        """The labels and the events still in effect, with each object's events."""
+    def live_events(self) -> tuple[list[dict], int]:
+        """The events still in effect (undone events and undos left out) and the unreadable line count."""
         events, skipped = self.read_events()
         undone = {int(e["undoes"]) for e in events if e.get("kind") == "undo" and "undoes" in e}
-        live = [e for e in events if e.get("kind") != "undo" and int(e.get("seq", 0)) not in undone]
+        return [e for e in events if e.get("kind") != "undo" and int(e.get("seq", 0)) not in undone], skipped
+
+    def restore(self) -> Restored:
+        """The labels and the events still in effect, with each object's events."""
+        live, skipped = self.live_events()
         objects: dict[int, list[dict]] = {}
         for event in live:
             for oid in event.get("objects", ()):

@@ -148,7 +148,7 @@ def record_undo(folder: WorkFolder, seq: int, labels, slices: Iterable[Sequence[
 
 def undo_object(folder: WorkFolder, kind: str, object_id: int, labels, slices: Iterable[Sequence[int]]) -> dict | None:
     """Record the undo of the latest event of ``kind`` still in effect that wrote ``object_id`` (None if none)."""
-    for event in reversed(folder.restore().events):
+    for event in reversed(folder.live_events()[0]):
         if event.get("kind") == kind and int(object_id) in event.get("objects", ()):
             return record_undo(folder, int(event["seq"]), labels, slices)
     return None
@@ -235,7 +235,7 @@ def rerun(folder: WorkFolder, model: RPSAM2, image, *, progress: jobs.Progress |
     are not re-run here.
     """
     folder.check_image(folder.shape, image_signature(image))
-    events = folder.restore().events
+    events = folder.live_events()[0]
     outcomes = []
     for done, event in enumerate(events):
         jobs.check(cancel, "re-run")
