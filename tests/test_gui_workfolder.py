@@ -84,3 +84,17 @@ def test_commits_survive_closing_napari_and_come_back_with_their_prompts(make_na
     journal = [json.loads(line) for line in (tmp_path / "clip.rpsam2" / "objects.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in journal] == ["commit", "commit", "commit", "undo"]
     assert journal[-1]["undoes"] == journal[-2]["seq"] and journal[1]["prompts"][0]["labels"] == [1, 0]
+
+    # Export… (the folder dialog answered with tmp_path/"out"): labels, prompts CSV and COCO with the layer's classes
+    from pycocotools.coco import COCO
+
+    restored.features = {"index": [0, 1, 2], "class": ["background", "grasper", "hook"]}
+    (tmp_path / "out").mkdir()
+    assert dock.workfolder.export_button.isVisible()
+    assert dock.workfolder.export_to(tmp_path / "out")
+    coco = COCO(str(tmp_path / "out" / "coco.json"))
+    assert {coco.cats[a["category_id"]]["name"] for a in coco.anns.values()} == {"grasper", "hook"}
+    for ann in coco.anns.values():
+        frame = coco.imgs[ann["image_id"]]["frame_index"]
+        np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), saved[frame] == ann["object_id"])
+    assert "Exported 2 object(s)" in dock.status.text()

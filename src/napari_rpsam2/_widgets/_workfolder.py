@@ -22,7 +22,7 @@ from ._views import METADATA_KEY
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["WorkFolderPanel", "RESTORED_KEY", "SAVED_PROMPTS_ROLE"]
+__all__ = ["WorkFolderPanel", "RESTORED_KEY", "SAVED_PROMPTS_ROLE", "class_names", "source_path"]
 
 RESTORED_KEY = "napari_rpsam2_workfolder"
 """Metadata of a Labels layer restored from a work folder: the folder's path (the layer stays pickable)."""
@@ -36,18 +36,29 @@ def source_path(layer: Any) -> Path | None:
     return Path(path) if path else None
 
 
+def class_names(layer: Any) -> dict[int, str] | None:
+    """``label id -> class name`` from a Labels layer's features (``index`` and ``class`` columns), if any."""
+    features = getattr(layer, "features", None)
+    if features is None or "index" not in features or "class" not in features:
+        return None
+    return {int(i): str(c) for i, c in zip(features["index"], features["class"]) if int(i) != 0}
+
+
 class WorkFolderPanel(QWidget):
     """A checkbox, the folder's path and a button to choose another folder; records commits and undos."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", report) -> None:
+    def __init__(self, viewer: "napari.viewer.Viewer", report, target=lambda: None) -> None:
         super().__init__()
-        self.viewer, self.report = viewer, report
+        self.viewer, self.report, self.target = viewer, report, target
         self.save_box = QCheckBox("Save to work folder")
         self.save_box.setToolTip("Every commit and undo is saved with its clicks, box and model to a folder next to\n"
                                  "the image; reopening the image restores the labels and prompts.")
         self.path_label = QLabel("Work folder: –")
         self.path_label.setWordWrap(True)
         self.choose_button = QPushButton("Choose folder…")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Write the saved labels (labels.tif), the prompts CSV of 'rpsam2 propagate'\n"
+                                      "(prompts.csv) and COCO JSON with RLE masks (coco.json) into a folder")
         self.image: Any = None
         self.location: Path | None = None
         self._folder: wf.WorkFolder | None = None
@@ -57,9 +68,11 @@ class WorkFolderPanel(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.save_box)
         row.addWidget(self.choose_button)
+        row.addWidget(self.export_button)
         lay.addLayout(row)
         lay.addWidget(self.path_label)
         self.choose_button.clicked.connect(self._choose)
+        self.export_button.clicked.connect(self._export)
 
     # ------------------------------------------------------------------ where
     def attach(self, image: Any) -> Any:
@@ -101,6 +114,34 @@ class WorkFolderPanel(QWidget):
                 self.report(f"Not saving to the work folder: {err}")
                 return None
         return self._folder
+
+    def _export(self) -> None:
+        out = QFileDialog.getExistingDirectory(self, "Folder for the exported files")
+        if out:
+            self.export_to(out)
+
+    def export_to(self, out: str | Path, labels_layer: Any = None) -> bool:
+        """Write ``labels.tif``, ``prompts.csv`` and ``coco.json`` of the work folder into the folder ``out``.
+
+        Class names come from ``labels_layer.features`` (columns ``index`` and ``class``) when it has them.
+        """
+        folder = self._folder
+        if folder is None and self.location is not None and (self.location / wf.WorkFolder.META).exists():
+            folder = self.folder()
+        if folder is None:
+            self.report("Nothing to export: commit an object first (with Save to work folder on).")
+            return False
+        out = Path(out)
+        try:
+            summary = wf.export(folder, labels=out / "labels.tif", prompts=out / "prompts.csv",
+                                coco=out / "coco.json",
+                                class_names=class_names(labels_layer if labels_layer is not None else self.target()))
+        except (OSError, ValueError) as err:
+            self.report(f"Export failed: {err}")
+            return False
+        self.report(f"Exported {summary['objects']} object(s) to {out} (labels.tif, prompts.csv, coco.json).",
+                    level="info")
+        return True
 
     # ------------------------------------------------------------------ restore
     def _restore(self, source: Path | None) -> Any:

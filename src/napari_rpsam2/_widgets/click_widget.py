@@ -84,7 +84,7 @@ class ClickWidget(DockView):
         self.undo_button = QPushButton("Undo commit")
         self.undo_button.setToolTip("Set the pixels of the last commit back to 0 (pixels edited since are kept)")
         self.status = StatusLabel("Load a model, pick an image and click on an object.")
-        self.workfolder = WorkFolderPanel(self.viewer, self._report)
+        self.workfolder = WorkFolderPanel(self.viewer, self._report, target=self.target_picker.layer)
         self.embedder = BackgroundEmbedder(on_error=self.status.error)
         embedder = self.embedder
         cancel_when_destroyed(self, lambda: embedder._cancel)  # the viewer closed while slices are embedded
