@@ -157,3 +157,25 @@ def test_labels_export_is_a_tiff_stack_with_the_same_ids(tmp_path):
     labels = np.zeros((2, 8, 9), np.int32)
     labels[1, 3, 4] = 70000
     np.testing.assert_array_equal(tifffile.imread(write_labels(tmp_path / "l.tif", labels)), labels)
+
+
+def test_a_2d_image_is_one_plane_and_exports_under_its_file_name(tmp_path):
+    from pycocotools.coco import COCO
+
+    from napari_rpsam2.app import workfolder as wf
+    from napari_rpsam2.cli.propagate import read_prompts
+
+    image = np.zeros((20, 24, 3), np.uint8)
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(b"")
+    folder = wf.open_for_image(image, (20, 24), image_path=source)
+    labels = np.zeros((20, 24), np.int32)
+    labels[3:9, 4:10] = 1
+    folder.record("commit", {"objects": [1], "prompts": [{"slice": [], "object": 1, "clicks": [[5.0, 6.0]],
+                                                          "labels": [1], "box": None}]}, labels=labels, slices=[()])
+    assert [p.name for p in (folder.path / "labels").iterdir()] == ["plane.tif"]
+    summary = wf.export(folder, labels=tmp_path / "l.tif", prompts=tmp_path / "p.csv", coco=tmp_path / "c.json")
+    assert summary == {"objects": 1, "skipped_lines": 0, "prompt_rows": 1, "prompts_left_out": 0, "annotations": 1}
+    coco = COCO(str(tmp_path / "c.json"))
+    assert [img["file_name"] for img in coco.imgs.values()] == ["photo.jpg"]
+    assert [(p.slice, p.object) for p in read_prompts(tmp_path / "p.csv")] == [(0, 1)]

@@ -267,8 +267,10 @@ def frame_names(folder: WorkFolder) -> list[str]:
             files = []
         if len(files) == n:
             return [f.name for f in files]
+    if len(shape) == 2:
+        return [source.name if source is not None else f"{folder.path.stem}.png"]
     stem = source.stem if source is not None else folder.path.stem
-    return [f"{stem}.png"] if len(shape) == 2 else [f"{stem}_{i:04d}.png" for i in range(n)]
+    return [f"{stem}_{i:04d}.png" for i in range(n)]
 
 
 def export(folder: WorkFolder, *, labels: str | os.PathLike | None = None, prompts: str | os.PathLike | None = None,
