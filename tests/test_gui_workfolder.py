@@ -60,6 +60,10 @@ def test_commits_survive_closing_napari_and_come_back_with_their_prompts(make_na
     target = dock.session.target
     saved = np.asarray(target.data).copy()
     assert set(np.unique(saved)) == {0, 1, 2}
+    n_layers = len(viewer.layers)
+    viewer.window.remove_dock_widget(dock)  # closing and reopening the dock does not restore a second copy
+    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Click segmentation")
+    assert len(viewer.layers) == n_layers and dock.target_picker.layer() is target
     viewer.close()
 
     viewer, dock, image = _open_file(qtbot, make_napari_viewer, model, path)

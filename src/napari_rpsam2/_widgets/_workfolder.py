@@ -195,6 +195,8 @@ class WorkFolderPanel(QWidget):
         if folder is None or record is None or preview is None or model is None:
             return
         image = self.image
+        if RESTORED_KEY not in target.metadata:  # a reopened dock finds this layer instead of restoring again
+            target.metadata[RESTORED_KEY] = str(self.location)
         try:
             wf.record_commit(folder, record.label_id, record.change, preview.result, target.data, model=model,
                              refine=preview.refine, box=box, contrast_limits=image.contrast_limits,
