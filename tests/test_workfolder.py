@@ -179,3 +179,14 @@ def test_a_2d_image_is_one_plane_and_exports_under_its_file_name(tmp_path):
     coco = COCO(str(tmp_path / "c.json"))
     assert [img["file_name"] for img in coco.imgs.values()] == ["photo.jpg"]
     assert [(p.slice, p.object) for p in read_prompts(tmp_path / "p.csv")] == [(0, 1)]
+
+
+def test_journal_and_folder_get_the_mode_the_umask_gives(tmp_path):
+    old = os.umask(0o022)
+    try:
+        folder, _ = _folder(tmp_path)
+        _commit(folder, np.zeros(folder.shape, np.int32), 0, 1, [[1.0, 1.0]])
+    finally:
+        os.umask(old)
+    assert (folder.path / "objects.jsonl").stat().st_mode & 0o777 == 0o644
+    assert folder.path.stat().st_mode & 0o777 == 0o755
