@@ -28,6 +28,7 @@ from ._model_settings import ModelSettings
 from ._slicing import NO_IMAGE_MESSAGE, ImageSlice, SliceError, full_resolution, image_slice, layer_shape
 from ._views import DOCK_MAX_WIDTH, DockView, StatusLabel, scrolling_dock
 from ._workers import cancel_when_destroyed, error_text, start_worker
+from ._workfolder import WorkFolderPanel
 from ._workspace import unwrap, workspace_for
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class ClickWidget(DockView):
         self.undo_button = QPushButton("Undo commit")
         self.undo_button.setToolTip("Set the pixels of the last commit back to 0 (pixels edited since are kept)")
         self.status = StatusLabel("Load a model, pick an image and click on an object.")
+        self.workfolder = WorkFolderPanel(self.viewer, self._report, target=self.target_picker.layer)
         self.embedder = BackgroundEmbedder(on_error=self.status.error)
         embedder = self.embedder
         cancel_when_destroyed(self, lambda: embedder._cancel)  # the viewer closed while slices are embedded
@@ -122,6 +124,7 @@ class ClickWidget(DockView):
         form.addRow("Image", self.image_picker)
         form.addRow("Commit into", self.target_picker)
         lay.addLayout(form)
+        lay.addWidget(self.workfolder)
         help_text = QLabel(f"<b>Click</b> on the image: object (green) · <b>{NEGATIVE_MODIFIER}-click</b>: "
                            f"background (red). Keys: {KEYS['commit']} commit · {KEYS['clear']} clear · "
                            f"{KEYS['toggle']} RP-SAM2 / SAM2. Delete a click: select it on the clicks layer, "
@@ -198,6 +201,9 @@ class ClickWidget(DockView):
             sig.connect(slot)
         image.events.contrast_limits.connect(self._on_mapping)
         image.events.gamma.connect(self._on_mapping)
+        restored = self.workfolder.attach(image)  # saved labels and prompts come back
+        if restored is not None:
+            self.target_picker.set_layer(restored)
         self._layers.show_clicks(session)
         self._layers.show_preview(session.preview)
         self._layers.activate()
@@ -245,6 +251,9 @@ class ClickWidget(DockView):
 
     def _on_message(self, level: str, text: str) -> None:
         (self.status.error if level == "error" else self.status.info)(text)
+
+    def _report(self, text: str, level: str = "error") -> None:
+        self._on_message(level, text)
 
     def _on_preview(self, preview: Preview | None) -> None:
         if self._layers is not None:
@@ -330,16 +339,19 @@ class ClickWidget(DockView):
         if self.busy:
             self.status.error("Still segmenting the latest clicks; commit again in a moment.")
             return
-        if self.session.preview is not None:
+        preview = self.session.preview
+        box = None if preview is None else self.session.box(preview.index)
+        if preview is not None:
             self.session.target = commit_target(self.viewer, self.target_picker, self._layers.image,
                                                 below=self._layers.preview)
-        self.session.commit()
+        record = self.session.commit()
+        self.workfolder.committed(record, preview, box, self.session.target, self.model)  # when saving is on
         self._layers.activate()  # a new Labels layer took the focus: the next canvas click must still count
 
     def undo(self) -> None:
         """Undo the last commit (only its pixels that still hold its id)."""
         if self.session is not None:
-            self.session.undo()
+            self.workfolder.undone(self.session.undo(), self.session.target)
 
     def clear(self) -> None:
         """Remove the clicks of the current slice and the preview."""

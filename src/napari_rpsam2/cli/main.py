@@ -55,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .oneshot import add_parser as add_oneshot_parsers  # oneshot, oneshot-eval
     from .propagate import add_parser as add_propagate_parser
     from .train import add_parser as add_train_parser
+    from .workfolder import add_parsers as add_workfolder_parsers
 
     p = Parser(prog="rpsam2", description="RP-SAM2: stable SAM2 point prompts (embed, train, evaluate, heatmap, "
-               "propagate, oneshot).")
+               "propagate, oneshot, rerun, export).")
     p.add_argument("--version", action="version", version=version_text())
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_info(sub)
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_heatmap(sub)
     add_propagate_parser(sub, model_options)
     add_oneshot_parsers(sub, model_options)
+    add_workfolder_parsers(sub, model_options)  # rerun, export
     return p
 
 

@@ -1,0 +1,294 @@
+"""The work folder use cases: open it for an image, record every write with its prompts, restore, re-run.
+
+Both front ends call these: the click dock records commits and undos; the
+Propagate and one-shot docks record their runs; ``rpsam2 rerun`` and
+``rpsam2 export`` read a folder back.  The folder itself is
+:class:`napari_rpsam2.annotations.WorkFolder` (see ``docs/workfolder.md``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import jobs
+from ..annotations import Restored, WorkFolder, WorkFolderError, image_signature, mask_digest
+
+if TYPE_CHECKING:
+    from ..model import RPSAM2, FramePrompt, SegmentResult
+    from .label_changes import LabelChange
+
+__all__ = ["WorkFolder", "WorkFolderError", "Restored", "default_location", "open_for_image", "model_provenance",
+           "record_commit", "record_propagation", "record_oneshot", "record_undo", "undo_object", "restore",
+           "RerunOutcome", "rerun", "export", "frame_names", "SUFFIX"]
+
+SUFFIX = ".rpsam2"
+
+
+def default_location(image_path: str | os.PathLike) -> Path:
+    """``<folder>/<name>.rpsam2`` next to the image file (or folder of frames) ``image_path``."""
+    p = Path(image_path).expanduser().resolve()
+    return p.with_name((p.name if p.is_dir() else p.stem) + SUFFIX)
+
+
+def open_for_image(image, shape: Sequence[int], *, image_path: str | os.PathLike | None = None,
+                   folder: str | os.PathLike | None = None, create: bool = True) -> WorkFolder:
+    """The work folder of ``image`` (labels of ``shape``): ``folder``, or the default one next to ``image_path``.
+
+    ``create`` False only opens an existing folder.  Raises
+    :class:`WorkFolderError` when the folder belongs to another image or
+    cannot be made.
+    """
+    if folder is None and image_path is None:
+        raise WorkFolderError("the image was not opened from a file: choose a folder for its work folder")
+    location = Path(folder).expanduser() if folder is not None else default_location(image_path)
+    signature = image_signature(image)
+    if not create:
+        found = WorkFolder.open(location)
+        found.check_image(shape, signature)
+        return found
+    source = None if image_path is None else str(Path(image_path).expanduser().resolve())
+    return WorkFolder.create(location, image_path=source, shape=shape, signature=signature)
+
+
+def model_provenance(model: RPSAM2, refine: bool) -> dict:
+    """What identifies the model that made an object: method, backbone, SAM2 weights, shift block (and adapter)."""
+    from ..model.shift_block import weights_digest
+
+    adapter = getattr(model, "adapter", None)
+    return {"method": "rpsam2" if refine else "sam2", "backbone": model.backbone.name,
+            "sam2_weights": model.backbone.weights_signature, "shift_block": weights_digest(model.shift_block),
+            "shift_block_file": (model.shift_block_header or {}).get("path"),
+            "adapter": None if adapter is None else weights_digest(adapter)}
+
+
+def _mapping(contrast_limits, gamma, rgb) -> dict:
+    limits = None if contrast_limits is None else [float(v) for v in contrast_limits]
+    return {"contrast_limits": limits, "gamma": float(gamma), "rgb": None if rgb is None else bool(rgb)}
+
+
+def _points(array) -> list:
+    return [] if array is None else np.asarray(array, dtype=float).reshape(-1, 2).round(4).tolist()
+
+
+def record_commit(folder: WorkFolder, label_id: int, change: LabelChange, result: SegmentResult, labels, *,
+                  model: RPSAM2, refine: bool, box: Sequence[float] | None = None, contrast_limits=None,
+                  gamma: float = 1.0, rgb: bool | None = None) -> dict:
+    """Record one commit of the click dock: the slice it changed, its clicks (as given and refined), its box."""
+    index = list(change.slices[0].index) if change.slices else []
+    prompt = {"slice": index, "object": int(label_id), "clicks": _points(result.clicks),
+              "labels": [int(v) for v in np.asarray(result.labels).ravel()], "refined": _points(result.points),
+              "box": None if box is None else [float(v) for v in box]}
+    payload = {"objects": [int(label_id)], "prompts": [prompt], "model": model_provenance(model, refine),
+               "mapping": _mapping(contrast_limits, gamma, rgb), "score": float(result.score),
+               "mask": {"digest": mask_digest(result.mask), "pixels": int(np.count_nonzero(result.mask))},
+               "written_pixels": int(change.size)}
+    return folder.record("commit", payload, labels=labels, slices=change.slice_indices)
+
+
+def _prompt_entry(prompt: FramePrompt, k: int) -> tuple[dict, dict]:
+    entry = {"slice": [int(prompt.slice)], "object": int(prompt.object), "clicks": _points(prompt.points),
+             "labels": [] if prompt.labels is None else [int(v) for v in np.asarray(prompt.labels).ravel()],
+             "box": None if prompt.box is None else [float(v) for v in prompt.box], "mask": None}
+    if prompt.labels is None and prompt.points is not None:
+        entry["labels"] = [1] * len(entry["clicks"])
+    arrays = {}
+    if prompt.mask is not None:
+        entry["mask"] = name = f"mask{k}"
+        arrays[name] = np.asarray(prompt.mask, bool)
+    return entry, arrays
+
+
+def record_propagation(folder: WorkFolder, prompts: Iterable[FramePrompt], result, change: LabelChange, labels, *,
+                       model: RPSAM2, refine: bool, options: Mapping[str, Any] | None = None,
+                       contrast_limits=None, gamma: float = 1.0, rgb: bool | None = None) -> dict:
+    """Record one propagation: its prompts (clicks, boxes, masks), options, and a digest per object and slice."""
+    entries, arrays = [], {}
+    for k, prompt in enumerate(prompts):
+        entry, more = _prompt_entry(prompt, k)
+        entries.append(entry)
+        arrays.update(more)
+    digests = {}
+    for i in np.flatnonzero(np.asarray(result.tracked)):
+        for oid in result.object_ids:
+            mask = np.asarray(result.labels[i]) == oid
+            if mask.any():
+                digests[f"{int(i)}:{int(oid)}"] = mask_digest(mask)
+    payload = {"objects": [int(o) for o in result.object_ids], "prompts": entries,
+               "model": model_provenance(model, refine), "mapping": _mapping(contrast_limits, gamma, rgb),
+               "options": dict(options or {}), "masks": digests, "written_pixels": int(change.size)}
+    return folder.record("propagation", payload, labels=labels, slices=change.slice_indices, arrays=arrays)
+
+
+def record_oneshot(folder: WorkFolder, outcome, reference_index: int, reference_labels: np.ndarray, labels, *,
+                   model: RPSAM2, refine: bool, options: Mapping[str, Any] | None = None) -> dict:
+    """Record one one-shot run: the reference slice and mask, the method and the clicks it generated."""
+    objects = sorted({int(o.object_id) for r in outcome.results.values() for o in r.objects})
+    generated = [{"slice": [int(i)], "object": int(o.object_id), "clicks": _points(o.points),
+                  "labels": [int(v) for v in np.asarray(o.labels).ravel()], "mask": mask_digest(o.mask)}
+                 for i, r in sorted(outcome.results.items()) for o in r.objects]
+    prompts = [{"slice": [int(reference_index)], "object": oid, "clicks": [], "labels": [], "box": None,
+                "mask": "reference"} for oid in objects]
+    payload = {"objects": objects, "method": outcome.method, "reference_slice": int(reference_index),
+               "prompts": prompts, "generated": generated, "model": model_provenance(model, refine),
+               "options": dict(options or {}), "written_pixels": int(outcome.edit.size)}
+    return folder.record("oneshot", payload, labels=labels, slices=outcome.edit.slice_indices,
+                         arrays={"reference": np.asarray(reference_labels)})
+
+
+def record_undo(folder: WorkFolder, seq: int, labels, slices: Iterable[Sequence[int]]) -> dict:
+    """Record that event ``seq`` was undone, with the slices as they are after the undo."""
+    return folder.record("undo", {"undoes": int(seq)}, labels=labels, slices=[tuple(s) for s in slices])
+
+
+def undo_object(folder: WorkFolder, kind: str, object_id: int, labels, slices: Iterable[Sequence[int]]) -> dict | None:
+    """Record the undo of the latest event of ``kind`` still in effect that wrote ``object_id`` (None if none)."""
+    for event in reversed(folder.live_events()[0]):
+        if event.get("kind") == kind and int(object_id) in event.get("objects", ()):
+            return record_undo(folder, int(event["seq"]), labels, slices)
+    return None
+
+
+def restore(folder: WorkFolder) -> Restored:
+    """The labels and every object's events (prompts, method, model) still in effect."""
+    return folder.restore()
+
+
+@dataclass(frozen=True)
+class RerunOutcome:
+    """One saved object segmented again from its saved prompts."""
+
+    seq: int
+    kind: str
+    object_id: int
+    slice: tuple[int, ...]
+    reproduced: bool
+    saved_pixels: int
+    new_pixels: int
+    note: str = ""
+
+
+def _same_model(event: Mapping, model: RPSAM2) -> str:
+    saved, now = event.get("model", {}), model_provenance(model, True)
+    differs = [k for k in ("backbone", "sam2_weights", "shift_block") if saved.get(k) != now[k]]
+    return "" if not differs else "saved with another " + ", ".join(k.replace("_", " ") for k in differs)
+
+
+_PROPAGATE_OPTIONS = ("direction", "start", "stop", "stop_after", "stop_threshold")
+
+
+def _rerun_commit(event: Mapping, model: RPSAM2, image) -> list[RerunOutcome]:
+    prompt, mapping = event["prompts"][0], event.get("mapping", {})
+    index = tuple(prompt["slice"])
+    plane = np.asarray(image[index] if index else image)
+    result = model.segment(plane, np.asarray(prompt["clicks"], float).reshape(-1, 2), prompt["labels"],
+                           event["model"]["method"] == "rpsam2", box=prompt.get("box"),
+                           contrast_limits=mapping.get("contrast_limits"), gamma=mapping.get("gamma", 1.0),
+                           rgb=mapping.get("rgb"))
+    same = mask_digest(result.mask) == event["mask"]["digest"]
+    return [RerunOutcome(int(event["seq"]), "commit", int(prompt["object"]), index, same,
+                         int(event["mask"]["pixels"]), int(np.count_nonzero(result.mask)),
+                         "" if same else _same_model(event, model))]
+
+
+def _rerun_propagation(folder: WorkFolder, event: Mapping, model: RPSAM2, image, cancel) -> list[RerunOutcome]:
+    from ..model import FramePrompt
+
+    prompts = []
+    for p in event["prompts"]:
+        mask = None if not p.get("mask") else folder.load_array(event["arrays"][p["mask"]]).astype(bool)
+        clicks = np.asarray(p.get("clicks") or [], float).reshape(-1, 2)
+        prompts.append(FramePrompt(int(p["slice"][0]), int(p["object"]), points=clicks if len(clicks) else None,
+                                   labels=np.asarray(p["labels"]) if len(clicks) else None,
+                                   box=None if p.get("box") is None else tuple(p["box"]), mask=mask))
+    options = {k: v for k, v in (event.get("options") or {}).items() if k in _PROPAGATE_OPTIONS}
+    mapping = event.get("mapping", {})
+    result = model.propagate(image, prompts, refine=event["model"]["method"] == "rpsam2", cancel=cancel,
+                             contrast_limits=mapping.get("contrast_limits"), gamma=mapping.get("gamma", 1.0),
+                             rgb=mapping.get("rgb"), **options)
+    saved: dict[int, dict[str, str]] = {}
+    for key, digest in event.get("masks", {}).items():
+        saved.setdefault(int(key.split(":")[1]), {})[key] = digest
+    outcomes = []
+    for oid in event.get("objects", ()):
+        now = {f"{int(i)}:{oid}": mask_digest(np.asarray(result.labels[i]) == oid)
+               for i in np.flatnonzero(np.asarray(result.tracked)) if (np.asarray(result.labels[i]) == oid).any()}
+        same = now == saved.get(int(oid), {})
+        outcomes.append(RerunOutcome(int(event["seq"]), "propagation", int(oid), (), same,
+                                     len(saved.get(int(oid), {})), len(now),
+                                     "" if same else _same_model(event, model) or "masks differ on some slices"))
+    return outcomes
+
+
+def rerun(folder: WorkFolder, model: RPSAM2, image, *, progress: jobs.Progress | None = None,
+          cancel: jobs.Cancel | None = None) -> list[RerunOutcome]:
+    """Segment every saved commit and propagation again from its saved prompts; compare the masks exactly.
+
+    ``image`` is the folder's image (checked against its signature first).
+    For a propagation, ``saved_pixels`` / ``new_pixels`` count the slices
+    holding the object.  One-shot runs are listed with ``note`` saying they
+    are not re-run here.
+    """
+    folder.check_image(folder.shape, image_signature(image))
+    events = folder.live_events()[0]
+    outcomes = []
+    for done, event in enumerate(events):
+        jobs.check(cancel, "re-run")
+        if event.get("kind") == "commit":
+            outcomes += _rerun_commit(event, model, image)
+        elif event.get("kind") == "propagation":
+            outcomes += _rerun_propagation(folder, event, model, image, cancel)
+        else:
+            outcomes += [RerunOutcome(int(event["seq"]), event["kind"], int(oid), (), False, 0, 0,
+                                      f"{event['kind']} runs are not re-run yet") for oid in event.get("objects", ())]
+        if progress is not None:
+            progress("re-run", done + 1, len(events))
+    return outcomes
+
+
+def frame_names(folder: WorkFolder) -> list[str]:
+    """The name of each frame of the folder's image: its files for a folder of frames, else ``<stem>_0007``."""
+    meta, shape = folder.meta, folder.shape
+    n = shape[0] if len(shape) == 3 else 1
+    if meta.get("frame_names") and len(meta["frame_names"]) == n:
+        return [str(v) for v in meta["frame_names"]]
+    source = Path(meta["image"]) if meta.get("image") else None
+    if source is not None and source.is_dir():
+        from ..training.data import list_image_files
+
+        try:
+            files = list_image_files(source)
+        except ValueError:
+            files = []
+        if len(files) == n:
+            return [f.name for f in files]
+    if len(shape) == 2:
+        return [source.name if source is not None else f"{folder.path.stem}.png"]
+    stem = source.stem if source is not None else folder.path.stem
+    return [f"{stem}_{i:04d}.png" for i in range(n)]
+
+
+def export(folder: WorkFolder, *, labels: str | os.PathLike | None = None, prompts: str | os.PathLike | None = None,
+           coco: str | os.PathLike | None = None, class_names: Mapping[int, str] | None = None) -> dict:
+    """Write the folder's labels (TIFF stack), prompts CSV and COCO JSON where paths are given; returns counts."""
+    from ..annotations import coco_json, prompt_rows, write_coco, write_labels, write_prompts_csv
+
+    restored = folder.restore()
+    summary = {"objects": len(restored.objects), "skipped_lines": restored.skipped}
+    if labels is not None:
+        write_labels(labels, restored.labels)
+    if prompts is not None:
+        rows, left_out = prompt_rows(restored.events)
+        write_prompts_csv(prompts, rows)
+        summary.update(prompt_rows=len(rows), prompts_left_out=left_out)
+    if coco is not None:
+        data = coco_json(restored.labels, frame_names=frame_names(folder), class_names=class_names,
+                         description=f"napari-rpsam2 work folder {folder.path.name}")
+        write_coco(coco, data)
+        summary.update(annotations=len(data["annotations"]))
+    return summary

@@ -1,0 +1,107 @@
+"""``rpsam2 rerun`` and ``rpsam2 export`` on a work folder made by the click session's commits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_rpsam2 import cli
+from napari_rpsam2.app import workfolder as wf
+from napari_rpsam2.app.click_session import ClickSession
+
+
+def run(capsys, args, model=None):
+    code = cli.main(args, model=model)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *words):
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("rpsam2: error: "), err
+    for w in words:
+        assert w in lines[0]
+
+
+@pytest.fixture(scope="module")
+def made(model, moving_model, instrument_stack, tmp_path_factory):
+    """A 2-frame TIFF, two objects committed on frame 1 with the moving shift block, its checkpoint."""
+    tmp = tmp_path_factory.mktemp("wf")
+    image = instrument_stack[0][:2]
+    tifffile.imwrite(tmp / "clip.tif", image)
+    labels = np.zeros(image.shape[:-1], np.int32)
+    folder = wf.open_for_image(image, labels.shape, image_path=tmp / "clip.tif")
+    session = ClickSession(labels.shape)
+    session.target = labels
+    for row, col in ((60, 80), (200, 250)):
+        session.add_click((1,), row, col)
+        preview = session.segment(moving_model, image[1], (1,))
+        record = session.commit()
+        wf.record_commit(folder, record.label_id, record.change, preview.result, labels, model=moving_model,
+                         refine=True)
+    moving_model.save_shift_block(tmp / "block.safetensors")
+    return tmp, folder, labels
+
+
+def test_rerun_reproduces_every_object_with_the_same_shift_block(capsys, model, made):
+    tmp, folder, _ = made
+    code, out, err = run(capsys, ["rerun", str(folder.path), "--sam2-weights", "random", "--quiet",
+                                  "--shift-block", str(tmp / "block.safetensors")], model=model)
+    assert code == 0, out + err
+    assert out.count(": reproduced") == 2 and "2 of 2 objects reproduced" in out
+
+
+def test_rerun_exits_1_when_a_mask_is_not_reproduced(capsys, model, made, tmp_path):
+    import shutil
+
+    tmp, folder, _ = made
+    copy = tmp_path / "copy.rpsam2"
+    shutil.copytree(folder.path, copy)
+    journal = copy / "objects.jsonl"
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    events[1]["prompts"][0]["clicks"] = [[10.0, 300.0]]  # the saved prompt no longer makes the saved mask
+    journal.write_text("".join(json.dumps(e) + "\n" for e in events))
+    code, out, _ = run(capsys, ["rerun", str(copy), "--sam2-weights", "random", "--quiet",
+                                "--shift-block", str(tmp / "block.safetensors")], model=model)
+    assert code == 1
+    assert "object 1 (commit #1, slice [1]): reproduced" in out and "object 2 (commit #2, slice [1]): NOT" in out
+
+
+def test_export_writes_labels_prompts_and_coco_that_their_readers_read(capsys, made, tmp_path):
+    from pycocotools.coco import COCO
+
+    from napari_rpsam2.cli.propagate import read_prompts
+
+    _, folder, labels = made
+    out = {k: tmp_path / f"out.{k}" for k in ("tif", "csv", "json")}
+    code, stdout, err = run(capsys, ["export", str(folder.path), "--labels", str(out["tif"]), "--prompts",
+                                     str(out["csv"]), "--coco", str(out["json"])])
+    assert code == 0, err
+    np.testing.assert_array_equal(tifffile.imread(out["tif"]), labels)
+    prompts = read_prompts(out["csv"])
+    assert [(p.slice, p.object) for p in prompts] == [(1, 1), (1, 2)]
+    np.testing.assert_allclose(prompts[1].points, [[200, 250]])
+    coco = COCO(str(out["json"]))
+    assert [coco.imgs[i]["file_name"] for i in sorted(coco.imgs)] == ["clip_0000.png", "clip_0001.png"]
+    for ann in coco.anns.values():
+        np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), labels[1] == ann["object_id"])
+    assert len(coco.anns) == 2
+
+
+@pytest.mark.parametrize("case", ["nothing", "suffix", "not a folder", "other image"])
+def test_bad_input_gives_one_line_and_exit_2(capsys, model, made, tmp_path, case):
+    tmp, folder, _ = made
+    other = tmp_path / "other.tif"
+    tifffile.imwrite(other, np.zeros((2, 256, 320, 3), np.uint8))
+    args, words = {
+        "nothing": (["export", str(folder.path)], ("nothing to export",)),
+        "suffix": (["export", str(folder.path), "--coco", str(tmp_path / "x.txt")], ("should end in .json",)),
+        "not a folder": (["export", str(tmp_path), "--labels", str(tmp_path / "l.tif")], ("not a work folder",)),
+        "other image": (["rerun", str(folder.path), "--images", str(other), "--sam2-weights", "random"],
+                        ("another image",)),
+    }[case]
+    code, _, err = run(capsys, args, model=model)
+    assert_one_line_error(code, err, *words)

@@ -1,0 +1,104 @@
+"""The click dock's work folder, with real input: commit two objects, close napari, reopen the file: all back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+from napari.layers import Labels, Points  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+
+from gui_input import click_button, click_canvas, press_key  # noqa: E402
+from gui_scenes import inside  # noqa: E402
+from napari_rpsam2 import RPSAM2  # noqa: E402
+from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
+
+SHIFT = Qt.KeyboardModifier.ShiftModifier
+
+
+def _open_file(qtbot, make_napari_viewer, model, path):
+    """A viewer with ``path`` opened as a person would (File ▸ Open reads it with napari's reader), and the dock."""
+    viewer = make_napari_viewer(show=True)
+    (image,) = viewer.open(str(path), plugin="napari")
+    workspace_for(viewer).set_model(RPSAM2(model.backbone, cache=model.cache))
+    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Click segmentation")
+    dock.precompute_box.setChecked(False)
+    viewer.window._qt_window.resize(1280, 800)
+    qtbot.wait(10)
+    viewer.reset_view()
+    return viewer, dock, image
+
+
+def _wait_mask(qtbot, dock):
+    qtbot.waitUntil(lambda: not dock.busy and "mask of" in dock.status.text(), timeout=120_000)
+
+
+def test_commits_survive_closing_napari_and_come_back_with_their_prompts(make_napari_viewer, qtbot, model,
+                                                                          instrument_stack, tmp_path):
+    import tifffile
+
+    frames, truth = instrument_stack
+    path = tmp_path / "clip.tif"
+    tifffile.imwrite(path, frames[:2], photometric="rgb")
+    viewer, dock, image = _open_file(qtbot, make_napari_viewer, model, path)
+    assert dock.workfolder.save_box.isChecked() and str(tmp_path / "clip.rpsam2") in dock.workfolder.path_label.text()
+    press_key(qtbot, viewer, Qt.Key.Key_Left)  # slice 0
+    clicks = dock.layers()["prompts"]
+    first, second = inside(truth[0], 1), inside(truth[0], 2)
+    click_canvas(qtbot, viewer, clicks, first)
+    _wait_mask(qtbot, dock)
+    click_button(qtbot, dock.commit_button)
+    click_canvas(qtbot, viewer, clicks, second)
+    click_canvas(qtbot, viewer, clicks, (12.0, 12.0), SHIFT)
+    _wait_mask(qtbot, dock)
+    press_key(qtbot, viewer, "C", SHIFT)  # commit by key
+    target = dock.session.target
+    saved = np.asarray(target.data).copy()
+    assert set(np.unique(saved)) == {0, 1, 2}
+    n_layers = len(viewer.layers)
+    viewer.window.remove_dock_widget(dock)  # closing and reopening the dock does not restore a second copy
+    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Click segmentation")
+    assert len(viewer.layers) == n_layers and dock.target_picker.layer() is target
+    viewer.close()
+
+    viewer, dock, image = _open_file(qtbot, make_napari_viewer, model, path)
+    (restored,) = [ly for ly in viewer.layers if isinstance(ly, Labels) and "napari_rpsam2" not in ly.metadata]
+    np.testing.assert_array_equal(np.asarray(restored.data), saved)
+    assert dock.target_picker.layer() is restored  # the next commit goes on from object 3
+    (prompts,) = [ly for ly in viewer.layers if isinstance(ly, Points)
+                  and ly.metadata.get("napari_rpsam2", {}).get("role") == "saved prompts"]
+    got = sorted(zip(prompts.features["object"].tolist(), prompts.features["positive"].tolist(),
+                     prompts.data.tolist()))
+    want = sorted([(1, True, [0.0, *first]), (2, True, [0.0, *second]), (2, False, [0.0, 12.0, 12.0])])
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], atol=1.0)  # a click lands within 1 px
+    assert "Restored 2 object(s)" in dock.status.text()
+
+    click_button(qtbot, dock.undo_button)  # nothing committed in this viewer yet: nothing undone, nothing lost
+    click_canvas(qtbot, viewer, dock.layers()["prompts"], inside(truth[1], 1) if truth[1].any() else first)
+    _wait_mask(qtbot, dock)
+    click_button(qtbot, dock.commit_button)
+    assert (np.asarray(restored.data) == 3).any()
+    click_button(qtbot, dock.undo_button)
+    journal = [json.loads(line) for line in (tmp_path / "clip.rpsam2" / "objects.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in journal] == ["commit", "commit", "commit", "undo"]
+    assert journal[-1]["undoes"] == journal[-2]["seq"] and journal[1]["prompts"][0]["labels"] == [1, 0]
+
+    # Export… (the folder dialog answered with tmp_path/"out"): labels, prompts CSV and COCO with the layer's classes
+    from pycocotools.coco import COCO
+
+    restored.features = {"index": [0, 1, 2], "class": ["background", "grasper", "hook"]}
+    (tmp_path / "out").mkdir()
+    assert dock.workfolder.export_button.isVisible()
+    assert dock.workfolder.export_to(tmp_path / "out")
+    coco = COCO(str(tmp_path / "out" / "coco.json"))
+    assert {coco.cats[a["category_id"]]["name"] for a in coco.anns.values()} == {"grasper", "hook"}
+    for ann in coco.anns.values():
+        frame = coco.imgs[ann["image_id"]]["frame_index"]
+        np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), saved[frame] == ann["object_id"])
+    assert "Exported 2 object(s)" in dock.status.text()
