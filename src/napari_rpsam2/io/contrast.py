@@ -72,15 +72,16 @@ def stack_limits(stack, *, samples: int = SAMPLE_SLICES) -> tuple[tuple[float, f
     anything; other data the lowest and highest finite values of ``samples``
     evenly spaced slices (all of them for a short stack).
     """
-    dtype = np.dtype(stack.dtype)
+    dtype = np.dtype(stack.dtype) if hasattr(stack, "dtype") else np.asarray(stack[0]).dtype
     if dtype == np.uint8:
         return (0.0, 255.0), 0
     if dtype == np.bool_:
         return (0.0, 1.0), 0
     lo, hi = np.inf, -np.inf
-    picked = _sample(int(stack.shape[0]), samples)
+    picked = _sample(int(stack.shape[0]) if hasattr(stack, "shape") else len(stack), samples)
+    read = getattr(stack, "read", stack.__getitem__)  # a folder's frames may differ in size
     for i in picked:
-        plane = np.asarray(stack[i])
+        plane = np.asarray(read(i))
         finite = plane[np.isfinite(plane)] if np.issubdtype(plane.dtype, np.floating) else plane
         if finite.size:
             lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))

@@ -72,11 +72,15 @@ class FolderStack:
             return np.stack([self[i] for i in range(len(self))[index]]) if isinstance(index, slice) else \
                 np.asarray(self)[index]
         i = int(index)
-        plane = plane_kind(read_frame(self.files[i]), str(self.files[i]))
+        plane = self.read(i)
         if plane.shape != self.shape[1:]:
             raise InputError(f"{self.files[i].name} has shape {plane.shape}, the first image "
                              f"{self.shape[1:]}; all images of a stack must have one size")
         return plane.astype(self.dtype, copy=False)
+
+    def read(self, index: int) -> np.ndarray:
+        """Slice ``index`` as it is stored, whatever its size."""
+        return plane_kind(read_frame(self.files[int(index)]), str(self.files[int(index)]))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = np.stack([self[i] for i in range(len(self))])

@@ -122,8 +122,9 @@ class VideoFrames:
 
     def _decode(self, i: int) -> np.ndarray:
         target = int(self._pts[i])
-        ahead = self._last is not None and self._last < i and (
-            i - self._last <= _FORWARD_LIMIT or not np.any((self._keys > self._pts[self._last]) & (self._keys <= target)))
+        last = self._last
+        ahead = last is not None and last < i and (
+            i - last <= _FORWARD_LIMIT or not np.any((self._keys > self._pts[last]) & (self._keys <= target)))
         if ahead:
             found = self._decode_until(target)
             if found is not None:
