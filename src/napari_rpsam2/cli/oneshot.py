@@ -141,6 +141,7 @@ def _info(info: dict) -> dict:
 def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     """The one-shot protocol on a folder of annotated slices."""
     from ..oneshot.protocol import one_shot_protocol
+    from ..io import contrast_record
     from ..oneshot.report import write_protocol_csv, write_protocol_figure, write_protocol_json
 
     out = output_file(args.out, ".json")
