@@ -106,6 +106,6 @@ def contrast_record(source, limits: Sequence[float] | None = None) -> dict:
     record = {"rule": rule, "limits": [float(v) for v in limits] if limits is not None else None}
     if window is not None:
         record["window"] = window
-    if "sampled_slices" in source.meta:
+    if rule == "stack range" and "sampled_slices" in source.meta:
         record["sampled_slices"] = source.meta["sampled_slices"]
     return record

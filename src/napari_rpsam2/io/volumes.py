@@ -32,8 +32,9 @@ def is_nifti(path: str | os.PathLike) -> bool:
 def apply_window(source: ImageSource, window) -> ImageSource:
     """Set a volume's contrast limits from a window (preset name, ``"level,width"``), or a default.
 
-    Without a window: a DICOM series' own window tags, else soft tissue (40, 400) for data that looks
-    like CT (Hounsfield units), else the stack's sampled range.
+    Without a window: a DICOM series' own window tags, else soft tissue (40, 400) for CT (a DICOM
+    series of modality CT, or data reaching below -500 and above 500: Hounsfield units), else the
+    stack's sampled range.
     """
     parsed = parse_window(window)
     if parsed is None and "file_window" in source.meta:
@@ -41,7 +42,7 @@ def apply_window(source: ImageSource, window) -> ImageSource:
     if parsed is None:
         (lo, hi), sampled = stack_limits(source.data)
         source.meta["sampled_slices"] = sampled
-        if lo <= _CT_LOOK[0] and hi >= _CT_LOOK[1]:
+        if source.meta.get("modality") == "CT" or (lo <= _CT_LOOK[0] and hi >= _CT_LOOK[1]):
             parsed = parse_window("soft-tissue")
         else:
             source.contrast_limits = (lo, hi)
