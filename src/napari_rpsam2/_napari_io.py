@@ -4,7 +4,8 @@ Readers return layer data tuples, so this module needs no napari import:
 
 * videos (MP4, AVI, MOV, MKV) as a lazy dask array, one frame per chunk, decoded only when shown;
 * NIfTI volumes and DICOM folders with their spacing as the layer's scale and a CT window as contrast limits;
-* zarr arrays and OME-Zarr images, read a slice at a time.
+* zarr arrays and OME-Zarr images, read a slice at a time;
+* folders of frames (PNG, JPEG, TIFF, BMP) in natural order (``2.png`` before ``10.png``), read lazily.
 
 The writer saves a labels layer as a TIFF stack, a NIfTI volume (the source's affine when the labels
 carry it, else their scale) or a folder of PNGs (``labels.png`` → folder ``labels/``).
@@ -21,6 +22,7 @@ import numpy as np
 
 from .io import ImageSource, InputError, open_images, write_labels
 from .io.arrays import is_zarr
+from .io.frames import FRAME_SUFFIXES
 from .io.source import path_label
 from .io.video import VIDEO_SUFFIXES
 from .io.volumes import is_dicom_folder, is_nifti
@@ -58,14 +60,18 @@ def lazy_array(stack):
                          asarray=False, fancy=False, meta=np.empty((0,) * len(stack.shape), dtype=stack.dtype))
 
 
+def _has_frames(folder: Path) -> bool:
+    return any(p.suffix.lower() in FRAME_SUFFIXES for p in folder.iterdir() if p.is_file())
+
+
 def _is_ours(path: Path) -> bool:
     if path.is_dir():
-        return is_zarr(path) or is_dicom_folder(path)
+        return is_zarr(path) or is_dicom_folder(path) or _has_frames(path)
     return is_nifti(path) or path.suffix.lower() in VIDEO_SUFFIXES or path.suffix.lower() == ".dcm"
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """npe2 reader hook: a reader for videos, NIfTI, DICOM folders and zarr; ``None`` for anything else."""
+    """npe2 reader hook: a reader for videos, NIfTI, DICOM, zarr and frame folders; ``None`` for anything else."""
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
