@@ -61,17 +61,14 @@ def _rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def _open(path: Path, viewer: bool):
-    if viewer:
-        import napari
-
-        v = napari.Viewer(show=False)
-        (layer,) = v.open(str(path), plugin="napari-rpsam2")
-        return layer.data, v
+def _open(path: Path, viewer):
+    if viewer is not None:
+        (layer,) = viewer.open(str(path), plugin="napari-rpsam2")
+        return layer.data
     from napari_rpsam2._napari_io import read_path
 
     ((data, _, _),) = read_path(str(path))
-    return data, None
+    return data
 
 
 def measure(path: Path, reads: int, viewer: bool, seed: int) -> dict:
@@ -82,11 +79,14 @@ def measure(path: Path, reads: int, viewer: bool, seed: int) -> dict:
     import napari_rpsam2._napari_io  # noqa: F401  (the reader's modules: av, dask, nibabel, …)
 
     import_seconds = time.perf_counter() - start
-    if viewer:  # import napari and Qt before measuring: they are not the reader's cost
-        import napari  # noqa: F401
+    v = None
+    if viewer:  # the viewer (napari, Qt, OpenGL) is made before measuring: it is not the reader's cost
+        import napari
+
+        v = napari.Viewer(show=False)
     before = _rss_mib()
     start = time.perf_counter()
-    data, v = _open(path, viewer)
+    data = _open(path, v)
     open_seconds = time.perf_counter() - start
     opened = _rss_mib()
     n = int(data.shape[0])
