@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ class _TiffPages:
 
         self._tif = tifffile.TiffFile(path)
         self._pages = self._tif.series[0].pages
+        self._lock = threading.Lock()  # one file handle: napari's dask threads take turns
         self.shape, self.dtype, self.ndim = shape, np.dtype(dtype), len(shape)
 
     def __len__(self) -> int:
@@ -37,7 +39,8 @@ class _TiffPages:
 
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
-            return self._pages[int(index)].asarray()
+            with self._lock:
+                return self._pages[int(index)].asarray()
         return np.asarray(self)[index]
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:

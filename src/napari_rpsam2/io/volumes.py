@@ -127,8 +127,16 @@ class DicomStack:
             return np.asarray(self)[index]
         import pydicom
 
-        ds = pydicom.dcmread(str(self.files[int(index)]))
-        plane = ds.pixel_array.astype(np.float64)
+        path = self.files[int(index)]
+        try:
+            ds = pydicom.dcmread(str(path))
+            plane = ds.pixel_array.astype(np.float64)
+        except Exception as err:  # compressed pixel data without a decoder, a damaged file
+            raise InputError(f"cannot read the pixels of {path}: {err}; compressed DICOM needs a decoder "
+                             "(pip install pylibjpeg pylibjpeg-libjpeg) or convert the series to NIfTI") from err
+        if plane.shape != self.shape[1:]:
+            raise InputError(f"{path.name} is {plane.shape}, the series' first slice {self.shape[1:]}; "
+                             "give a folder holding one series")
         slope, intercept = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
         return (plane * slope + intercept).astype(self.dtype)
 
