@@ -52,7 +52,7 @@ def read_frame(path: str | os.PathLike) -> np.ndarray:
                 im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
             return np.asarray(im)
     except Exception as err:  # unreadable, truncated, not an image
-        raise InputError(f"cannot read {path}: {err}; check that it is a valid image file") from err
+        raise InputError(f"cannot read {path}: {err}; check that it is a valid PNG, JPEG, TIFF or BMP file") from err
 
 
 class FolderStack:
