@@ -174,3 +174,24 @@ def test_a_failed_png_folder_write_keeps_the_old_folder(tmp_path):
         io.write_labels(np.full((2, 4, 4), -1), tmp_path / "out", source)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "rpsam2.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_training_data_from_a_video_and_a_few_labelled_frames(samples, tmp_path):
+    from PIL import Image
+
+    from napari_rpsam2.training.data import DataError
+    from napari_rpsam2.training.sources import stack_from_paths
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for i in (5, 30):
+        plane = np.zeros((48, 64), np.uint8)
+        plane[16:28, i % 40:(i % 40) + 16] = 1  # the moving block
+        Image.fromarray(plane).save(labels / f"frame_{i:06d}.png")
+    stack = stack_from_paths(samples["mp4"], labels)
+    assert stack.names == ["frame_000005", "frame_000030"] and stack.rgb
+    assert np.array_equal(stack.images[1], io.VideoFrames(samples["mp4"])[30])
+    assert stack.contrast_limits == (0.0, 255.0) and len(stack.objects()) == 2
+    (labels / "frame_000099.png").write_bytes((labels / "frame_000005.png").read_bytes())
+    with pytest.raises(DataError, match="shape .*name label files after the slices"):
+        stack_from_paths(samples["mp4"], labels)  # frame 99 does not exist: names cannot pair them
