@@ -39,10 +39,12 @@ def apply_window(source: ImageSource, window) -> ImageSource:
     parsed = parse_window(window)
     if parsed is None and "file_window" in source.meta:
         parsed = ("file", *source.meta["file_window"])
+    if parsed is None and source.meta.get("modality") == "CT":
+        parsed = parse_window("soft-tissue")
     if parsed is None:
         (lo, hi), sampled = stack_limits(source.data)
         source.meta["sampled_slices"] = sampled
-        if source.meta.get("modality") == "CT" or (lo <= _CT_LOOK[0] and hi >= _CT_LOOK[1]):
+        if lo <= _CT_LOOK[0] and hi >= _CT_LOOK[1]:
             parsed = parse_window("soft-tissue")
         else:
             source.contrast_limits = (lo, hi)
