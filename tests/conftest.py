@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torchvision.ops  # noqa: F401  (loads triton now: loading it after a napari viewer exists segfaults)
 
 from napari_rpsam2 import RPSAM2
 from napari_rpsam2.sample_data import make_instrument_stack

@@ -113,7 +113,7 @@ def test_corrupt_png_names_the_file(tmp_path: Path, damage: str, side: str) -> N
     broken = tmp_path / side / "bad.png"
     data = broken.read_bytes()
     broken.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
-    with pytest.raises(DataError, match=rf"cannot read .*{side}[/\\]bad\.png: .*valid PNG/TIFF file"):
+    with pytest.raises(DataError, match=rf"cannot read .*{side}[/\\]bad\.png: .*valid PNG, JPEG, TIFF or BMP file"):
         stack_from_folders(tmp_path / "images", tmp_path / "labels")
 
 

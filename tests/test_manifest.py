@@ -1,4 +1,4 @@
-"""The npe2 manifest: valid, four widgets in Plugins and Layers ▸ Segment, sample data."""
+"""The npe2 manifest: valid, the widgets in Plugins and Layers ▸ Segment, sample data, readers and a labels writer."""
 
 from __future__ import annotations
 
@@ -29,6 +29,22 @@ def test_manifest_widgets_menus_and_sample(manifest):
     assert segment == {w.command for w in manifest.contributions.widgets}
     (sample,) = manifest.contributions.sample_data
     assert commands[sample.command].python_name == "napari_rpsam2.sample_data:sample_stack"
+
+
+def test_manifest_reader_and_labels_writer(manifest, tmp_path):
+    commands = {c.id: c for c in manifest.contributions.commands}
+    (reader,) = manifest.contributions.readers
+    assert commands[reader.command].python_name == "napari_rpsam2._napari_io:get_reader"
+    assert reader.accepts_directories
+    assert {"*.mp4", "*.avi", "*.mov", "*.nii", "*.nii.gz", "*.zarr"} <= set(reader.filename_patterns)
+    (writer,) = manifest.contributions.writers
+    assert commands[writer.command].python_name == "napari_rpsam2._napari_io:write_labels_layer"
+    assert list(writer.layer_types) == ["labels"]
+    assert {".tif", ".nii.gz", ".png"} <= set(writer.filename_extensions)
+    from napari_rpsam2._napari_io import get_reader
+
+    (tmp_path / "a.txt").write_text("x")
+    assert get_reader(str(tmp_path / "a.txt")) is None  # napari's own readers handle what the plugin does not
 
 
 def test_manifest_python_names_import(manifest):

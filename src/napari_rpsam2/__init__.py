@@ -11,6 +11,13 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-from .model import RPSAM2, SegmentResult
-
 __all__ = ["RPSAM2", "SegmentResult", "__version__"]
+
+
+def __getattr__(name: str):
+    """``RPSAM2`` and ``SegmentResult`` are imported on first use, so napari's readers do not load torch."""
+    if name in ("RPSAM2", "SegmentResult"):
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

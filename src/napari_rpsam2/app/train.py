@@ -28,7 +28,8 @@ from .. import jobs
 from ..evaluation.grid_dice import grid_points
 from ..model.embedding_cache import slice_signature
 from ..training.candidates import CandidateCache
-from ..training.data import AnnotatedStack, DataError, split_by_slice, stack_from_arrays, stack_from_folders
+from ..training.data import AnnotatedStack, DataError, split_by_slice, stack_from_arrays
+from ..training.sources import stack_from_paths
 
 if TYPE_CHECKING:
     from ..model import RPSAM2
@@ -139,15 +140,20 @@ def data_from_arrays(image: np.ndarray, labels: np.ndarray, *, rgb: bool, contra
 def data_from_folders(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, *, class_map=None,
                       val_images_dir: str | os.PathLike | None = None,
                       val_labels_dir: str | os.PathLike | None = None, val_fraction: float = VAL_FRACTION,
-                      seed: int = 0, merge_gap: float | None = None) -> TrainingData:
-    """Training data from ``images/`` and ``labels/`` folders (warnings kept on the stacks)."""
-    kw = {"class_map": class_map, **_merge_kw(merge_gap)}
-    stack = stack_from_folders(images_dir, labels_dir, **kw)
+                      seed: int = 0, merge_gap: float | None = None, window=None) -> TrainingData:
+    """Training data from images and labels on disk (warnings kept on the stacks).
+
+    Any input :func:`napari_rpsam2.io.open_images` reads, with labels as
+    :func:`napari_rpsam2.training.sources.stack_from_paths` pairs them; two
+    folders are paired by file name.  ``window``: a volume's CT window.
+    """
+    kw = {"class_map": class_map, "window": window, **_merge_kw(merge_gap)}
+    stack = stack_from_paths(images_dir, labels_dir, **kw)
     held = None
     if (val_images_dir is None) != (val_labels_dir is None):
         raise DataError("give both validation folders (images and labels), or neither")
     if val_images_dir is not None:
-        held = stack_from_folders(val_images_dir, val_labels_dir, **kw)
+        held = stack_from_paths(val_images_dir, val_labels_dir, **kw)
     return _split(stack, held, val_fraction, seed)
 
 

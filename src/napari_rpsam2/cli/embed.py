@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from .support import ProgressBars, cache_folder, existing_folder, make_model, model_options
+import numpy as np
+
+from .support import IMAGES_HELP, ProgressBars, cache_folder, make_model, model_options, open_input, window_option
 
 
 def cmd_info(args: argparse.Namespace, base=None) -> int:
@@ -14,21 +16,21 @@ def cmd_info(args: argparse.Namespace, base=None) -> int:
 
 def cmd_embed(args: argparse.Namespace, base=None) -> int:
     cache_dir = cache_folder(args.cache)
-    from ..training.data import list_image_files, read_image_file
-
-    files = list_image_files(existing_folder(args.images, "images"))
+    source = open_input(args.images, args.window)
     model = make_model(args, base, cache_dir=cache_dir)
     bars, before = ProgressBars(args.quiet, "embeddings"), model.cache.stats.disk_writes
+    read = getattr(source.data, "read", source.data.__getitem__)  # a folder's frames may differ in size
     slices = 0
     try:
-        for i, f in enumerate(files):
-            arr = read_image_file(f)
-            slices += model.precompute(arr, rgb=arr.ndim == 3)
-            bars(i + 1, len(files))
+        for i in range(len(source)):
+            arr = np.asarray(read(i))
+            slices += model.precompute(arr, rgb=arr.ndim == 3, contrast_limits=source.contrast_limits)
+            bars(i + 1, len(source))
     finally:
         bars.close()
     computed = model.cache.stats.disk_writes - before
-    print(f"{slices} slices from {len(files)} files: {computed} computed, {slices - computed} found in {cache_dir}")
+    print(f"{slices} slices from {source.path.name} ({source.kind}): {computed} computed, {slices - computed} "
+          f"found in {cache_dir}")
     return 0
 
 
@@ -44,6 +46,7 @@ def add_embed(sub) -> None:
     """``rpsam2 embed``."""
     sp = sub.add_parser("embed", help="precompute image embeddings into a disk cache")
     model_options(sp)
-    sp.add_argument("--images", required=True, help="folder of images")
+    sp.add_argument("--images", required=True, help=IMAGES_HELP)
+    window_option(sp)
     sp.add_argument("--cache", required=True, help="cache folder (created if missing)")
     sp.set_defaults(func=cmd_embed)

@@ -74,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _is_user_error(err: BaseException) -> bool:
     from .._atomic import OutputError
+    from ..io import InputError
     from ..model import CheckpointError, ImageError, PromptError, WeightsError
 
-    if isinstance(err, (UsageError, CheckpointError, ImageError, PromptError, WeightsError, OutputError)):
+    if isinstance(err, (UsageError, CheckpointError, ImageError, PromptError, WeightsError, OutputError, InputError)):
         return True
     try:
         from ..training.data import DataError

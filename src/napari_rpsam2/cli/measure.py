@@ -14,7 +14,7 @@ from .support import (
     cache_folder,
     data_options,
     existing_file,
-    existing_folder,
+    existing_path,
     make_model,
     merge_gap_option,
     model_options,
@@ -23,15 +23,17 @@ from .support import (
 )
 
 
-def _stack(images: str, labels: str, class_map: str | None, what: str = "", merge_gap: float | None = None):
-    from ..training.data import DEFAULT_MERGE_GAP, stack_from_folders
+def _stack(images: str, labels: str, class_map: str | None, what: str = "", merge_gap: float | None = None,
+           window: str | None = None):
+    from ..training.data import DEFAULT_MERGE_GAP
+    from ..training.sources import stack_from_paths
 
-    img_dir = existing_folder(images, f"{what}images")
-    lab_dir = existing_folder(labels, f"{what}labels")
+    img_dir = existing_path(images, f"{what}images")
+    lab_dir = existing_path(labels, f"{what}labels")
     if class_map is not None:
         existing_file(class_map, "class map")
-    stack = stack_from_folders(img_dir, lab_dir, class_map=class_map,
-                               merge_gap=DEFAULT_MERGE_GAP if merge_gap is None else merge_gap)
+    stack = stack_from_paths(img_dir, lab_dir, class_map=class_map,
+                             merge_gap=DEFAULT_MERGE_GAP if merge_gap is None else merge_gap, window=window)
     for warning in stack.warnings:
         print(f"rpsam2: warning: {warning}", file=sys.stderr)
     return stack
@@ -45,7 +47,7 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
 
     if args.clicks < 1:
         raise UsageError("--clicks must be at least 1")
-    stack = _stack(args.images, args.labels, args.class_map, merge_gap=args.merge_gap)
+    stack = _stack(args.images, args.labels, args.class_map, merge_gap=args.merge_gap, window=args.window)
     model = make_model(args, base, cache_dir=cache)
     report = run_job(lambda progress, cancel: evaluate(model, stack, clicks=args.clicks, hd95_convention=args.hd95,
                                                        progress=progress, cancel=cancel),

@@ -15,13 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from .support import (
+    IMAGES_HELP,
+    LABELS_HELP,
     UsageError,
     existing_file,
     existing_folder,
     make_model,
+    open_input,
     output_file,
     output_folder,
     run_job,
+    window_option,
 )
 
 __all__ = ["add_parser", "cmd_oneshot", "cmd_oneshot_eval"]
@@ -39,30 +43,33 @@ def _method_options(args: argparse.Namespace, name: str) -> dict:
     return {"config": WarpConfig(steps=args.warp_steps), "rounds": args.rounds}
 
 
-def _read_targets(path: str) -> tuple[list[np.ndarray], list[str]]:
-    from ..training.data import list_image_files, read_image_file
+class _WithReference:
+    """The reference image followed by the targets, read one at a time (index 0 is the reference).
 
-    p = Path(path).expanduser()
-    if p.is_dir():
-        files = list_image_files(p)
-        return [read_image_file(f) for f in files], [f.stem for f in files]
-    tiff = existing_file(path, "images")
-    if tiff.suffix.lower() not in (".tif", ".tiff"):
-        raise UsageError(f"--images {tiff} should be a folder of images or a .tif stack")
-    import tifffile
+    The frames of a folder may differ in size (each is read as it is); the last slice read is kept.
+    """
 
-    stack = np.asarray(tifffile.imread(tiff))
-    if stack.ndim == 2 or (stack.ndim == 3 and stack.shape[-1] in (3, 4)):
-        stack = stack[None]
-    return list(stack), [f"{tiff.stem}_{i:04d}" for i in range(len(stack))]
+    def __init__(self, reference: np.ndarray, source) -> None:
+        self.reference, self.source = reference, source
+        self._last: tuple[int, np.ndarray] | None = None
 
+    def __len__(self) -> int:
+        return 1 + len(self.source)
 
-def _write_tif(path: Path, array: np.ndarray) -> None:
-    import tifffile
+    def __getitem__(self, index: int) -> np.ndarray:
+        i = int(index)
+        if i == 0:
+            return self.reference
+        if self._last is None or self._last[0] != i:
+            files = getattr(self.source.data, "files", None)
+            if self.source.kind == "frames" and files is not None:
+                from ..training.data import read_image_file
 
-    from .._atomic import atomic_write
-
-    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, array, compression="zlib"))
+                plane = read_image_file(files[i - 1])
+            else:
+                plane = np.asarray(self.source.data[i - 1])
+            self._last = (i, plane)
+        return self._last[1]
 
 
 def _write_prompts(path: Path, rows: list[tuple]) -> None:
@@ -89,48 +96,52 @@ def cmd_oneshot(args: argparse.Namespace, base=None) -> int:
     ref_lab = read_label_file(existing_file(args.reference_labels, "reference labels"))
     if ref_img.shape[:2] != ref_lab.shape:
         raise UsageError(f"reference image is {ref_img.shape[:2]} but its labels are {ref_lab.shape}")
-    targets, names = _read_targets(args.images)
-    if not targets:
-        raise UsageError(f"no images found in {args.images}")
+    source = open_input(args.images, args.window)
+    names = source.names
     options = _method_options(args, args.method)
     try:  # the reference's objects, checked before the model loads
         object_ids_of(ref_lab, args.objects)
     except ValueError as err:
         raise UsageError(f"--reference-labels {args.reference_labels}: {err}") from None
     model = make_model(args, base)
-    method = make_method(args.method, model, refine=args.refine, **options)
-    images = [ref_img, *targets]
+    method = make_method(args.method, model, refine=args.refine, contrast_limits=source.contrast_limits,
+                         rgb=source.rgb, **options)
+    images = _WithReference(ref_img, source)
     results = run_job(lambda progress, cancel: segment_stack(method, images, 0, ref_lab, object_ids=args.objects,
                                                              progress=progress, cancel=cancel),
                       quiet=args.quiet, stage="slices", what="one-shot segmentation")
     with atomic_folder(out, overwrite=args.overwrite) as tmp:  # the whole run appears at once, alone
-        rows = _write_outputs(tmp, args, model, method, results, images, names)
+        rows = _write_outputs(tmp, args, model, method, results, images, names, source)
     print(f"{args.method}: {len(results)} slices, {len(method.object_ids)} object(s); wrote {out}/labels, "
           f"prompts.csv ({len(rows)} clicks){', mask_prompts' if args.method == 'medpersam' else ''}, report.json")
     return 0
 
 
-def _write_outputs(out: Path, args: argparse.Namespace, model, method, results, images, names) -> list[tuple]:
+def _write_outputs(out: Path, args: argparse.Namespace, model, method, results, images, names,
+                   source) -> list[tuple]:
     """``labels/``, ``mask_prompts/``, ``prompts.csv`` and ``report.json`` into ``out``; returns the click rows."""
     from ..evaluation.report import write_json
+    from ..io import contrast_record, write_plane
 
     (out / "labels").mkdir()
     rows, slices = [], []
     for i, res in results.items():
         name = names[i - 1]
-        _write_tif(out / "labels" / f"{name}.tif", res.label_plane(np.shape(images[i])[:2]))
+        write_plane(res.label_plane(np.shape(images[i])[:2]), out / "labels" / f"{name}.tif")
         for obj in res.objects:
             rows += [(name, obj.object_id, round(float(r), 2), round(float(c), 2), int(lab))
                      for (r, c), lab in zip(obj.decoded_points, obj.labels)]
             if obj.mask_prompt is not None:
                 (out / "mask_prompts").mkdir(exist_ok=True)
-                _write_tif(out / "mask_prompts" / f"{name}_object{obj.object_id}.tif", obj.mask_prompt.astype(np.uint8))
+                write_plane(obj.mask_prompt.astype(np.uint8),
+                            out / "mask_prompts" / f"{name}_object{obj.object_id}.tif")
         slices.append({"slice": name, "objects": [{"object": o.object_id, "area": int(o.mask.sum()),
                                                    "score": o.score, **_info(o.info)} for o in res.objects]})
     _write_prompts(out / "prompts.csv", rows)
     report = {"method": args.method, "refine": args.refine, "reference_image": str(args.reference_image),
               "object_ids": method.object_ids, "backbone": model.backbone.name,
-              "sam2_weights": model.backbone.weights_signature, "shift_block": args.shift_block, "slices": slices}
+              "sam2_weights": model.backbone.weights_signature, "shift_block": args.shift_block,
+              "images": str(args.images), "contrast": contrast_record(source), "slices": slices}
     if args.method == "medpersam":
         report["warping"] = {"seconds": method.training_seconds, "parameters": method.warp_model.parameter_count(),
                              "config": vars(method.config), "rounds": method.rounds}
@@ -146,31 +157,26 @@ def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
     """The one-shot protocol on a folder of annotated slices."""
     out = output_file(args.out, ".json", "--out")
     from ..oneshot.protocol import one_shot_protocol
+    from ..io import contrast_record
     from ..oneshot.report import write_protocol_csv, write_protocol_figure, write_protocol_json
-    from ..training.data import list_image_files, read_image_file, read_label_file
 
-    img_dir, lab_dir = existing_folder(args.images, "images"), existing_folder(args.labels, "labels")
-    labels_by_stem = {f.stem: f for f in list_image_files(lab_dir, "labels")}
-    files = [f for f in list_image_files(img_dir) if f.stem in labels_by_stem]
-    if len(files) < 2:
-        raise UsageError(f"need at least two images in {img_dir} with labels of the same name in {lab_dir}")
-    images = [read_image_file(f) for f in files]
-    labels = [read_label_file(labels_by_stem[f.stem]) for f in files]
+    images, labels, files, source = _annotated_slices(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHOD_NAMES]
     if unknown or not methods:
         raise UsageError(f"unknown method(s) {unknown}; choose from {', '.join(METHOD_NAMES)}")
     refs = None if args.reference == "each" else [_reference_index(args.reference, len(files))]
-    options = {m: _method_options(args, m) for m in methods}
+    options = {m: {**_method_options(args, m), "contrast_limits": source.contrast_limits} for m in methods}
     model = make_model(args, base)
     report = run_job(lambda progress, cancel: one_shot_protocol(model, images, labels, methods=methods, references=refs,
-                                                                refine=args.refine, options=options,
+                                                                refine=args.refine, options=options, rgb=source.rgb,
                                                                 progress=progress, cancel=cancel),
                      quiet=args.quiet, stage="references", what="evaluation")
-    report["protocol"]["files"] = [f.name for f in files]
+    report["protocol"]["files"] = files
+    report["protocol"]["contrast"] = contrast_record(source)
     write_protocol_json(report, out)
     write_protocol_csv(report, out.with_suffix(".csv"))
-    folder = "/".join(img_dir.resolve().parts[-3:-1])
+    folder = "/".join(Path(args.images).expanduser().resolve().parts[-3:-1])
     write_protocol_figure(report, out.with_suffix(".png"), title=f"{folder}: one-shot protocol")
     print(f"{'method':<10} {'Dice %':>7} {'HD95 px':>8} {'pos in %':>9} {'neg out %':>10} {'warped %':>9} "
           f"{'copied %':>9}")
@@ -181,6 +187,31 @@ def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
                                      for v, w in zip(cells, (7, 8, 9, 10, 9, 9))))
     print(f"wrote {out}, {out.with_suffix('.csv').name}, {out.with_suffix('.png').name}")
     return 0
+
+
+def _annotated_slices(args: argparse.Namespace):
+    """Images and labels of ``oneshot-eval``: slices with labels (by file name for two folders, else by slice)."""
+    from ..io import InputError, open_labels
+    from ..training.data import list_image_files, read_label_file
+
+    source = open_input(args.images, args.window)
+    if source.kind == "frames" and Path(args.labels).expanduser().is_dir():
+        lab_dir = existing_folder(args.labels, "labels")
+        labels_by_stem = {f.stem: f for f in list_image_files(lab_dir, "labels")}
+        picked = [(i, f) for i, f in enumerate(source.data.files) if f.stem in labels_by_stem]
+        labels = [read_label_file(labels_by_stem[f.stem]) for _, f in picked]
+        files = [f.name for _, f in picked]
+        index = [i for i, _ in picked]
+    else:
+        try:
+            planes, _ = open_labels(args.labels, like=source)
+        except InputError as err:
+            raise UsageError(str(err)) from None
+        index = [i for i in range(len(planes)) if planes[i].any()]
+        labels, files = [planes[i] for i in index], [source.names[i] for i in index]
+    if len(index) < 2:
+        raise UsageError(f"need at least two slices of {args.images} with labels in {args.labels}")
+    return [np.asarray(source.data[i]) for i in index], labels, files, source
 
 
 def _reference_index(text: str, n: int) -> int:
@@ -199,7 +230,8 @@ def add_parser(subparsers, common) -> None:
     common(sp)
     sp.add_argument("--reference-image", required=True, help="the annotated slice (image file)")
     sp.add_argument("--reference-labels", required=True, help="its labels (object ids; 0 = background)")
-    sp.add_argument("--images", required=True, help="folder of target images, or a .tif stack")
+    sp.add_argument("--images", required=True, help="targets; " + IMAGES_HELP)
+    window_option(sp)
     sp.add_argument("--objects", type=int, nargs="+", default=None, help="object ids to propagate (default: all)")
     _method_args(sp)
     sp.add_argument("--method", choices=METHOD_NAMES, required=True)
@@ -210,8 +242,9 @@ def add_parser(subparsers, common) -> None:
 
     sp = subparsers.add_parser("oneshot-eval", help="one-shot protocol on annotated slices, methods side by side")
     common(sp)
-    sp.add_argument("--images", required=True, help="folder of images")
-    sp.add_argument("--labels", required=True, help="folder of labels (same ids = same object on every slice)")
+    sp.add_argument("--images", required=True, help=IMAGES_HELP)
+    sp.add_argument("--labels", required=True, help=LABELS_HELP + " (same ids = same object on every slice)")
+    window_option(sp)
     sp.add_argument("--methods", default=",".join(METHOD_NAMES), help="comma-separated (default: all three)")
     sp.add_argument("--reference", default="each", help="reference slice number, or 'each' (default)")
     _method_args(sp)

@@ -4,10 +4,13 @@
 ``slice,object,row,col,label`` for a click (``label`` 1 positive, 0 negative;
 1 when empty) and ``slice,object,top,left,bottom,right`` for a box.  One file
 may mix both kinds (leave the other columns empty).  Slices count from 0 in
-the order of the image files (or the pages of the TIFF); a slice may also be
-named as ``rpsam2 oneshot`` names it in its ``prompts.csv`` (the image file's
-name without extension, or ``<tiff name>_0007`` for page 7), so that file can
-be given here as it is, or by its file name with the extension.  A number that
+the order of the image files (natural order: ``2.png`` before ``10.png``), the
+pages of the TIFF, the frames of a video or the slices of a volume; a slice may
+also be named as ``rpsam2 oneshot`` names it in its ``prompts.csv`` (the image
+file's name without extension, ``<tiff name>_0007`` for page 7,
+``frame_000123`` for a video frame), so that file can be given here as it is,
+or by its file name with the extension.  Any input of :mod:`napari_rpsam2.io`
+is read lazily; the labels are written in the form ``--out`` names.  A number that
 is also the name of another slice's file is refused as ambiguous.
 """
 
@@ -21,73 +24,33 @@ from pathlib import Path
 import numpy as np
 
 from .prompts_file import read_prompts
-from .support import UsageError, cache_folder, existing_file, make_model, output_file, run_job
+from .support import (
+    IMAGES_HELP,
+    UsageError,
+    cache_folder,
+    make_model,
+    open_input,
+    output_file,
+    run_job,
+    window_option,
+)
 
 __all__ = ["add_parser", "cmd_propagate", "read_prompts", "open_stack", "slice_names"]
 
 
-class FolderStack:
-    """The image files of a folder as a lazy ``(N, H, W[, 3])`` stack: a slice is read when indexed."""
-
-    def __init__(self, files: list[Path]) -> None:
-        from ..training.data import read_image_file
-
-        self._read, self.files = read_image_file, files
-        first = read_image_file(files[0])
-        self.shape, self.dtype, self.ndim = (len(files), *first.shape), first.dtype, first.ndim + 1
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        plane = self._read(self.files[int(index)])
-        if plane.shape != self.shape[1:]:
-            raise UsageError(f"{self.files[int(index)].name} has shape {plane.shape}, the first image "
-                             f"{self.shape[1:]}; all images of a stack must have one size")
-        return plane
+def open_stack(path: str, window: str | None = None):
+    """The lazy stack of ``--images`` (any input :func:`napari_rpsam2.io.open_images` reads)."""
+    return open_input(path, window).data
 
 
-def open_stack(path: str):
-    """A folder of PNG/TIFF files (read lazily) or one multi-page TIFF."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        from ..training.data import list_image_files
-
-        return FolderStack(list_image_files(p))
-    existing_file(path, "images")
-    if p.suffix.lower() not in (".tif", ".tiff"):
-        raise UsageError(f"--images {p} must be a folder of images or a .tif stack")
-    import tifffile
-
-    stack = tifffile.memmap(p, mode="r") if _uncompressed(p) else tifffile.imread(p)
-    if stack.ndim not in (3, 4):
-        raise UsageError(f"{p} has shape {stack.shape}; a stack is (N, H, W) or (N, H, W, 3)")
-    return stack
-
-
-def _uncompressed(path: Path) -> bool:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return tif.series[0].dataoffset is not None
-    except Exception:
-        return False
-
-
-def slice_names(path: str, stack) -> dict[str, int]:
-    """``name -> slice`` as ``rpsam2 oneshot`` names slices (file stems, ``<tiff stem>_0007``), and file names."""
-    if isinstance(stack, FolderStack):
-        return {**{f.name: i for i, f in enumerate(stack.files)}, **{f.stem: i for i, f in enumerate(stack.files)}}
-    return {f"{Path(path).stem}_{i:04d}": i for i in range(len(stack))}
-
-
-def _write_tiff(labels: np.ndarray, out: Path) -> None:
-    import tifffile
-
-    from .._atomic import atomic_write
-
-    atomic_write(out, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
+def slice_names(source) -> dict[str, int]:
+    """``name -> slice`` as ``rpsam2 oneshot`` names slices (file stems, ``<tiff stem>_0007``, ``frame_000123``),
+    and, for a folder of frames, the file names."""
+    names = {n: i for i, n in enumerate(source.names)}
+    files = getattr(source.data, "files", None)
+    if source.kind == "frames" and files is not None:
+        names = {**{f.name: i for i, f in enumerate(files)}, **names}
+    return names
 
 
 def _write_scores(result, out: Path) -> None:
@@ -122,23 +85,26 @@ def slice_range(start: int | None, stop: int | None, n: int) -> range:
 def cmd_propagate(args: argparse.Namespace, base=None) -> int:
     """Run ``rpsam2 propagate``."""
 
-    out = output_file(args.out, ".tif", "--out")
+    from ..io import check_output, write_labels
+
+    out, _ = check_output(args.out)
     scores = output_file(args.scores, ".csv", "--scores") if args.scores else None
     cache = cache_folder(args.cache)
     if args.stop_after is not None and args.stop_after < 1:
         raise UsageError("--stop-after must be at least 1 (frames)")
     if not np.isfinite(args.stop_threshold):
         raise UsageError(f"--stop-threshold must be a finite number (an object-score logit), not {args.stop_threshold}")
-    stack = open_stack(args.images)
-    slices = slice_range(args.start, args.stop, len(stack))
-    prompts = read_prompts(args.prompts, slice_names(args.images, stack), image_hw=tuple(stack.shape[1:3]),
+    source = open_input(args.images, args.window)
+    slices = slice_range(args.start, args.stop, len(source))
+    prompts = read_prompts(args.prompts, slice_names(source), image_hw=tuple(source.data.shape[1:3]),
                            slices=slices)
     model = make_model(args, base, cache_dir=cache)
     result = run_job(lambda progress, cancel: model.propagate(
-        stack, prompts, direction=args.direction, start=args.start, stop=args.stop, refine=not args.no_refine,
-        stop_after=args.stop_after, stop_threshold=args.stop_threshold, progress=progress, cancel=cancel),
+        source.data, prompts, direction=args.direction, start=args.start, stop=args.stop,
+        refine=not args.no_refine, stop_after=args.stop_after, stop_threshold=args.stop_threshold,
+        contrast_limits=source.contrast_limits, rgb=source.rgb, progress=progress, cancel=cancel),
         quiet=args.quiet, stage="frames", what="propagation")
-    _write_tiff(result.labels, out)
+    write_labels(result.labels, out, source, {"command": "propagate", "direction": args.direction})
     if scores is not None:
         _write_scores(result, scores)
     tracked = int(result.tracked.sum())
@@ -153,10 +119,12 @@ def add_parser(subparsers, common: Callable[[argparse.ArgumentParser], None] | N
     sp = subparsers.add_parser("propagate", help="follow objects through a stack from clicks/boxes (SAM2 memory)")
     if common is not None:
         common(sp)
-    sp.add_argument("--images", required=True, help="folder of images (one per slice) or a .tif stack")
+    sp.add_argument("--images", required=True, help=IMAGES_HELP)
+    window_option(sp)
     sp.add_argument("--prompts", required=True, help="CSV: slice,object,row,col,label and/or "
                                                      "slice,object,top,left,bottom,right")
-    sp.add_argument("--out", required=True, help="label stack to write (.tif)")
+    sp.add_argument("--out", required=True, help="labels to write: a .tif stack, a .nii.gz volume (the images' affine) "
+                                                 "or a folder (one PNG per slice, named after the slices)")
     sp.add_argument("--scores", default=None, help="also write SAM2's object scores per slice (.csv)")
     sp.add_argument("--direction", choices=("forward", "backward", "both"), default="both")
     sp.add_argument("--start", type=int, default=None, help="first slice of the range (default 0)")

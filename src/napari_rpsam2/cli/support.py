@@ -11,8 +11,14 @@ from pathlib import Path
 from typing import TypeVar
 
 __all__ = ["UsageError", "Parser", "ProgressBars", "sigint_cancel", "existing_folder", "existing_file",
-           "output_file", "output_folder", "cache_folder", "check_device", "make_model", "model_options",
-           "merge_gap_option", "data_options", "run_job", "JobStopped"]
+           "existing_path", "output_file", "output_folder", "cache_folder", "check_device", "make_model",
+           "model_options", "merge_gap_option", "data_options", "run_job", "JobStopped", "window_option",
+           "open_input", "IMAGES_HELP", "LABELS_HELP"]
+
+IMAGES_HELP = ("images: a folder of PNG/JPEG/TIFF/BMP frames, a multi-page .tif, a .zarr, a video "
+               "(.mp4/.avi/.mov/.mkv), a .nii/.nii.gz volume or a DICOM folder")
+LABELS_HELP = ("labels: a folder of label images (same names as the frames), a .tif stack, a .nii.gz or a .zarr "
+               "of the images' shape")
 
 
 T = TypeVar("T")
@@ -34,6 +40,14 @@ def existing_folder(path: str, what: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_dir():
         raise UsageError(f"{what} folder {p} does not exist" if not p.exists() else f"{what} {p} is not a folder")
+    return p
+
+
+def existing_path(path: str, what: str) -> Path:
+    """``path`` as a file or folder that exists, else a :class:`UsageError` naming ``what``."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UsageError(f"{what} {p} does not exist")
     return p
 
 
@@ -198,10 +212,30 @@ def make_model(args: argparse.Namespace, base=None, cache_dir: Path | None = Non
     return model
 
 
+def window_option(sp: argparse.ArgumentParser) -> None:
+    """``--window``: the intensity window of volumes (CT preset or level,width)."""
+    from ..io import WINDOWS
+
+    sp.add_argument("--window", default=None, metavar="PRESET|LEVEL,WIDTH",
+                    help=f"intensity window for volumes: {', '.join(WINDOWS)}, or level,width such as 40,400 "
+                         "(default: the DICOM file's window, soft tissue for CT-like data, else the stack's range)")
+
+
+def open_input(path: str, window: str | None = None, what: str = "images"):
+    """Open ``--images`` (any supported input, lazily) or give a one-line :class:`UsageError`."""
+    from ..io import InputError, open_images
+
+    try:
+        return open_images(path, window=window, role=what)
+    except InputError as err:
+        raise UsageError(str(err)) from None
+
+
 def data_options(sp: argparse.ArgumentParser) -> None:
-    """``--images``/``--labels`` folders, class map, cache and merge gap."""
-    sp.add_argument("--images", required=True, help="folder of images")
-    sp.add_argument("--labels", required=True, help="folder of label images with the same file names")
+    """``--images``/``--labels``, class map, cache, window and merge gap."""
+    sp.add_argument("--images", required=True, help=IMAGES_HELP)
+    sp.add_argument("--labels", required=True, help=LABELS_HELP)
+    window_option(sp)
     sp.add_argument("--class-map", default=None, help="JSON file {\"object id\": \"class name\"}")
     sp.add_argument("--cache", default=None, help="embedding cache folder (see 'rpsam2 embed')")
     merge_gap_option(sp)

@@ -13,7 +13,7 @@ from .support import (
     cache_folder,
     data_options,
     existing_file,
-    existing_folder,
+    existing_path,
     make_model,
     model_options,
     output_file,
@@ -83,17 +83,17 @@ def _training_data(args: argparse.Namespace, val_fraction: float):
     """The training data of ``rpsam2 train`` (the same reader and split as the training dock)."""
     from ..app.train import data_from_folders
 
-    img_dir = existing_folder(args.images, "images")
-    lab_dir = existing_folder(args.labels, "labels")
+    img_dir = existing_path(args.images, "images")
+    lab_dir = existing_path(args.labels, "labels")
     val_img = val_lab = None
     if args.val_images is not None:
-        val_img = existing_folder(args.val_images, "validation images")
-        val_lab = existing_folder(args.val_labels, "validation labels")
+        val_img = existing_path(args.val_images, "validation images")
+        val_lab = existing_path(args.val_labels, "validation labels")
     if args.class_map is not None:
         existing_file(args.class_map, "class map")
     data = data_from_folders(img_dir, lab_dir, class_map=args.class_map, val_images_dir=val_img,
                              val_labels_dir=val_lab, val_fraction=val_fraction, seed=args.seed,
-                             merge_gap=args.merge_gap)
+                             merge_gap=args.merge_gap, window=args.window)
     seen = [*data.train.warnings, *(data.val.warnings if data.val is not None else [])]
     for warning in dict.fromkeys(seen):  # a split copies the reader's warnings into both parts
         print(f"rpsam2: warning: {warning}", file=sys.stderr)

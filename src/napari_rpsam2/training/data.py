@@ -8,7 +8,7 @@ one forceps stay one object while two instruments are two).  Label images with
 several ids are taken as instance labels as they are.
 
 Folders: ``images/`` and ``labels/`` with matching file stems (``a.png`` ↔
-``a.png`` or ``a.tif``).  Files present on one side only are *skipped* and
+``a.png`` or ``a.tif``); files are read by :mod:`napari_rpsam2.io`.  Files present on one side only are *skipped* and
 listed in :attr:`AnnotatedStack.warnings`; it is an error only when no pair
 matches at all.
 """
@@ -29,10 +29,11 @@ from .components import DEFAULT_MERGE_GAP, check_merge_gap, split_objects
 
 __all__ = [
     "DataError", "AnnotatedObject", "AnnotatedStack", "stack_from_arrays", "stack_from_folders",
-    "split_by_slice", "IMAGE_SUFFIXES", "DEFAULT_MERGE_GAP", "UNLISTED_CLASS",
+    "split_by_slice", "IMAGE_SUFFIXES", "DEFAULT_MERGE_GAP", "UNLISTED_CLASS", "list_image_files",
+    "read_image_file", "read_label_file",
 ]
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DEFAULT_CLASS = "object"
 
 
@@ -227,74 +228,46 @@ def stack_from_arrays(
 
 
 # ---------------------------------------------------------------------- folders
-def _read_file(path: Path) -> np.ndarray:
+def _io(call, *args):
+    """Call a :mod:`napari_rpsam2.io` reader, turning its ``InputError`` into :class:`DataError`."""
+    from ..io import InputError
+
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
-        from PIL import Image
-
-        with Image.open(path) as im:
-            if im.mode in ("I;16", "I;16B", "I;16L"):
-                return np.asarray(im, dtype=np.uint16)
-            return np.asarray(im)
-    except Exception as err:  # unreadable, truncated, not an image
-        raise DataError(f"cannot read {path}: {err}; check that it is a valid PNG/TIFF file") from err
-
-
-def _label_plane(arr: np.ndarray, path: Path) -> np.ndarray:
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        rgb = arr[..., :3]
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            raise DataError(f"label file {path} is a colour image with differing channels; labels must be "
-                            "one id per pixel (grey, or RGB with three equal channels)")
-        return rgb[..., 0]
-    if arr.ndim != 2:
-        raise DataError(f"label file {path} has shape {arr.shape}; expected a 2D (H, W) label image")
-    return arr
-
-
-def _image_plane(arr: np.ndarray, path: Path) -> np.ndarray:
-    if arr.ndim == 3 and arr.shape[-1] == 4:
-        arr = arr[..., :3]
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
-        raise DataError(f"image file {path} has shape {arr.shape}; expected (H, W) or (H, W, 3)")
-    return arr
+        return call(*args)
+    except InputError as err:
+        raise DataError(str(err)) from err
 
 
 def _list_images(folder: Path, role: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise DataError(f"{role} folder {folder} does not exist or is not a folder")
-    files: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            if p.stem in files:
-                raise DataError(f"{role} folder {folder} has two files named {p.stem} "
-                                f"({files[p.stem].name}, {p.name}); keep one")
-            files[p.stem] = p
-    if not files:
-        raise DataError(f"{role} folder {folder} has no PNG or TIFF files")
-    return files
+    from ..io import list_frames
+
+    return _io(list_frames, folder, role)
 
 
 def list_image_files(folder: str | os.PathLike, role: str = "images") -> list[Path]:
-    """PNG/TIFF files of a folder, sorted by name; a clear error when there are none."""
+    """PNG/JPEG/TIFF/BMP files of a folder in natural order (``2.png`` before ``10.png``); an error if none."""
     return list(_list_images(Path(folder), role).values())
 
 
 def read_image_file(path: str | os.PathLike) -> np.ndarray:
     """One image file as training reads it: ``(H, W)`` or ``(H, W, 3)`` (alpha dropped)."""
-    path = Path(path)
-    return _image_plane(_read_file(path), path)
+    from ..io import plane_kind, read_frame
+
+    return _io(lambda p: plane_kind(read_frame(p), str(p)), Path(path))
 
 
 def read_label_file(path: str | os.PathLike) -> np.ndarray:
     """One label file as training reads it (RGB with three equal channels → one channel)."""
-    path = Path(path)
-    return _label_plane(_read_file(path), path)
+    from ..io import read_label_plane
+
+    return _io(read_label_plane, Path(path))
+
+
+def _stack_limits(pics: list[np.ndarray]) -> tuple[float, float]:
+    """The one contrast rule of a folder of images: their dtype's range (8-bit) or their joint range."""
+    from ..io import stack_limits
+
+    return stack_limits(pics)[0]
 
 
 def _read_class_map(class_map: Mapping | str | os.PathLike | None) -> dict[int, str]:
@@ -357,8 +330,8 @@ def stack_from_folders(
                         f"(images: {', '.join(list(images)[:5])}; labels: {', '.join(list(labels)[:5])})")
     pics, labs = [], []
     for stem in common:
-        pic = _image_plane(_read_file(images[stem]), images[stem])
-        lab = _label_plane(_read_file(labels[stem]), labels[stem])
+        pic = read_image_file(images[stem])
+        lab = read_label_file(labels[stem])
         if lab.shape != pic.shape[:2]:
             raise DataError(f"{labels[stem]} is {lab.shape[0]}×{lab.shape[1]} but its image "
                             f"{images[stem]} is {pic.shape[0]}×{pic.shape[1]}; they must match")
@@ -390,7 +363,7 @@ def stack_from_folders(
         classes = {i: name for i in range(1, top + 1)}
     stack = AnnotatedStack(np.stack(pics) if uniform else pics,
                            np.stack(inst_labels) if uniform else inst_labels,
-                           list(common), classes, rgb, None, warnings, gap if binary else None)
+                           list(common), classes, rgb, _stack_limits(pics), warnings, gap if binary else None)
     if not stack.objects():
         raise DataError(f"the label files in {labels_dir} have no objects (all pixels are 0)")
     return stack
