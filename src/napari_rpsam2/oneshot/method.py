@@ -124,8 +124,10 @@ class OneShotMethod:
         self.object_ids = object_ids_of(labels, object_ids)
         self.reference_image = image
         self.reference_labels = labels
-        grid = feature_grid(self.model.backbone, self.embed(image, key))
-        self.reference = {i: reference_features(grid, labels == i) for i in self.object_ids}
+        emb = self.embed(image, key)
+        grid = feature_grid(self.model.backbone, emb)
+        raw = feature_grid(self.model.backbone, emb, normalise=False)
+        self.reference = {i: reference_features(grid, labels == i, raw=raw) for i in self.object_ids}
         self._prepare_reference(grid)
 
     def _prepare_reference(self, grid) -> None:
