@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import ReferenceFeatures, cell_to_pixel, similarity
+from .features import ReferenceFeatures, cell_to_pixel, feature_grid, similarity
 from .guidance import DecoderGuidance
 from .method import ObjectResult, OneShotMethod
 from .passes import three_passes
@@ -59,6 +59,18 @@ class PerSAM(OneShotMethod):
         super().__init__(model, **kwargs)
         self.guided_attention, self.semantic_prompt = bool(guided_attention), bool(semantic_prompt)
         self.attention_weight = float(attention_weight)
+
+    def decoder_guidance(self, object_id: int, emb, grid=None) -> DecoderGuidance | None:
+        """The decoder guidance of one object on the slice of ``emb`` (``None`` with both parts off).
+
+        A re-run of a slice from edited clicks uses it, so unchanged clicks give the run's masks.
+        """
+        self._require_reference()
+        ref = self.reference[int(object_id)]
+        grid = feature_grid(self.model.backbone, emb) if grid is None else grid
+        sim = similarity(grid, ref.prototype[None])[0]
+        return persam_guidance(ref, sim, attention=self.guided_attention, semantic=self.semantic_prompt,
+                               alpha=self.attention_weight)
 
     def _segment_object(self, emb, grid, object_id: int, index: int) -> ObjectResult:
         ref = self.reference[object_id]
