@@ -74,6 +74,17 @@ def parse_ids(text: str) -> list[int] | None:
     return ids or None
 
 
+def _optional_count(text: str, what: str) -> int | None:
+    """Empty → ``None`` (the default); otherwise a whole number of at least 1."""
+    text = str(text).strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{what}: type a whole number of at least 1, or leave it empty for the default "
+                         f"(got '{text}').")
+    return int(text)
+
+
 def _method_settings() -> list:
     """The per-method settings (shown for their method only), with the papers' defaults."""
     d = OneShotSettings()
@@ -97,10 +108,10 @@ def _method_settings() -> list:
                 tooltip="Med-PerSAM: prompts regenerated from SAM2's previous mask (paper: 1)"),
         ComboBox(name="organ", label="Organ type", choices=ORGAN_CHOICES, value=d.organ,
                  tooltip="Med-PerSAM: how many clicks, and whether half come from each side"),
-        SpinBox(name="clicks", label="Clicks of each kind", value=0, min=0, max=100,
-                tooltip="Med-PerSAM: positive and negative clicks each; 'by organ type' = 5 or 10"),
-        SpinBox(name="kernel", label="Kernel radius (px)", value=0, min=0, max=500,
-                tooltip="Med-PerSAM: erosion/dilation radius; 'automatic' = 15 % of the mask's radius"),
+        LineEdit(name="clicks", label="Clicks of each kind", value="",
+                 tooltip="Med-PerSAM: positive and negative clicks each; empty = by organ type (5 or 10)"),
+        LineEdit(name="kernel", label="Kernel radius (px)", value="",
+                 tooltip="Med-PerSAM: erosion/dilation radius in pixels; empty = 15 % of the mask's radius"),
     ]
 
 
@@ -132,8 +143,8 @@ class OneShotWidget(JobDock):
                      tooltip="Move every generated positive click with the shift block first"),
             *_method_settings(),
         ])
-        self.form.clicks.native.setSpecialValueText("by organ type")
-        self.form.kernel.native.setSpecialValueText("automatic")
+        self.form.clicks.native.setPlaceholderText("by organ type")
+        self.form.kernel.native.setPlaceholderText("automatic")
         self.method = self.form.method
         self.form.method.changed.connect(self._method_changed)
         self.form.negative_rule.changed.connect(self._method_changed)
@@ -190,12 +201,15 @@ class OneShotWidget(JobDock):
     def settings(self) -> OneShotSettings:
         """The method settings as the form shows them (raises ``ValueError`` saying what to fix)."""
         f = self.form
+        medical = self.method.value == "p2sam" and f.negative_rule.value == "medical"
         return OneShotSettings(
             guided_attention=bool(f.guided_attention.value), semantic_prompt=bool(f.semantic_prompt.value),
-            negative_rule=f.negative_rule.value, negatives=parse_counts(f.negatives.value, "Negative clicks"),
+            negative_rule=f.negative_rule.value,
+            negatives=parse_counts(f.negatives.value, "Negative clicks") if medical else (1,),
             warp_steps=int(f.warp_steps.value), rounds=int(f.rounds.value), retrain_epochs=int(f.retrain_epochs.value),
-            refinements=int(f.refinements.value), organ=f.organ.value, clicks=int(f.clicks.value) or None,
-            kernel=int(f.kernel.value) or None)
+            refinements=int(f.refinements.value), organ=f.organ.value,
+            clicks=_optional_count(f.clicks.value, "Clicks of each kind"),
+            kernel=_optional_count(f.kernel.value, "Kernel radius"))
 
     def _buttons(self) -> None:
         running = self.running
