@@ -154,5 +154,10 @@ class OneShotMethod:
         raise NotImplementedError
 
     def _refine(self, emb, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        ctx = self.model.image_context(emb) if self.refine and (labels == 1).any() else None
+        ctx = None
+        if self.refine and (labels == 1).any():  # one shift-block context per slice, however many candidates
+            cached = getattr(self, "_context", None)
+            if cached is None or cached[0] is not emb:
+                self._context = cached = (emb, self.model.image_context(emb))
+            ctx = cached[1]
         return refine_clicks(self.model, emb, points, labels, self.refine, ctx)
