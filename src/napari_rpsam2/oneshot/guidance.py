@@ -15,7 +15,8 @@ Both act only inside :func:`guided_decoder`, a context manager that, for its
 duration, swaps the ``forward`` of the decoder's token-to-image attention
 modules and puts a pre-hook on the transformer; everything is put back on
 exit, so a decoder call outside it (or with both parts off) is SAM2's own;
-calls from other threads meanwhile are left alone too.
+calls from other threads meanwhile are left alone too, and two guided calls
+never overlap.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import torch
 from torch.nn import functional as F
 
 __all__ = ["DecoderGuidance", "guided_decoder", "standardised_bias"]
+
+_GUIDED = threading.Lock()  # one guided decoder call at a time (they patch shared modules)
 
 
 @dataclass
@@ -126,12 +129,13 @@ def guided_decoder(mask_decoder, guidance: DecoderGuidance | None) -> Iterator[N
     state: dict = {"thread": threading.get_ident()}
     modules = [layer.cross_attn_token_to_image for layer in transformer.layers]
     modules.append(transformer.final_attn_token_to_image)
-    for m in modules:
-        m.forward = _guided_forward(m, guidance, state)
-    handle = transformer.register_forward_pre_hook(_transformer_pre_hook(guidance, state))
-    try:
-        yield
-    finally:
-        handle.remove()
+    with _GUIDED:
         for m in modules:
-            del m.forward  # back to the class's forward
+            m.forward = _guided_forward(m, guidance, state)
+        handle = transformer.register_forward_pre_hook(_transformer_pre_hook(guidance, state))
+        try:
+            yield
+        finally:
+            handle.remove()
+            for m in modules:
+                del m.forward  # back to the class's forward
