@@ -28,7 +28,7 @@ def test_each_method_shows_its_own_settings_with_the_papers_defaults(scene, qtbo
     assert shown == ["by organ type", "automatic"] and dock.form.clicks.value == dock.form.kernel.value == ""
     choose(qtbot, dock.method, "P²SAM (part-aware)")
     assert {"negative_rule", "negatives"} <= _visible(dock) and "rounds" not in _visible(dock)
-    choose(qtbot, dock.form.negative_rule, "Natural: similarity minimum")
+    choose(qtbot, dock.form.negative_rule, "Natural (minimum)")
     assert "negatives" not in _visible(dock)  # one negative by that rule
 
 
@@ -42,7 +42,7 @@ def test_settings_typed_in_the_dock_reach_the_run_and_bad_ones_are_refused(scene
     assert not dock.running and "Negative clicks" in dock.status.text() and "1-5" in dock.status.text()
     assert np.array_equal(lab.data, before) and dock.last_outcome is None
     # the natural rule: one negative per object and slice, at the similarity minimum
-    choose(qtbot, dock.form.negative_rule, "Natural: similarity minimum")
+    choose(qtbot, dock.form.negative_rule, "Natural (minimum)")
     run_and_wait(qtbot, dock)
     assert dock.last_outcome is not None, dock.status.text()
     for res in dock.last_outcome.results.values():
@@ -61,7 +61,7 @@ def test_settings_typed_in_the_dock_reach_the_run_and_bad_ones_are_refused(scene
     type_into(qtbot, dock.form.warp_steps, "2")
     type_into(qtbot, dock.form.rounds, "1")
     type_into(qtbot, dock.form.retrain_epochs, "1")
-    choose(qtbot, dock.form.organ, "Bilateral organ (10 + 10, both sides)")
+    choose(qtbot, dock.form.organ, "Bilateral (10 + 10)")
     type_into(qtbot, dock.form.clicks, "4")
     type_into(qtbot, dock.form.kernel, "2")
     stages = []

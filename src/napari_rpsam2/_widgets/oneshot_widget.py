@@ -48,8 +48,8 @@ __all__ = ["METHOD_CHOICES", "OneShotWidget"]
 METHOD_CHOICES = [("PerSAM (baseline)", "persam"), ("P²SAM (part-aware)", "p2sam"),
                   ("Med-PerSAM (warping)", "medpersam")]
 STAGES = {"warping": "training the warping model", "slices": "slices"}
-NEGATIVE_RULE_CHOICES = [("Medical: background clusters", "medical"), ("Natural: similarity minimum", "natural")]
-ORGAN_CHOICES = [("Single organ (5 + 5 clicks)", "single"), ("Bilateral organ (10 + 10, both sides)", "bilateral")]
+NEGATIVE_RULE_CHOICES = [("Medical (background)", "medical"), ("Natural (minimum)", "natural")]
+ORGAN_CHOICES = [("Single (5 + 5)", "single"), ("Bilateral (10 + 10)", "bilateral")]
 # which method shows which setting
 METHOD_SETTINGS = {"guided_attention": ("persam",), "semantic_prompt": ("persam", "medpersam"),
                    "negative_rule": ("p2sam",), "negatives": ("p2sam",), "warp_steps": ("medpersam",),
