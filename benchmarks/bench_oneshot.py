@@ -1,12 +1,16 @@
 """Per-target-slice time of PerSAM, P²SAM and Med-PerSAM against their floor.
 
 A method's floor on one target slice is one encoder pass plus the decoder
-passes the method makes there (PerSAM 3; P²SAM 3 per candidate part count;
-Med-PerSAM 1 + refinements), measured in the same run with the same
-prompts shape, interleaved with the method so machine noise hits both.  The
-method's time includes everything else it does (similarity maps, k-means is
-not repeated per target, retrieval by EMD, prompt generation, refinement of
-clicks).  Med-PerSAM's warping-model training is timed once per stack.
+passes the method makes there (PerSAM 3; P²SAM 1 per candidate, i.e. per
+part count × negative count; Med-PerSAM 1 + refinements), plain SAM2 decoder
+passes with the same prompts, measured in the same run, interleaved with the
+method so machine noise hits both.  The methods run with the papers' parts
+switched on (PerSAM's target-guided attention and semantic prompting inside
+the decoder, P²SAM's retrieval, Med-PerSAM's semantic prompting), and their
+time includes everything else they do (similarity maps, retrieval by EMD,
+prompt generation; k-means is not repeated per target).  Med-PerSAM's
+warping-model training (with its pseudo-label rounds) is timed once per stack.
+The JSON line also records the machine's load average before and after.
 
 Prints one JSON line (the last line of stdout).  Goal:
 ``per_slice_to_floor_ratio <= 1.5`` for every method.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -57,7 +62,7 @@ def _method_time(model, method, image: np.ndarray, index: int) -> tuple[float, o
 
 
 def _decodes(name: str, method) -> int:
-    return {"persam": 3, "p2sam": 3 * len(getattr(method, "parts", ())),
+    return {"persam": 3, "p2sam": getattr(method, "decoder_passes", 0),
             "medpersam": 1 + getattr(method, "refinements", 0)}[name]
 
 
@@ -68,13 +73,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--slices", type=int, default=3, help="slices of the sample stack (first = reference)")
     p.add_argument("--repeats", type=int, default=1, help="passes over the targets")
     p.add_argument("--warp-steps", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=5, help="Med-PerSAM pseudo-label rounds (paper: 5)")
+    p.add_argument("--negatives", type=int, nargs="+", default=[1], help="P²SAM negative counts (medical rule)")
     args = p.parse_args(argv)
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     model = RPSAM2.load(args.backbone, "random", device=args.device, seed=0)
     images, labels = make_instrument_stack(n_slices=max(2, args.slices))
     targets = list(range(1, len(images)))
-    methods = {name: make_method(name, model, **({"config": WarpConfig(steps=args.warp_steps)}
-                                                  if name == "medpersam" else {}))
-               for name in ("persam", "p2sam", "medpersam")}
+    options = {"persam": {}, "p2sam": {"negatives": tuple(args.negatives)},
+               "medpersam": {"config": WarpConfig(steps=args.warp_steps), "rounds": args.rounds}}
+    methods = {name: make_method(name, model, **options[name]) for name in ("persam", "p2sam", "medpersam")}
     train_seconds = None
     for name, method in methods.items():
         method.set_reference(images[0], labels[0], [1])
@@ -104,7 +112,11 @@ def main(argv: list[str] | None = None) -> dict:
         "methods": per_method, "goal_ratio": 1.5,
         "warping_training_s_per_stack": round(train_seconds, 2),
         "warping_parameters": methods["medpersam"].warp_model.parameter_count(),
-        "warping_steps": args.warp_steps, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "warping_steps": args.warp_steps, "warping_rounds": args.rounds, "p2sam_negatives": args.negatives,
+        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "load_average_before": None if load_before is None else [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
     }
     print(json.dumps(out))
     return out

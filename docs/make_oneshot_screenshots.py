@@ -36,6 +36,7 @@ _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Segment the sta
 dock.image_picker.set_layer(image)
 dock.labels_picker.set_layer(annotation)
 dock.form.warp_steps.value = WARP_STEPS
+dock.form.rounds.value = 0  # random SAM2 weights: pseudo-labels would be noise
 wait(lambda: True)  # the window and the dock get their final sizes
 viewer.reset_view()
 wait(lambda: True)

@@ -47,15 +47,17 @@ def test_slice_masks_decode_the_clicks_as_given_and_drop_objects_without_a_posit
     target = np.zeros_like(labels)
     outcome = propagate_from_slice(model, images, 0, labels[0], target, method="persam", targets=[1])
     clicks = outcome.clicks
-    masks = slice_masks(model, images[1], clicks.data[:, 1:], clicks.label, clicks.object_id)
+    guide = outcome.guidance  # PerSAM's decoder guidance, for this run's reference
+    masks = slice_masks(model, images[1], clicks.data[:, 1:], clicks.label, clicks.object_id, guidance=guide)
     for obj in outcome.results[1].objects:  # unchanged clicks: the run's own masks
         assert np.array_equal(masks[obj.object_id], obj.mask)
     emb = model.embed(images[1])
     moved = clicks.data[:, 1:].copy()
     moved[0] = (10.0, 10.0)  # the person moved object 1's positive click
-    again = slice_masks(model, images[1], moved, clicks.label, clicks.object_id)
+    again = slice_masks(model, images[1], moved, clicks.label, clicks.object_id, guidance=guide)
     mine = clicks.object_id == 1
-    assert np.array_equal(again[1], three_passes(model, emb, moved[mine], clicks.label[mine])[-1].mask)
+    assert np.array_equal(again[1], three_passes(model, emb, moved[mine], clicks.label[mine], guide(1, emb))[-1].mask)
     keep = ~((clicks.object_id == 2) & (clicks.label == 1))  # object 2's positive click deleted
-    dropped = slice_masks(model, images[1], clicks.data[keep, 1:], clicks.label[keep], clicks.object_id[keep])
+    dropped = slice_masks(model, images[1], clicks.data[keep, 1:], clicks.label[keep], clicks.object_id[keep],
+                          guidance=guide)
     assert not dropped[2].any() and np.array_equal(dropped[1], masks[1])

@@ -105,12 +105,25 @@ def test_oneshot_medpersam_writes_the_mask_prompts(frames, tmp_path, model, caps
     out = tmp_path / "med"
     code = _run(["oneshot", "--reference-image", str(frames / "images" / "f0.png"),
                  "--reference-labels", str(frames / "labels" / "f0.png"), "--images", str(frames / "targets"),
-                 "--method", "medpersam", "--warp-steps", "2", "--out", str(out)], model)
+                 "--method", "medpersam", "--warp-steps", "2", "--rounds", "1", "--retrain-epochs", "1",
+                 "--organ", "bilateral", "--clicks", "3", "--kernel", "2", "--out", str(out)], model)
     assert code == 0, capsys.readouterr().err
     prompt = tifffile.imread(out / "mask_prompts" / "f1_object1.tif")
     assert prompt.shape == (256, 320) and set(np.unique(prompt)) <= {0, 1}
     report = json.loads((out / "report.json").read_text())
     assert report["warping"]["parameters"] > 0 and report["warping"]["config"]["steps"] == 2
+    assert report["warping"]["rounds"] == 1 and report["warping"]["config"]["retrain_epochs"] == 1
+    assert report["options"] | {"organ": "bilateral", "positives": 3, "negatives": 3, "kernel": 2} == report["options"]
     with open(out / "prompts.csv", newline="") as fh:
         labels = [r["label"] for r in csv.DictReader(fh)]
-    assert set(labels) <= {"0", "1"} and "1" in labels
+    assert set(labels) <= {"0", "1"} and 1 <= labels.count("1") <= 3 and labels.count("0") <= 3
+
+
+def test_oneshot_method_settings_are_checked_before_the_model_loads(frames, tmp_path, model, capsys):
+    base = ["oneshot", "--reference-image", str(frames / "images" / "f0.png"), "--reference-labels",
+            str(frames / "labels" / "f0.png"), "--images", str(frames / "targets"), "--out", str(tmp_path / "o")]
+    assert _run([*base, "--method", "p2sam", "--negatives", "0-3"], None) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--negatives" in err and "1-5" in err
+    assert _run([*base, "--method", "medpersam", "--rounds", "-1"], None) == 2
+    assert "rounds" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -74,6 +74,7 @@ def test_run_fills_the_other_slices_only_where_empty_and_one_undo_reverts_it(sce
     choose(qtbot, dock.method, method)
     if method.startswith("Med"):
         type_into(qtbot, dock.form.warp_steps, "2")  # a tiny warping model training
+        type_into(qtbot, dock.form.rounds, "0")  # no retraining (tests/test_gui_oneshot_settings.py has it)
     choose(qtbot, dock.target_picker, "annotation")  # write into the person's own labels
     before = lab.data.copy()
     run_and_wait(qtbot, dock)

@@ -205,7 +205,7 @@ def test_medpersam_prompts_come_from_erosion_and_ring_and_the_warped_mask_is_the
     assert mask[r[:5], c[:5]].all()
     eroded, ring = candidate_regions(mask)
     assert eroded[r[:5], c[:5]].all() and ring[r[5:], c[5:]].all() and not eroded[r[5:], c[5:]].any()
-    method = make_method("medpersam", model, config=WarpConfig(size=32, channels=4, steps=2, batch=1))
+    method = make_method("medpersam", model, config=WarpConfig(size=32, channels=4, steps=2, batch=1), rounds=0)
     results = segment_stack(method, images[:2], 0, labels[0], object_ids=[1])
     obj = results[1].objects[0]
     assert obj.mask_prompt.shape == labels[1].shape and obj.mask_prompt.dtype == bool

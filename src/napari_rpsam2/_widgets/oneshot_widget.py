@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..app.oneshot import merge_results, propagate_from_slice
+from ..app.oneshot_options import OneShotSettings, parse_counts
 from ..app.oneshot_rerun import RunHistory, rerun_slice, slice_masks
 from ..jobs import CancelFlag
 from . import _oneshot_clicks as clicks_ui
@@ -47,6 +48,13 @@ __all__ = ["METHOD_CHOICES", "OneShotWidget"]
 METHOD_CHOICES = [("PerSAM (baseline)", "persam"), ("P²SAM (part-aware)", "p2sam"),
                   ("Med-PerSAM (warping)", "medpersam")]
 STAGES = {"warping": "training the warping model", "slices": "slices"}
+NEGATIVE_RULE_CHOICES = [("Medical (background)", "medical"), ("Natural (minimum)", "natural")]
+ORGAN_CHOICES = [("Single (5 + 5)", "single"), ("Bilateral (10 + 10)", "bilateral")]
+# which method shows which setting
+METHOD_SETTINGS = {"guided_attention": ("persam",), "semantic_prompt": ("persam", "medpersam"),
+                   "negative_rule": ("p2sam",), "negatives": ("p2sam",), "warp_steps": ("medpersam",),
+                   "rounds": ("medpersam",), "retrain_epochs": ("medpersam",), "refinements": ("medpersam",),
+                   "organ": ("medpersam",), "clicks": ("medpersam",), "kernel": ("medpersam",)}
 
 
 def _propagate_job(*args: Any, method: str, **kwargs: Any) -> OneShotOutcome:
@@ -64,6 +72,47 @@ def parse_ids(text: str) -> list[int] | None:
     except ValueError:
         raise SliceError(f"Object ids must be whole numbers separated by commas (got '{text}').") from None
     return ids or None
+
+
+def _optional_count(text: str, what: str) -> int | None:
+    """Empty → ``None`` (the default); otherwise a whole number of at least 1."""
+    text = str(text).strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{what}: type a whole number of at least 1, or leave it empty for the default "
+                         f"(got '{text}').")
+    return int(text)
+
+
+def _method_settings() -> list:
+    """The per-method settings (shown for their method only), with the papers' defaults."""
+    d = OneShotSettings()
+    return [
+        CheckBox(name="guided_attention", text="Target-guided attention", value=d.guided_attention,
+                 tooltip="PerSAM: the similarity map steers the decoder's attention to the target"),
+        CheckBox(name="semantic_prompt", text="Target-semantic prompt", value=d.semantic_prompt,
+                 tooltip="Add the target's mean feature to the decoder's tokens"),
+        ComboBox(name="negative_rule", label="Negatives", choices=NEGATIVE_RULE_CHOICES, value=d.negative_rule,
+                 tooltip="P²SAM: negatives from the reference background's clusters (medical images) or one at "
+                         "the least similar place (natural images)"),
+        LineEdit(name="negatives", label="Negative clicks", value="1",
+                 tooltip="P²SAM: a number (1), or a range to retrieve from (e.g. 1-5)"),
+        SpinBox(name="warp_steps", label="Warping steps", value=d.warp_steps, min=1, max=100_000,
+                tooltip="Med-PerSAM: training steps of the warping model"),
+        SpinBox(name="rounds", label="Retraining rounds", value=d.rounds, min=0, max=100,
+                tooltip="Med-PerSAM: rounds of retraining the warping model on SAM2's masks (paper: 5)"),
+        SpinBox(name="retrain_epochs", label="Epochs per round", value=d.retrain_epochs, min=1, max=1000,
+                tooltip="Med-PerSAM: passes over the slices in each retraining round (paper: 10)"),
+        SpinBox(name="refinements", label="Prompt refinements", value=d.refinements, min=0, max=20,
+                tooltip="Med-PerSAM: prompts regenerated from SAM2's previous mask (paper: 1)"),
+        ComboBox(name="organ", label="Organ type", choices=ORGAN_CHOICES, value=d.organ,
+                 tooltip="Med-PerSAM: how many clicks, and whether half come from each side"),
+        LineEdit(name="clicks", label="Clicks of each kind", value="",
+                 tooltip="Med-PerSAM: positive and negative clicks each; empty = by organ type (5 or 10)"),
+        LineEdit(name="kernel", label="Kernel radius (px)", value="",
+                 tooltip="Med-PerSAM: erosion/dilation radius in pixels; empty = 15 % of the mask's radius"),
+    ]
 
 
 class OneShotWidget(JobDock):
@@ -92,11 +141,13 @@ class OneShotWidget(JobDock):
             ComboBox(name="method", label="Method", choices=METHOD_CHOICES, value="persam"),
             CheckBox(name="refine", text="Refine clicks (RP-SAM2 shift block)", value=False,
                      tooltip="Move every generated positive click with the shift block first"),
-            SpinBox(name="warp_steps", label="Warping steps", value=150, min=1, max=100_000,
-                    tooltip="Med-PerSAM: training steps of the warping model"),
+            *_method_settings(),
         ])
+        self.form.clicks.native.setPlaceholderText("by organ type")
+        self.form.kernel.native.setPlaceholderText("automatic")
         self.method = self.form.method
         self.form.method.changed.connect(self._method_changed)
+        self.form.negative_rule.changed.connect(self._method_changed)
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -142,7 +193,23 @@ class OneShotWidget(JobDock):
         return panel
 
     def _method_changed(self, *_: Any) -> None:
-        self.form.warp_steps.visible = self.method.value == "medpersam"
+        for name, methods in METHOD_SETTINGS.items():
+            getattr(self.form, name).visible = self.method.value in methods
+        if self.method.value == "p2sam":
+            self.form.negatives.visible = self.form.negative_rule.value == "medical"
+
+    def settings(self) -> OneShotSettings:
+        """The method settings as the form shows them (raises ``ValueError`` saying what to fix)."""
+        f = self.form
+        medical = self.method.value == "p2sam" and f.negative_rule.value == "medical"
+        return OneShotSettings(
+            guided_attention=bool(f.guided_attention.value), semantic_prompt=bool(f.semantic_prompt.value),
+            negative_rule=f.negative_rule.value,
+            negatives=parse_counts(f.negatives.value, "Negative clicks") if medical else (1,),
+            warp_steps=int(f.warp_steps.value), rounds=int(f.rounds.value), retrain_epochs=int(f.retrain_epochs.value),
+            refinements=int(f.refinements.value), organ=f.organ.value,
+            clicks=_optional_count(f.clicks.value, "Clicks of each kind"),
+            kernel=_optional_count(f.kernel.value, "Kernel radius"))
 
     def _buttons(self) -> None:
         running = self.running
@@ -190,17 +257,14 @@ class OneShotWidget(JobDock):
         """Segment every other slice in a worker; results arrive in :meth:`_ran`."""
         if self.running or (model := self._model_or_complain()) is None:
             return
+        method = self.method.value
         try:
             got = self._inputs()
-        except SliceError as err:
+            options = self.settings().options(method)
+        except (SliceError, ValueError) as err:
             self.status.error(str(err))
             return
-        image, method = got["image"], self.method.value
-        options = {}
-        if method == "medpersam":
-            from ..oneshot import WarpConfig
-
-            options["config"] = WarpConfig(steps=int(self.form.warp_steps.value))
+        image = got["image"]
         flag = self._begin_job()
         n_targets = got["n"] - 1
         self.status.info(f"Segmenting {n_targets} slice(s) from slice {got['ref']} with "
@@ -285,6 +349,7 @@ class OneShotWidget(JobDock):
         self.status.info(f"Re-running slice {index} from its {len(got.points)} click(s)…")
         start_worker(slice_masks, model, sl.plane, got.points, got.labels, got.object_ids, key=sl.key, rgb=sl.rgb,
                      contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
+                     guidance=self.last_outcome.guidance,
                      on_return=lambda masks: self._rerun_done(flag, target, index, masks),
                      on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._end_job(flag))
 

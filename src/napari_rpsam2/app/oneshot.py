@@ -11,7 +11,7 @@ leaves the labels exactly as they were.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,13 +56,18 @@ LabelEdit = LabelChange
 
 @dataclass
 class OneShotOutcome:
-    """What one run gives: per-slice results, the clicks and the undo record."""
+    """What one run gives: per-slice results, the clicks and the undo record.
+
+    ``guidance(object_id, embedding)`` gives PerSAM's decoder guidance on
+    another slice (for re-runs from edited clicks); ``None`` for the other methods.
+    """
 
     results: dict[int, SliceResult]
     clicks: OneShotClicks
     edit: LabelEdit
     method: str
     warping_seconds: float | None = None
+    guidance: Callable | None = None
 
 
 def clicks_of(results: Mapping[int, SliceResult]) -> OneShotClicks:
@@ -135,4 +140,5 @@ def propagate_from_slice(model, images, reference_index: int, reference_labels: 
                             targets=targets, key=key, progress=progress, cancel=cancel)
     jobs.check(cancel, "one-shot segmentation")
     edit = LabelChange() if target_labels is None else merge_results(target_labels, results)
-    return OneShotOutcome(results, clicks_of(results), edit, method, getattr(runner, "training_seconds", None))
+    return OneShotOutcome(results, clicks_of(results), edit, method, getattr(runner, "training_seconds", None),
+                          getattr(runner, "decoder_guidance", None))

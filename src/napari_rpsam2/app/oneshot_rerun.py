@@ -10,7 +10,7 @@ reverts one of them.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,11 +23,14 @@ __all__ = ["RunHistory", "rerun_slice", "slice_masks"]
 
 def slice_masks(model, image: np.ndarray, points_rc: np.ndarray, labels: np.ndarray, object_ids: np.ndarray, *,
                 key: Hashable | None = None, rgb: bool | None = None, contrast_limits=None,
-                gamma: float = 1.0) -> dict[int, np.ndarray]:
+                gamma: float = 1.0, guidance: Callable | None = None) -> dict[int, np.ndarray]:
     """One mask per object from its clicks as given (PerSAM's three decoder passes, no shift block).
 
     An object without a positive click gets an empty mask: deleting every
     positive click of an object says "it is not on this slice".
+    ``guidance(object_id, embedding)`` (a PerSAM run's
+    :attr:`~napari_rpsam2.app.oneshot.OneShotOutcome.guidance`) adds PerSAM's
+    decoder guidance, so unchanged clicks give that run's masks.
     """
     points_rc = np.asarray(points_rc, float).reshape(-1, 2)
     labels, object_ids = np.asarray(labels, int).ravel(), np.asarray(object_ids, int).ravel()
@@ -41,7 +44,8 @@ def slice_masks(model, image: np.ndarray, points_rc: np.ndarray, labels: np.ndar
             continue
         if emb is None:
             emb = model.embed(image, key=key, rgb=rgb, contrast_limits=contrast_limits, gamma=gamma)
-        masks[int(oid)] = three_passes(model, emb, points_rc[mine], labels[mine])[-1].mask
+        extra = None if guidance is None else guidance(int(oid), emb)
+        masks[int(oid)] = three_passes(model, emb, points_rc[mine], labels[mine], extra)[-1].mask
     return masks
 
 

@@ -34,13 +34,17 @@ METHOD_NAMES = ("persam", "p2sam", "medpersam")
 
 
 def _method_options(args: argparse.Namespace, name: str) -> dict:
-    from ..oneshot import WarpConfig
+    from ..app.oneshot_options import OneShotSettings, parse_counts
 
-    if name != "medpersam":
-        return {}
-    if args.warp_steps < 1 or args.rounds < 0:
-        raise UsageError("--warp-steps must be at least 1 and --rounds at least 0")
-    return {"config": WarpConfig(steps=args.warp_steps), "rounds": args.rounds}
+    try:
+        settings = OneShotSettings(
+            guided_attention=not args.no_guided_attention, semantic_prompt=not args.no_semantic_prompt,
+            negative_rule=args.negative_rule, negatives=parse_counts(args.negatives, "--negatives"),
+            warp_steps=args.warp_steps, rounds=args.rounds, retrain_epochs=args.retrain_epochs,
+            refinements=args.refinements, organ=args.organ, clicks=args.clicks, kernel=args.kernel)
+        return settings.options(name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 class _WithReference:
@@ -141,7 +145,9 @@ def _write_outputs(out: Path, args: argparse.Namespace, model, method, results, 
     report = {"method": args.method, "refine": args.refine, "reference_image": str(args.reference_image),
               "object_ids": method.object_ids, "backbone": model.backbone.name,
               "sam2_weights": model.backbone.weights_signature, "shift_block": args.shift_block,
-              "images": str(args.images), "contrast": contrast_record(source), "slices": slices}
+              "images": str(args.images), "contrast": contrast_record(source),
+              "options": {k: v for k, v in _method_options(args, args.method).items() if k != "config"},
+              "slices": slices}
     if args.method == "medpersam":
         report["warping"] = {"seconds": method.training_seconds, "parameters": method.warp_model.parameter_count(),
                              "config": vars(method.config), "rounds": method.rounds}
@@ -150,7 +156,7 @@ def _write_outputs(out: Path, args: argparse.Namespace, model, method, results, 
 
 
 def _info(info: dict) -> dict:
-    return {k: v for k, v in info.items() if k in ("parts", "emd", "passes")}
+    return {k: v for k, v in info.items() if k in ("parts", "negatives", "emd", "passes")}
 
 
 def cmd_oneshot_eval(args: argparse.Namespace, base=None) -> int:
@@ -255,5 +261,23 @@ def add_parser(subparsers, common) -> None:
 def _method_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--refine", action="store_true", help="move every generated positive click with the shift block")
     sp.add_argument("--shift-block", default=None, help="shift-block checkpoint for --refine")
-    sp.add_argument("--warp-steps", type=int, default=150, help="Med-PerSAM warping-model training steps")
-    sp.add_argument("--rounds", type=int, default=0, help="Med-PerSAM retraining rounds with SAM2 pseudo-labels")
+    g = sp.add_argument_group("PerSAM (and Med-PerSAM's semantic prompt)")
+    g.add_argument("--no-guided-attention", action="store_true",
+                   help="PerSAM: leave the decoder's attention unguided by the similarity map")
+    g.add_argument("--no-semantic-prompt", action="store_true",
+                   help="PerSAM, Med-PerSAM: do not add the target embedding to the decoder's tokens")
+    g = sp.add_argument_group("P2SAM")
+    g.add_argument("--negative-rule", choices=("medical", "natural"), default="medical",
+                   help="negatives from background clusters (medical) or one at the similarity minimum (natural)")
+    g.add_argument("--negatives", default="1",
+                   help="medical rule: negative clicks, a number (1) or a retrieval range (e.g. 1-5)")
+    g = sp.add_argument_group("Med-PerSAM")
+    g.add_argument("--warp-steps", type=int, default=150, help="warping-model training steps")
+    g.add_argument("--rounds", type=int, default=5, help="retraining rounds with SAM2 pseudo-labels (paper: 5)")
+    g.add_argument("--retrain-epochs", type=int, default=10, help="epochs per retraining round (paper: 10)")
+    g.add_argument("--refinements", type=int, default=1, help="prompt refinements (paper: 1)")
+    g.add_argument("--organ", choices=("single", "bilateral"), default="single",
+                   help="organ type: 5 clicks of each kind, or 10 split between the two sides")
+    g.add_argument("--clicks", type=int, default=None, help="positive and negative clicks each (default: by --organ)")
+    g.add_argument("--kernel", type=int, default=None,
+                   help="erosion/dilation radius in pixels (default: 15%% of the mask's radius)")

@@ -87,7 +87,7 @@ def cmd_propagate(args: argparse.Namespace, base=None) -> int:
 
     from ..io import check_output, write_labels
 
-    out, _ = check_output(args.out)
+    out, _ = check_output(args.out, "--out")
     scores = output_file(args.scores, ".csv", "--scores") if args.scores else None
     cache = cache_folder(args.cache)
     if args.stop_after is not None and args.stop_after < 1:

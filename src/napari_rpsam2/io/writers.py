@@ -53,8 +53,8 @@ def default_form(source: ImageSource) -> str:
     return "tiff"
 
 
-def check_output(path: str | os.PathLike) -> tuple[Path, str]:
-    """Check an output path before any work: its folder exists; returns ``(path, form)``."""
+def check_output(path: str | os.PathLike, what: str = "output") -> tuple[Path, str]:
+    """Check an output path before any work: its folder exists and can be written; returns ``(path, form)``."""
     p = Path(path).expanduser()
     form = output_form(p)
     if form != "png" and p.is_dir():
@@ -63,7 +63,7 @@ def check_output(path: str | os.PathLike) -> tuple[Path, str]:
         raise InputError(f"output {p} is a file; give a folder name (per-frame PNGs) or a .tif/.nii.gz name")
     if not p.parent.is_dir():
         raise InputError(f"output folder {p.parent} does not exist; create it first")
-    check_writable(p.parent, "output")
+    check_writable(p.parent, what)
     return p, form
 
 

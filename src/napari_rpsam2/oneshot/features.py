@@ -24,18 +24,19 @@ __all__ = ["ReferenceFeatures", "feature_grid", "mask_to_grid", "reference_featu
 GRID = 64
 
 
-def feature_grid(backbone, embedding: ImageEmbedding) -> torch.Tensor:
+def feature_grid(backbone, embedding: ImageEmbedding, normalise: bool = True) -> torch.Tensor:
     """L2-normalised encoder features of one slice, shape (64, 64, C), float32 on CPU.
 
     ``backbone`` is the :class:`~napari_rpsam2.model.SAM2Backbone`; its
-    ``no_mem_embed`` is subtracted when the encoder added it.
+    ``no_mem_embed`` is subtracted when the encoder added it.  With
+    ``normalise=False`` the features keep their length.
     """
     feats = embedding.image_embed[0].detach().float()
     sam = backbone.model
     if getattr(sam, "directly_add_no_mem_embed", False):
         feats = feats - sam.no_mem_embed.detach().float().reshape(-1, 1, 1)
     feats = feats.permute(1, 2, 0).cpu()
-    return F.normalize(feats, dim=-1)
+    return F.normalize(feats, dim=-1) if normalise else feats
 
 
 def mask_to_grid(mask: np.ndarray, grid: int = GRID) -> np.ndarray:
@@ -66,15 +67,20 @@ class ReferenceFeatures:
         Normalised mean of ``foreground`` (PerSAM's target embedding).
     cells : ndarray (64, 64) bool
         Which cells count as foreground.
+    embedding : tensor (C,) or None
+        Mean of the foreground cells' features *before* normalisation (the
+        target embedding PerSAM adds to the decoder's tokens).
     """
 
     foreground: torch.Tensor
     background: torch.Tensor
     prototype: torch.Tensor
     cells: np.ndarray
+    embedding: torch.Tensor | None = None
 
 
-def reference_features(grid_feats: torch.Tensor, mask: np.ndarray, threshold: float = 0.5) -> ReferenceFeatures:
+def reference_features(grid_feats: torch.Tensor, mask: np.ndarray, threshold: float = 0.5,
+                       raw: torch.Tensor | None = None) -> ReferenceFeatures:
     """Foreground/background features of one reference object.
 
     Parameters
@@ -86,6 +92,8 @@ def reference_features(grid_feats: torch.Tensor, mask: np.ndarray, threshold: fl
     threshold : float
         Share of a cell the mask must cover for the cell to be foreground
         (small objects fall back to their most covered cells).
+    raw : tensor (64, 64, C), optional
+        The features before normalisation (gives ``embedding``).
     """
     if not np.any(mask):
         raise ValueError("the reference object is empty: paint it on the reference slice first")
@@ -95,7 +103,8 @@ def reference_features(grid_feats: torch.Tensor, mask: np.ndarray, threshold: fl
     bg = grid_feats[torch.as_tensor(cover == 0)]
     if bg.shape[0] == 0:
         bg = grid_feats[torch.as_tensor(~cells)]
-    return ReferenceFeatures(fg, bg, F.normalize(fg.mean(0), dim=0), cells)
+    embedding = None if raw is None else raw[torch.as_tensor(cells)].mean(0)
+    return ReferenceFeatures(fg, bg, F.normalize(fg.mean(0), dim=0), cells, embedding)
 
 
 def similarity(grid_feats: torch.Tensor, vectors: torch.Tensor) -> np.ndarray:

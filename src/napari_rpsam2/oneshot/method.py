@@ -124,8 +124,10 @@ class OneShotMethod:
         self.object_ids = object_ids_of(labels, object_ids)
         self.reference_image = image
         self.reference_labels = labels
-        grid = feature_grid(self.model.backbone, self.embed(image, key))
-        self.reference = {i: reference_features(grid, labels == i) for i in self.object_ids}
+        emb = self.embed(image, key)
+        grid = feature_grid(self.model.backbone, emb)
+        raw = feature_grid(self.model.backbone, emb, normalise=False)
+        self.reference = {i: reference_features(grid, labels == i, raw=raw) for i in self.object_ids}
         self._prepare_reference(grid)
 
     def _prepare_reference(self, grid) -> None:
@@ -152,5 +154,10 @@ class OneShotMethod:
         raise NotImplementedError
 
     def _refine(self, emb, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        ctx = self.model.image_context(emb) if self.refine and (labels == 1).any() else None
+        ctx = None
+        if self.refine and (labels == 1).any():  # one shift-block context per slice, however many candidates
+            cached = getattr(self, "_context", None)
+            if cached is None or cached[0] is not emb:
+                self._context = cached = (emb, self.model.image_context(emb))
+            ctx = cached[1]
         return refine_clicks(self.model, emb, points, labels, self.refine, ctx)

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from ..model.backbone import logits_to_image
 from ..model.coords import normalized_to_pixels, pixels_to_normalized
 from ..model.embedding import ImageEmbedding
+from .guidance import DecoderGuidance, guided_decoder
 
 __all__ = ["Decoded", "box_of", "mask_to_logits", "refine_clicks", "decode", "three_passes", "BOX_LABELS"]
 
@@ -88,8 +89,12 @@ def refine_clicks(model, embedding: ImageEmbedding, points_rc: np.ndarray, label
 
 def decode(model, embedding: ImageEmbedding, points_rc: np.ndarray, labels: np.ndarray, *,
            box: np.ndarray | None = None, mask_input: torch.Tensor | None = None,
-           multimask: bool = False) -> Decoded:
-    """One SAM2 decoder pass on one slice from points, an optional box and an optional mask prompt."""
+           multimask: bool = False, guidance: DecoderGuidance | None = None) -> Decoded:
+    """One SAM2 decoder pass on one slice from points, an optional box and an optional mask prompt.
+
+    ``guidance`` adds PerSAM's target-guided attention and semantic prompting
+    (:mod:`.guidance`); ``None`` is SAM2's decoder as it is.
+    """
     pts = np.asarray(points_rc, dtype=np.float64).reshape(-1, 2)
     lab = np.asarray(labels, dtype=np.int64).ravel()
     if box is not None:
@@ -99,24 +104,28 @@ def decode(model, embedding: ImageEmbedding, points_rc: np.ndarray, labels: np.n
     with torch.inference_mode():
         xy = torch.as_tensor(pixels_to_normalized(pts, embedding.image_hw), dtype=torch.float32, device=dev)
         mi = None if mask_input is None else mask_input.reshape(1, 1, LOW_RES, LOW_RES).to(dev)
-        logits, iou = model.backbone.decode(embedding, xy[None], torch.as_tensor(lab, device=dev)[None],
-                                            bool(multimask), mask_input=mi)
+        with guided_decoder(model.backbone.model.sam_mask_decoder, guidance):
+            logits, iou = model.backbone.decode(embedding, xy[None], torch.as_tensor(lab, device=dev)[None],
+                                                bool(multimask), mask_input=mi)
         mask = logits_to_image(logits, embedding.image_hw)[0] > 0
     return Decoded(mask.cpu().numpy(), logits[0].detach(), float(iou[0]), box)
 
 
-def three_passes(model, embedding: ImageEmbedding, points_rc: np.ndarray, labels: np.ndarray) -> list[Decoded]:
+def three_passes(model, embedding: ImageEmbedding, points_rc: np.ndarray, labels: np.ndarray,
+                 guidance: DecoderGuidance | None = None) -> list[Decoded]:
     """PerSAM's cascade: points; + previous logits; + box of that mask and its logits.
 
     ``points_rc`` are decoded as given (refine them first with
     :func:`refine_clicks`).  The first pass asks for one mask; the two
     refinement passes pick SAM2's best of three.  When the second mask is
-    empty there is no box and the cascade stops after two passes.
+    empty there is no box and the cascade stops after two passes.  ``guidance``
+    (PerSAM's decoder changes) applies to every pass.
     """
-    first = decode(model, embedding, points_rc, labels, multimask=False)
-    second = decode(model, embedding, points_rc, labels, mask_input=first.logits, multimask=True)
+    first = decode(model, embedding, points_rc, labels, multimask=False, guidance=guidance)
+    second = decode(model, embedding, points_rc, labels, mask_input=first.logits, multimask=True, guidance=guidance)
     box = box_of(second.mask)
     if box is None:
         return [first, second]
-    third = decode(model, embedding, points_rc, labels, box=box, mask_input=second.logits, multimask=True)
+    third = decode(model, embedding, points_rc, labels, box=box, mask_input=second.logits, multimask=True,
+                   guidance=guidance)
     return [first, second, third]

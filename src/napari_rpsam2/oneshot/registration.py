@@ -32,15 +32,17 @@ __all__ = ["WarpConfig", "WarpModel", "grey_picture", "train_warp", "warp_labels
 class WarpConfig:
     """Settings of the warping model and its training.
 
-    ``steps`` optimiser steps for the first training and ``retrain_steps`` per
-    retraining round; each step sees ``batch`` targets and ``batch`` augmented
-    copies of the reference.
+    ``steps`` optimiser steps for the first training; each retraining round
+    runs ``retrain_epochs`` passes over the targets (the paper: 10), or exactly
+    ``retrain_steps`` steps when that is set.  Each step sees ``batch`` targets
+    and ``batch`` augmented copies of the reference.
     """
 
     size: int = 64
     channels: int = 8
     steps: int = 150
-    retrain_steps: int = 50
+    retrain_steps: int | None = None
+    retrain_epochs: int = 10
     batch: int = 4
     lr: float = 1e-3
     ncc_kernel: int = 9
