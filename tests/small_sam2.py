@@ -18,9 +18,9 @@ import torch
 SMALL_OVERRIDES = ("++model.image_size=256",)
 
 
-@lru_cache(maxsize=1)
-def small_model():
-    """The session's small :class:`~napari_rpsam2.RPSAM2` (built once)."""
+@lru_cache(maxsize=2)
+def small_model(*overrides: str):
+    """A small :class:`~napari_rpsam2.RPSAM2` (built once per set of extra hydra ``overrides``)."""
     from sam2.build_sam import build_sam2
 
     from napari_rpsam2 import RPSAM2
@@ -30,8 +30,8 @@ def small_model():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         sam2 = build_sam2(spec.config, ckpt_path=None, device="cpu", mode="eval",
-                          hydra_overrides_extra=list(SMALL_OVERRIDES))
-    return RPSAM2(SAM2Backbone(sam2, spec, f"{spec.name}|random:0|input256"))
+                          hydra_overrides_extra=[*SMALL_OVERRIDES, *overrides])
+    return RPSAM2(SAM2Backbone(sam2, spec, "|".join([spec.name, "random:0", *SMALL_OVERRIDES, *overrides])))
 
 
 def drifting_discs(n: int, size: int = 64, seed: int = 3) -> np.ndarray:

@@ -120,6 +120,7 @@ class PropagationSession:
 
     def _add_one(self, obj: int, sl: int, p: FramePrompt, refine: bool) -> FramePrompt:
         pred, state = self.predictor, self.state
+        self._restore_memory(obj, sl)
         if p.mask is not None:
             pred.add_new_mask(state, sl, obj, torch.from_numpy(p.mask))
             return p
@@ -145,6 +146,39 @@ class PropagationSession:
         pred.add_new_points_or_box(state, sl, obj, points=points, labels=torch.as_tensor(lab, dtype=torch.int32),
                                    box=box, normalize_coords=False)
         return p
+
+    def _restore_memory(self, obj: int, t: int) -> None:
+        """Before a correction on tracked slice ``t``: bring back the memory SAM2 reads there.
+
+        A correction combines the click with the object's mask on ``t`` and its
+        memory of the slices tracked just before ``t``.  Outputs farther than
+        the memory window from where the last run ended were dropped (bounded
+        memory); then the object is tracked again, without writing anything,
+        from its nearest prompted slice on that side up to ``t``, as the run
+        that reached ``t`` tracked it.
+        """
+        state = self.state
+        idx = state["obj_id_to_idx"].get(obj)
+        tracked = {} if idx is None else state["frames_tracked_per_obj"][idx]
+        if t not in tracked:
+            return  # a first prompt there: SAM2 uses no memory
+        outputs = state["output_dict_per_obj"][idx]
+        cond, non_cond = outputs["cond_frame_outputs"], outputs["non_cond_frame_outputs"]
+        if t in cond:
+            return
+        reverse = bool(tracked[t]["reverse"])
+        back = 1 if reverse else -1  # memory comes from the slices tracked before t
+        reach = range(t, t + back * (self.predictor.memory_window() + 1), back)
+        needed = [k for k in reach if 0 <= k < self.num_slices and k in tracked and k not in cond]
+        if all(k in non_cond for k in needed):
+            return
+        behind = [c for c in cond if (c > t if reverse else c < t)]
+        if not behind:
+            return
+        origin = min(behind) if reverse else max(behind)
+        for k in range(origin, t + (-1 if reverse else 1), -1 if reverse else 1):
+            self._track_frame(k, reverse, [obj])
+            self._forget_far_outputs(k, [idx])
 
     # ------------------------------------------------------------------ tracking
     def prompted_slices(self) -> dict[int, list[int]]:
@@ -269,10 +303,15 @@ class PropagationSession:
         ids = torch.as_tensor(list(logits), dtype=torch.int32, device=best.device)
         result.labels[t] = torch.where(best > 0, ids[which], 0).cpu().numpy()
 
-    def _forget_far_outputs(self, t: int) -> None:
-        """Drop tracking outputs SAM2's memory can no longer reach (conditioning frames stay)."""
+    def _forget_far_outputs(self, t: int, objects: Iterable[int] | None = None) -> None:
+        """Drop tracking outputs SAM2's memory can no longer reach (conditioning frames stay).
+
+        ``objects``: only these object indices (default: all).
+        """
         window = self.predictor.memory_window()
-        for outputs in self.state["output_dict_per_obj"].values():
+        per_obj = self.state["output_dict_per_obj"]
+        for idx in per_obj if objects is None else objects:
+            outputs = per_obj[idx]
             cond = list(outputs["cond_frame_outputs"])
             non_cond = outputs["non_cond_frame_outputs"]
             for k in [k for k in non_cond if abs(k - t) > window and all(abs(k - c) > window for c in cond)]:
