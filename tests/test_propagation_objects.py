@@ -64,3 +64,24 @@ def test_stop_rule_counts_each_object_from_its_own_prompt():
     assert seen[0] == [1, 2] and seen[2] == [2] and seen[7] == [2] and seen[8] == []
     assert seen[19] == [1] and seen[20] == [1] and seen[21] == []
     assert rule.finished(range(22, 22))
+
+
+def test_command_line_tracks_the_later_object_too(capsys, frames, tmp_path):
+    import csv
+
+    import tifffile
+
+    from napari_rpsam2 import cli
+
+    tifffile.imwrite(tmp_path / "video.tif", frames)
+    (tmp_path / "p.csv").write_text("slice,object,row,col,label\n0,1,21,12,1\n6,2,42,42,1\n19,1,21,20,0\n")
+    out, scores = tmp_path / "labels.tif", tmp_path / "scores.csv"
+    code = cli.main(["propagate", "--images", str(tmp_path / "video.tif"), "--prompts", str(tmp_path / "p.csv"),
+                     "--out", str(out), "--scores", str(scores), "--direction", "both", "--stop-after", "2",
+                     "--stop-threshold", "1e9", "--no-refine", "--quiet"], model=small_model())
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    rows = {int(r["slice"]): r for r in csv.DictReader(scores.open())}
+    assert rows[6]["object_2"] and rows[7]["object_2"] and not rows[8]["object_2"]
+    assert "object 2 stopped at slice [7]" in stdout
+    assert tifffile.imread(out).shape == frames.shape[:3]

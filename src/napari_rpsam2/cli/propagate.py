@@ -179,10 +179,13 @@ def cmd_propagate(args: argparse.Namespace, base=None) -> int:
     prompts = read_prompts(args.prompts, slice_names(args.images, stack))
     cache = Path(args.cache).expanduser() if args.cache else None
     model = make_model(args, base, cache_dir=cache)
-    result = run_job(lambda progress, cancel: model.propagate(
-        stack, prompts, direction=args.direction, start=args.start, stop=args.stop, refine=not args.no_refine,
-        stop_after=args.stop_after, stop_threshold=args.stop_threshold, progress=progress, cancel=cancel),
-        quiet=args.quiet, stage="frames", what="propagation")
+    from ..app.propagation import PropagationOptions, propagate_stack
+
+    options = PropagationOptions(args.direction, args.start, args.stop, not args.no_refine, args.stop_after,
+                                 args.stop_threshold)
+    result = run_job(lambda progress, cancel: propagate_stack(model, stack, prompts, options, progress=progress,
+                                                              cancel=cancel),
+                     quiet=args.quiet, stage="frames", what="propagation")
     _write_tiff(result.labels, out)
     if scores is not None:
         _write_scores(result, scores)

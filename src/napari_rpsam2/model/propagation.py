@@ -26,7 +26,7 @@ from .prompts import FramePrompt, PromptError, box_to_normalized, check_clicks, 
 from .propagation_plan import Pass, StopRule, plan_passes
 from .video_features import CachedVideoPredictor
 
-__all__ = ["PropagationResult", "PropagationSession", "propagate", "DIRECTIONS"]
+__all__ = ["PropagationResult", "PropagationSession", "propagate", "slice_range", "DIRECTIONS"]
 
 DIRECTIONS = ("forward", "backward", "both")
 FrameCallback = Callable[[int, np.ndarray], None]
@@ -225,7 +225,7 @@ class PropagationSession:
         """
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        start, stop = _range(start, stop, self.num_slices)
+        start, stop = slice_range(start, stop, self.num_slices)
         if stop_after is not None and stop_after < 1:
             raise ValueError(f"stop_after must be at least 1 frame (or None for no stop rule), got {stop_after}")
         if not self.state["obj_ids"]:
@@ -318,7 +318,8 @@ class PropagationSession:
                 del non_cond[k]
 
 
-def _range(start: int | None, stop: int | None, n: int) -> tuple[int, int]:
+def slice_range(start: int | None, stop: int | None, n: int) -> tuple[int, int]:
+    """``(start, stop)`` with the defaults filled in; PromptError when they do not fit ``n`` slices."""
     start = 0 if start is None else int(start)
     stop = n if stop is None else int(stop)
     if not 0 <= start < stop <= n:
@@ -367,7 +368,7 @@ def propagate(model, stack, prompts: Iterable[FramePrompt], *, direction: str = 
         Called after each slice with its labels (to show slices already done).
     """
     session = PropagationSession(model, stack, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb, key=key)
-    _range(start, stop, session.num_slices)
+    slice_range(start, stop, session.num_slices)
     session.add(prompts, refine=refine)
     return session.run(direction, start, stop, stop_threshold=stop_threshold, stop_after=stop_after,
                        progress=progress, cancel=cancel, on_frame=on_frame)
