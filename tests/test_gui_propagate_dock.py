@@ -24,6 +24,7 @@ from gui_scenes import clicks_layer, inside  # noqa: E402
 from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2._widgets._views import plugin_layers  # noqa: E402
 from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
+from napari_rpsam2.app.propagation import PropagationRun  # noqa: E402
 from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
 
 CLICK_DOCK, DOCK = "Click segmentation", "Propagate through stack"
@@ -128,7 +129,7 @@ def test_cancel_mid_run_leaves_the_labels_untouched(make_napari_viewer, qtbot, m
 
 
 def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
-        make_napari_viewer, qtbot, model, stack):
+        make_napari_viewer, qtbot, model, stack, monkeypatch):
     image, truth = stack
     viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
     clicked = inside(truth[0], 1)
@@ -147,9 +148,10 @@ def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
     type_into(qtbot, dock.options.stop, "1")  # slices 0 and 1 only: one encode less
     # the run is held before it hands its result to the dock, however fast the machine, until the
     # person has painted (below)
-    painted, engine = threading.Event(), workspace_for(viewer).model
-    tracked = engine.propagate
-    engine.propagate = lambda *args, **kwargs: (tracked(*args, **kwargs), painted.wait(120))[0]
+    painted = threading.Event()
+    tracked = PropagationRun.propagate
+    monkeypatch.setattr(PropagationRun, "propagate",
+                        lambda *args, **kwargs: (tracked(*args, **kwargs), painted.wait(120))[0])
     click_button(qtbot, dock.run_button)
     # while it runs, the person paints an object of their own on slice 2 with id 1: the id the dock
     # picked for the clicked object when the run started
@@ -180,3 +182,44 @@ def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
     assert len(clicks_layer(viewer).data) == 0  # the clicked object is in the labels now
     click_button(qtbot, dock.undo_button)
     assert not target.data[:2].any() and np.array_equal(target.data[2] != 0, mine)
+
+
+def test_clicks_on_a_propagated_slice_correct_one_object_with_the_memory_kept(
+        make_napari_viewer, qtbot, model, stack):
+    image, truth = stack
+    viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
+    target = click_and_commit(qtbot, viewer, clicks, inside(truth[0], 1))
+    click_canvas(qtbot, viewer, clicks_layer(viewer), inside(truth[0], 2))
+    qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
+    click_button(qtbot, clicks.commit_button)
+    assert set(np.unique(target.data[0])) == {0, 1, 2}
+    dock = open_dock(viewer)
+    click_button(qtbot, dock.run_button)
+    wait_done(qtbot, dock)
+    assert "Propagated objects 1, 2" in dock.status.text(), dock.status.text()
+    kept = dock._runs[dock.image_picker.layer().unique_id].run
+    first = target.data.copy()
+    assert viewer.layers.selection.active is clicks_layer(viewer), "the clicks layer stays the active one"
+    assert (first[2] == 1).any() and (first[2] == 2).any()
+
+    # the person goes to the last (propagated) slice and clicks there to fix object 1
+    type_into(qtbot, dock.options.correct, "1")
+    viewer.dims.set_current_step(0, 2)
+    where = inside(truth[2], 1)
+    click_canvas(qtbot, viewer, clicks_layer(viewer), where)
+    qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
+    click_button(qtbot, dock.run_button)
+    wait_done(qtbot, dock)
+    assert "Corrected object 1" in dock.status.text(), dock.status.text()
+    after = target.data
+    # the same run continued (SAM2's memory kept), now conditioned on slice 2 too
+    assert dock._runs[dock.image_picker.layer().unique_id].run is kept
+    assert kept.session.prompted_slices()[1] == [0, 2]
+    assert dock.last_result.prompts[-1].slice == 2 and dock.last_result.prompts[-1].object == 1
+    assert np.array_equal(after == 2, first == 2), "object 2 must stay as it was"
+    assert np.array_equal(after[0], first[0]), "object 1's own prompt on slice 0 stays"
+    assert not np.array_equal(after[2] == 1, first[2] == 1), "the correction changed object 1 on slice 2"
+    assert len(clicks_layer(viewer).data) == 0  # the correction's clicks are used up
+
+    click_button(qtbot, dock.undo_button)  # the correction only
+    assert np.array_equal(target.data, first)

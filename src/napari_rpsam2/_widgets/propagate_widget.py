@@ -12,7 +12,7 @@ leaves the target untouched; Undo takes the whole propagation back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,12 +28,20 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..app.propagation import PropagationUndo, renumber_taken_ids, write_new_labels
+from ..app.propagation import (
+    PropagationOptions,
+    PropagationRun,
+    PropagationUndo,
+    renumber_taken_ids,
+    replace_objects,
+    write_new_labels,
+)
 from ..jobs import CancelFlag
+from ..model.prompts import FramePrompt
 from ..model.propagation import DIRECTIONS
 from ._job_dock import JobDock
 from ._layer_picker import LayerPicker
-from ._propagate_prompts import box_prompts, click_prompt, mask_prompts
+from ._propagate_prompts import UsedPrompts, box_prompts, click_prompt, mask_prompts
 from ._slicing import SliceError, full_resolution, image_slice, layer_shape, slice_cache_key
 from ._views import METADATA_KEY, StatusLabel, mark_plugin_layer, plugin_layers, scrolling_dock
 from ._workers import error_text, start_worker
@@ -51,7 +59,8 @@ class PropagateWidget(JobDock):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
-        self._undo: list[tuple[Any, PropagationUndo]] = []
+        self._undo: list[tuple[Any, PropagationUndo, Any]] = []
+        self._runs: dict[Any, _KeptRun] = {}  # image unique_id -> the run corrections continue
         self.last_result: PropagationResult | None = None
         self._bridge.progress.connect(self._progress)
         self._bridge.message.connect(self._show_frame)
@@ -66,6 +75,9 @@ class PropagateWidget(JobDock):
             SpinBox(name="stop_after", label="Stop after (slices)", value=0, min=0, max=10**6,
                     tooltip="Drop an object SAM2 has not seen for this many slices in a row; 0 = never"),
             CheckBox(name="refine", value=True, text="Refine clicks (RP-SAM2)"),
+            SpinBox(name="correct", label="Correct object", value=0, min=0, max=2**31 - 1,
+                    tooltip="After a run, clicks on a slice correct this object there and run it again from "
+                            "that slice; 0: the object under the first click (a new object where there is none)"),
         ])
         self.draw_button = QPushButton("Draw boxes")
         self.draw_button.setToolTip("Drag rectangles on the image: each box is one more object to follow")
@@ -160,7 +172,7 @@ class PropagateWidget(JobDock):
             layer.remove_selected()
 
     # ------------------------------------------------------------------ prompts
-    def prompts(self) -> tuple[Any, Any, list, str, "_UsedPrompts"]:
+    def prompts(self) -> tuple[Any, Any, list, str, UsedPrompts]:
         """``(image, target, prompts, description, used)`` of what Propagate would send; SliceError if nothing.
 
         ``used`` names the exact clicks and boxes sent, so that only those are
@@ -184,7 +196,7 @@ class PropagateWidget(JobDock):
         session = self.workspace.click_sessions.get(image.unique_id)
         clicked = (None if session is None else
                    click_prompt(session.clicks((index,)), index, next_id, box=session.box((index,))))
-        used = _UsedPrompts()
+        used = UsedPrompts()
         if clicked is not None:
             used.session, used.index, used.clicks = session, (index,), session.clicks((index,))
             used.click_box = session.box((index,))
@@ -210,40 +222,77 @@ class PropagateWidget(JobDock):
         self.cancel_button.setEnabled(self.running and not self._cancel())
 
     def run(self) -> None:
-        """Propagate in a worker; finished slices appear in the "propagating" layer as they come."""
+        """Propagate in a worker; finished slices appear in the "propagating" layer as they come.
+
+        After a run, clicks on a slice of the same image and Labels layer
+        correct an object there: only that object is tracked again, from that
+        slice, with SAM2's memory of the earlier run.
+        """
         if self.running or (model := self._model_or_complain()) is None:
             return
         try:
-            image, target, prompts, what, used = self.prompts()
+            job = self._correction() or self._fresh_run(model)
         except SliceError as err:
             self.status.error(str(err))
             return
         opts = self.options
-        start, stop = int(opts.start.value), int(opts.stop.value) + 1
+        options = PropagationOptions(opts.direction.value, int(opts.start.value), int(opts.stop.value) + 1,
+                                     bool(opts.refine.value), int(opts.stop_after.value) or None)
         flag = self._begin_job()
-        live = self._live_layer(image, create=True)
-        live.data = np.zeros(layer_shape(image), np.int32)
-        self.status.info(f"Propagating {what}…")
+        live = self._live_layer(job.image, create=True)
+        live.data = np.zeros(layer_shape(job.image), np.int32)
+        self.status.info(f"{'Correcting' if job.objects else 'Propagating'} {job.what}…")
         bridge = self._bridge
-        data = full_resolution(image)
-        key = slice_cache_key(image, (0,))[0]  # the click dock caches slice i under (key, i) too
-        start_worker(model.propagate, data, prompts, direction=opts.direction.value, start=start, stop=stop,
-                     refine=bool(opts.refine.value), stop_after=int(opts.stop_after.value) or None,
-                     contrast_limits=list(image.contrast_limits), gamma=image.gamma, rgb=bool(image.rgb), key=key,
+        call = job.kept.run.correct if job.objects else job.kept.run.propagate
+        start_worker(call, job.prompts, options,
                      progress=lambda stage, done, total: None if flag() else bridge.send_progress(done, total),
                      on_frame=lambda t, plane: None if flag() else bridge.send((flag, t, np.array(plane))),
-                     cancel=flag, on_return=lambda result: self._write(flag, target, result, used),
-                     on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
+                     cancel=flag, on_return=lambda result: self._write(flag, job, result),
+                     on_error=lambda err: self._failed(flag, job, err), on_finish=lambda: self._finished(flag))
 
+    def _fresh_run(self, model: Any) -> "_Job":
+        image, target, prompts, what, used = self.prompts()
+        run = PropagationRun(model, full_resolution(image), contrast_limits=list(image.contrast_limits),
+                             gamma=image.gamma, rgb=bool(image.rgb),
+                             key=slice_cache_key(image, (0,))[0])  # the click dock caches slice i under (key, i)
+        return _Job(image, target, _KeptRun(run, target), prompts, what, used)
+
+    def _correction(self) -> "_Job | None":
+        """The click dock's clicks on the slice shown as a correction of the kept run, if there is one."""
+        image, target = self.image_picker.layer(), self.target_picker.layer()
+        kept = None if image is None else self._runs.get(image.unique_id)
+        if kept is None or kept.target is not target or target not in self.viewer.layers:
+            return None
+        index = image_slice(self.viewer, image).index[0]
+        session = self.workspace.click_sessions.get(image.unique_id)
+        clicks = () if session is None else session.clicks((index,))
+        if not clicks:
+            return None
+        volume = full_resolution(target)
+        obj = int(self.options.correct.value) or int(np.asarray(volume[index])[clicks[0].row, clicks[0].col])
+        new = obj == 0 or obj not in kept.run.object_ids
+        if obj == 0:
+            obj = max([int(np.max(volume)), *kept.run.object_ids]) + 1
+        prompt = click_prompt(clicks, index, obj)
+        if prompt is None:
+            prompt = FramePrompt(index, obj, points=[(c.row, c.col) for c in clicks],
+                                 labels=[int(c.positive) for c in clicks])
+        used = UsedPrompts(session=session, index=(index,), clicks=clicks, new_ids=(obj,) if new else ())
+        what = f"{'new ' if new else ''}object {obj} from slice {index}"
+        return _Job(image, target, kept, [prompt], what, used, objects=(obj,))
     def _live_layer(self, image: Any, create: bool = False) -> Labels | None:
         for layer in plugin_layers(self.viewer, "propagating"):
             if layer.metadata[METADATA_KEY].get("image") == image.unique_id:
                 return layer
         if not create:
             return None
+        active = self.viewer.layers.selection.active  # e.g. the click dock's clicks: they stay usable
         layer = self.viewer.add_labels(np.zeros(layer_shape(image), np.int32), name=f"{image.name} propagating",
                                        scale=image.scale, translate=image.translate, opacity=0.5)
-        return mark_plugin_layer(unwrap(layer), "propagating", image=image.unique_id)
+        layer = mark_plugin_layer(unwrap(layer), "propagating", image=image.unique_id)
+        if active is not None:
+            self.viewer.layers.selection.active = active
+        return layer
 
     def _show_frame(self, message: tuple) -> None:
         flag, t, plane = message
@@ -256,8 +305,11 @@ class PropagateWidget(JobDock):
             live.refresh()
 
     def _drop_live(self) -> None:
+        active = self.viewer.layers.selection.active
         for layer in plugin_layers(self.viewer, "propagating"):
             self.viewer.layers.remove(layer)
+        if active is not None and active in self.viewer.layers:  # removing a layer clears the selection
+            self.viewer.layers.selection.active = active
 
     def _progress(self, done: int, total: int) -> None:
         self._show_stage("frames", done, total)
@@ -266,34 +318,48 @@ class PropagateWidget(JobDock):
         if self._end_job(flag):
             self._drop_live()
 
-    def _failed(self, flag: CancelFlag, err: BaseException) -> None:
+    def _failed(self, flag: CancelFlag, job: "_Job", err: BaseException) -> None:
+        if job.objects:  # SAM2's state holds the correction's prompts now: the next Propagate starts afresh
+            self._runs.pop(job.image.unique_id, None)
         if flag():
             self.status.info("Cancelled; the Labels layer is unchanged.")
         else:
             self.status.error(f"Propagation failed: {error_text(err)}")
 
-    def _write(self, flag: CancelFlag, target: Any, result: PropagationResult, used: "_UsedPrompts") -> None:
+    def _write(self, flag: CancelFlag, job: "_Job", result: PropagationResult) -> None:
+        target, used = job.target, job.used
         if flag():
-            self.status.info("Cancelled; the Labels layer is unchanged.")
+            self._failed(flag, job, RuntimeError("cancelled"))
             return
         if target not in self.viewer.layers:
+            self._runs.pop(job.image.unique_id, None)
             self.status.error("The Labels layer was deleted while propagating; nothing written.")
             return
         try:
-            result, renamed = renumber_taken_ids(result, full_resolution(target), used.new_ids)
-            record = write_new_labels(full_resolution(target), result)
+            if job.objects:
+                renamed, record = {}, replace_objects(full_resolution(target), result, job.objects)
+            else:
+                result, renamed = renumber_taken_ids(result, full_resolution(target), used.new_ids)
+                record = write_new_labels(full_resolution(target), result)
         except ValueError as err:
             self.status.error(f"Cannot write the result: {error_text(err)}")
             return
         target.refresh()
         self.last_result = result
-        self._undo.append((target, record))
+        # a renumbered object no longer matches SAM2's state: corrections start a new run then
+        if renamed:
+            self._runs.pop(job.image.unique_id, None)
+        else:
+            self._runs[job.image.unique_id] = job.kept
+        self._undo.append((target, record, job.image.unique_id))
         self.undo_button.setEnabled(True)
         used.forget()
         stopped = "".join(f"; object {oid} stopped at slice {s[0]}" for oid, s in result.stopped.items())
         moved = "".join(f"; object {old} is {new} (id {old} was labelled meanwhile)" for old, new in renamed.items())
-        self.status.info(f"Propagated objects {', '.join(map(str, result.object_ids))} through "
-                         f"{int(result.tracked.sum())} slices: {record.pixels} px added to '{target.name}' "
+        verb = "Corrected object" if job.objects else "Propagated objects"
+        ids = job.objects or result.object_ids
+        self.status.info(f"{verb} {', '.join(map(str, ids))} through "
+                         f"{int(result.tracked.sum())} slices: {record.pixels} px changed in '{target.name}' "
                          f"on slices {record.slices}{stopped}{moved}.")
 
     def undo(self) -> None:
@@ -301,37 +367,34 @@ class PropagateWidget(JobDock):
         if not self._undo:
             self.status.error("No propagation to undo.")
             return
-        target, record = self._undo.pop()
+        target, record, image_id = self._undo.pop()
         self.undo_button.setEnabled(bool(self._undo))
+        self._runs.pop(image_id, None)  # SAM2's state still holds what is undone: the next run starts afresh
         if target not in self.viewer.layers:
             self.status.error(f"The Labels layer '{target.name}' was deleted; nothing undone.")
             return
         record.undo(full_resolution(target))
         target.refresh()
-        self.status.info(f"Undid the propagation ({record.pixels} px on slices {record.slices}).")
+        self.status.info(f"Undid the propagation ({record.pixels} px on slices {record.slices}); "
+                         "the next Propagate starts a new run.")
 
 
 @dataclass
-class _UsedPrompts:
-    """The clicks and boxes one run sent; once their objects are labels they are dropped (no duplicates)."""
+class _KeptRun:
+    """A finished run of one image that corrections continue (SAM2's state in the app layer)."""
 
-    session: Any = None
-    index: tuple[int, ...] = ()
-    clicks: tuple = ()
-    click_box: tuple | None = None  # the click dock's box of that slice
-    boxes: Any = None
-    rects: list = field(default_factory=list)
-    new_ids: tuple[int, ...] = ()  # ids picked for the clicked and boxed objects (not in the labels at start)
+    run: PropagationRun
+    target: Any
 
-    def forget(self) -> None:
-        """Remove exactly these clicks and boxes (others, added meanwhile, stay)."""
-        if self.session is not None:
-            self.session.set_clicks(self.index, [c for c in self.session.clicks(self.index) if c not in self.clicks])
-            if self.click_box is not None and self.session.box(self.index) == self.click_box:
-                self.session.set_box(self.index, None)
-        if self.boxes is not None and len(self.boxes.data):
-            gone = {i for i, v in enumerate(self.boxes.data)
-                    if any(v.shape == r.shape and np.allclose(v, r) for r in self.rects)}
-            if gone:
-                self.boxes.selected_data = gone
-                self.boxes.remove_selected()
+
+@dataclass
+class _Job:
+    """What one press of Propagate sends: a fresh run (``objects`` empty) or a correction of ``objects``."""
+
+    image: Any
+    target: Any
+    kept: _KeptRun
+    prompts: list
+    what: str
+    used: UsedPrompts
+    objects: tuple[int, ...] = ()
