@@ -86,15 +86,20 @@ class PropagationRun:
         ``prompts`` lie on one slice; an object new to this run is added there.
         Every pass of ``options.direction`` starts at that slice (SAM2's
         ``propagate_in_video(start_frame_idx=slice)``); the other objects are
-        not run.
+        not run.  The result leaves out (``tracked`` false) the corrected
+        objects' other prompted slices, so what they hold there is kept.
         """
         prompts = list(prompts)
         slices = sorted({p.slice for p in prompts})
         if len(slices) != 1:
             raise PromptError(f"a correction is made on one slice; these prompts lie on slices {slices}")
         objects = sorted({p.object for p in prompts})
-        return self.propagate(prompts, options, from_slice=slices[0], objects=objects, progress=progress,
-                              cancel=cancel, on_frame=on_frame)
+        result = self.propagate(prompts, options, from_slice=slices[0], objects=objects, progress=progress,
+                                cancel=cancel, on_frame=on_frame)
+        prompted = self.session.prompted_slices()
+        for t in {t for o in objects for t in prompted.get(o, ())} - set(slices):
+            result.tracked[t] = False  # the objects' own prompts elsewhere (e.g. committed masks) stay as they are
+        return result
 
 
 def propagate_stack(model, stack, prompts: Iterable[FramePrompt], options: PropagationOptions = PropagationOptions(),
