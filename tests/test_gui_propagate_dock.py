@@ -18,7 +18,7 @@ pytestmark = pytest.mark.gui
 
 from napari.layers import Labels  # noqa: E402
 
-from gui_forms import tick, type_into  # noqa: E402
+from gui_forms import choose, tick, type_into  # noqa: E402
 from gui_input import click_button, click_canvas, drag_canvas  # noqa: E402
 from gui_scenes import clicks_layer, inside  # noqa: E402
 from napari_rpsam2 import RPSAM2  # noqa: E402
@@ -87,7 +87,9 @@ def test_propagate_adds_the_committed_object_to_every_slice_and_undo_takes_it_ba
     before = target.data.copy()
 
     dock = open_dock(viewer)
-    assert dock.image_picker.layer().name == "frames" and dock.target_picker.layer() is target
+    assert dock.image_picker.layer().name == "frames" and dock.target_picker.layer() is None  # a new layer
+    choose(qtbot, dock.source_picker, target.name)  # the person asks for the committed objects...
+    choose(qtbot, dock.target_picker, target.name)  # ...and for the results in the same layer
     click_button(qtbot, dock.run_button)
     assert dock.running and not dock.run_button.isEnabled()
     # slices already done are on screen while the run goes on (watched after the dock draws each one)
@@ -117,6 +119,8 @@ def test_cancel_mid_run_leaves_the_labels_untouched(make_napari_viewer, qtbot, m
     target = click_and_commit(qtbot, viewer, clicks, inside(truth[0], 2))
     before = target.data.copy()
     dock = open_dock(viewer)
+    choose(qtbot, dock.source_picker, target.name)
+    choose(qtbot, dock.target_picker, target.name)
     click_button(qtbot, dock.run_button)
     qtbot.waitUntil(lambda: dock.progress.value() >= 1, timeout=TIMEOUT)  # slice 0 done, slice 1 encoding
     assert dock.running
@@ -137,7 +141,7 @@ def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
     qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
     target = viewer.add_labels(np.zeros(truth.shape, np.int32), name="objects")  # the person's own layer
     dock = open_dock(viewer)
-    dock.target_picker.set_layer(target)
+    choose(qtbot, dock.target_picker, "objects")
     rows, cols = np.nonzero(truth[0] == 2)
     top, left, bottom, right = rows.min(), cols.min(), rows.max(), cols.max()
     click_button(qtbot, dock.draw_button)
@@ -194,6 +198,8 @@ def test_clicks_on_a_propagated_slice_correct_one_object_with_the_memory_kept(
     click_button(qtbot, clicks.commit_button)
     assert set(np.unique(target.data[0])) == {0, 1, 2}
     dock = open_dock(viewer)
+    choose(qtbot, dock.source_picker, target.name)
+    choose(qtbot, dock.target_picker, target.name)
     click_button(qtbot, dock.run_button)
     wait_done(qtbot, dock)
     assert "Propagated objects 1, 2" in dock.status.text(), dock.status.text()
@@ -223,3 +229,49 @@ def test_clicks_on_a_propagated_slice_correct_one_object_with_the_memory_kept(
 
     click_button(qtbot, dock.undo_button)  # the correction only
     assert np.array_equal(target.data, first)
+
+
+def test_a_run_writes_only_where_the_person_chose_and_a_deleted_target_ends_it(
+        make_napari_viewer, qtbot, model, stack):
+    image, truth = stack
+    viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
+    truth_layer = viewer.add_labels(truth.copy(), name="ground truth")  # e.g. the sample's labels
+    viewer.layers.selection.active = clicks_layer(viewer)
+    dock = open_dock(viewer)
+    assert dock.source_picker.layer() is None and dock.target_picker.layer() is None
+    type_into(qtbot, dock.options.stop, "1")  # slices 0 and 1: one encode less
+    # one press with nothing clicked: nothing is taken from the ground truth, nothing written
+    click_button(qtbot, dock.run_button)
+    assert "Nothing to propagate" in dock.status.text(), dock.status.text()
+    assert not dock.running and np.array_equal(truth_layer.data, truth)
+
+    click_canvas(qtbot, viewer, clicks_layer(viewer), inside(truth[0], 1))
+    qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
+    click_button(qtbot, dock.run_button)
+    assert viewer.layers.selection.active is clicks_layer(viewer), "clicks stay usable during the run"
+    wait_done(qtbot, dock)
+    assert "Propagated objects 1" in dock.status.text(), dock.status.text()
+    (made,) = [ly for ly in viewer.layers if ly.name == "frames propagated"]
+    assert dock.target_picker.layer() is made
+    assert (made.data[0] == 1).any() and not made.data[2].any()
+    assert np.array_equal(truth_layer.data, truth), "the ground truth is never written"
+    assert viewer.layers.selection.active is clicks_layer(viewer)
+
+    # a second object on slice 0, now through slice 2 (not encoded yet); the person deletes the target
+    # while the run goes on
+    click_canvas(qtbot, viewer, clicks_layer(viewer), inside(truth[0], 2))
+    qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
+    type_into(qtbot, dock.options.stop, "2")
+    written = dock.last_result
+    click_button(qtbot, dock.run_button)
+    qtbot.waitUntil(lambda: dock.progress.value() >= 1, timeout=TIMEOUT)  # slice 0 done, slice 2 encoding
+    assert dock.running
+    viewer.layers.selection.active = made
+    click_button(qtbot, viewer.window._qt_viewer.layerButtons.deleteButton)
+    assert made not in viewer.layers
+    wait_done(qtbot, dock)
+    assert "deleted" in dock.status.text(), dock.status.text()
+    assert dock.progress.value() < dock.progress.maximum(), "the run ended before its last slice"
+    assert dock.last_result is written  # the run's result was not written anywhere
+    assert np.array_equal(truth_layer.data, truth)
+    assert [ly.name for ly in viewer.layers if ly.name.endswith("propagated")] == []

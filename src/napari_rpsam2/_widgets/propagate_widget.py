@@ -65,7 +65,9 @@ class PropagateWidget(JobDock):
         self._bridge.progress.connect(self._progress)
         self._bridge.message.connect(self._show_frame)
         self.image_picker = LayerPicker(self.viewer, (Image,))
-        self.target_picker = LayerPicker(self.viewer, (Labels,))
+        # objects come from a Labels layer only when the person picks one; results go to a new layer by default
+        self.source_picker = LayerPicker(self.viewer, (Labels,), allow_none="(none: clicks and boxes)")
+        self.target_picker = LayerPicker(self.viewer, (Labels,), allow_none="(new Labels layer)")
         self.options = Container(widgets=[
             ComboBox(name="direction", label="Direction", choices=list(DIRECTIONS), value="both",
                      tooltip="forward: from the first prompted slice on; backward: from the last one back"),
@@ -97,6 +99,8 @@ class PropagateWidget(JobDock):
         self.cancel_button.clicked.connect(self.cancel)
         self.undo_button.clicked.connect(self.undo)
         self.image_picker.currentIndexChanged.connect(self._on_image)
+        self.viewer.layers.events.removed.connect(self._on_removed)
+        self._job: _Job | None = None
         scrolling_dock(self, self._panel())
         self._on_image()
 
@@ -105,10 +109,11 @@ class PropagateWidget(JobDock):
         lay = QVBoxLayout(panel)
         form = QFormLayout()
         form.addRow("Image stack", self.image_picker)
-        form.addRow("Labels", self.target_picker)
+        form.addRow("Objects from", self.source_picker)
+        form.addRow("Write into", self.target_picker)
         lay.addLayout(form)
-        text = QLabel("Objects: the committed objects on the slice shown, the click dock's clicks there, "
-                      "and the boxes drawn. New labels only go where the Labels layer is 0.")
+        text = QLabel("Objects: the click dock's clicks on the slice shown, the boxes drawn, and the objects "
+                      "of 'Objects from' on that slice. New labels only go where 'Write into' is 0.")
         text.setWordWrap(True)
         lay.addWidget(text)
         self.options.native.layout().setContentsMargins(0, 0, 0, 0)
@@ -127,8 +132,9 @@ class PropagateWidget(JobDock):
     def cleanup(self) -> None:
         """Stop a running propagation and stop following the viewer."""
         self.cancel()
-        for picker in (self.image_picker, self.target_picker):
+        for picker in (self.image_picker, self.source_picker, self.target_picker):
             picker.disconnect_viewer()
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
 
     def _on_image(self, *_: Any) -> None:
         image = self.image_picker.layer()
@@ -179,20 +185,18 @@ class PropagateWidget(JobDock):
         dropped once their objects are labels (clicks and boxes added during
         the run stay).
         """
-        image, target = self.image_picker.layer(), self.target_picker.layer()
+        image, source, target = self.image_picker.layer(), self.source_picker.layer(), self.target_picker.layer()
         if image is None or image.ndim != 3:
             raise SliceError("Pick an image stack (N, H, W) or an RGB stack (N, H, W, 3).")
-        if target is None:
-            raise SliceError("No Labels layer: commit an object with the click dock (it makes one) or add one.")
         shape = layer_shape(image)
-        if layer_shape(target) != shape:
-            raise SliceError(f"The Labels layer '{target.name}' is {layer_shape(target)} but the stack is {shape}; "
-                             "pick the labels of this stack.")
+        for layer in (source, target):
+            if layer is not None and layer_shape(layer) != shape:
+                raise SliceError(f"The Labels layer '{layer.name}' is {layer_shape(layer)} but the stack is {shape}; "
+                                 "pick the labels of this stack.")
         index = image_slice(self.viewer, image).index[0]
-        volume = full_resolution(target)
-        prompts = mask_prompts(np.asarray(volume[index]), index)
-        next_id = int(np.max(volume)) + 1 if np.size(volume) else 1
-        parts = [f"{len(prompts)} committed object(s) on slice {index}"] if prompts else []
+        prompts = [] if source is None else mask_prompts(np.asarray(full_resolution(source)[index]), index)
+        next_id = 1 + max([0, *(int(np.max(full_resolution(ly))) for ly in (source, target) if ly is not None)])
+        parts = [f"{len(prompts)} object(s) of '{source.name}' on slice {index}"] if prompts else []
         session = self.workspace.click_sessions.get(image.unique_id)
         clicked = (None if session is None else
                    click_prompt(session.clicks((index,)), index, next_id, box=session.box((index,))))
@@ -212,8 +216,8 @@ class PropagateWidget(JobDock):
             prompts += box_prompts(rects, shape[-2:], next_id)
             parts.append(f"{len(rects)} box(es)")
         if not prompts:
-            raise SliceError(f"Nothing to propagate on slice {index}: commit an object there, click one with "
-                             "the click dock, or draw a box.")
+            raise SliceError(f"Nothing to propagate on slice {index}: click an object there with the click dock, "
+                             "draw a box, or pick a Labels layer with objects on this slice in 'Objects from'.")
         return image, target, prompts, ", ".join(parts), used
 
     # ------------------------------------------------------------------ running
@@ -239,6 +243,7 @@ class PropagateWidget(JobDock):
         options = PropagationOptions(opts.direction.value, int(opts.start.value), int(opts.stop.value) + 1,
                                      bool(opts.refine.value), int(opts.stop_after.value) or None)
         flag = self._begin_job()
+        self._job = job
         live = self._live_layer(job.image, create=True)
         live.data = np.zeros(layer_shape(job.image), np.int32)
         self.status.info(f"{'Correcting' if job.objects else 'Propagating'} {job.what}…")
@@ -316,13 +321,26 @@ class PropagateWidget(JobDock):
 
     def _finished(self, flag: CancelFlag) -> None:
         if self._end_job(flag):
+            self._job = None
             self._drop_live()
+
+    def _on_removed(self, event: Any) -> None:
+        """The image or the target of the running job deleted: end the run now; nothing will be written."""
+        job, flag = self._job, self._cancel
+        if job is None or flag is None or not self.running:
+            return
+        if event.value is job.image or (job.target is not None and event.value is job.target):
+            flag.set()
+            self._buttons()
+            self.status.error(f"'{event.value.name}' was deleted: the run stops and writes nothing.")
 
     def _failed(self, flag: CancelFlag, job: "_Job", err: BaseException) -> None:
         if job.objects:  # SAM2's state holds the correction's prompts now: the next Propagate starts afresh
             self._runs.pop(job.image.unique_id, None)
+        gone = [ly.name for ly in (job.image, job.target) if ly is not None and ly not in self.viewer.layers]
         if flag():
-            self.status.info("Cancelled; the Labels layer is unchanged.")
+            self.status.info(f"'{gone[0]}' was deleted: the run stopped; nothing written." if gone else
+                             "Cancelled; the Labels layer is unchanged.")
         else:
             self.status.error(f"Propagation failed: {error_text(err)}")
 
@@ -331,10 +349,15 @@ class PropagateWidget(JobDock):
         if flag():
             self._failed(flag, job, RuntimeError("cancelled"))
             return
-        if target not in self.viewer.layers:
+        if job.image not in self.viewer.layers or (target is not None and target not in self.viewer.layers):
             self._runs.pop(job.image.unique_id, None)
-            self.status.error("The Labels layer was deleted while propagating; nothing written.")
+            self.status.error("A layer of the run was deleted while propagating; nothing written.")
             return
+        if target is None:  # "(new Labels layer)": made now, so a cancelled or failed run leaves none behind
+            target = job.target = job.kept.target = unwrap(self.viewer.add_labels(
+                np.zeros(layer_shape(job.image), np.int32), name=f"{job.image.name} propagated",
+                scale=job.image.scale, translate=job.image.translate))
+            self.target_picker.set_layer(target)
         try:
             if job.objects:
                 renamed, record = {}, replace_objects(full_resolution(target), result, job.objects)

@@ -88,9 +88,15 @@ class PropagationSession:
         self.predictor = CachedVideoPredictor.sharing(model.backbone.model)
         self.state = self.predictor.new_state(n, self.image_hw, self.embedding)
         self.prompts: list[FramePrompt] = []
+        self._cancel: jobs.Cancel | None = None  # the running job's, checked within a frame
 
     def embedding(self, index: int):
-        """The cached embedding of slice ``index`` (read and encoded on demand)."""
+        """The cached embedding of slice ``index`` (read and encoded on demand).
+
+        During a run its ``cancel`` is checked first, so a Cancel acts before a
+        slice is read or encoded, not only between slices.
+        """
+        jobs.check(self._cancel, "propagation")
         plane = np.asarray(self.stack[index])
         key = None if self._key is None else (self._key, index)
         return self.model.embed(plane, key=key, **self._embed_args)
@@ -231,6 +237,17 @@ class PropagationSession:
         if not self.state["obj_ids"]:
             raise PromptError("no prompts given: click, draw a box or paint a mask on at least one slice")
         chosen = self._objects(objects)
+        self._cancel = cancel
+        try:
+            return self._run(direction, start, stop, from_slice, chosen, stop_threshold, stop_after,
+                             progress, cancel, on_frame, on_logits)
+        finally:
+            self._cancel = None
+
+    def _run(self, direction: str, start: int, stop: int, from_slice: int | None, chosen: list[int],
+             stop_threshold: float, stop_after: int | None, progress: jobs.Progress | None,
+             cancel: jobs.Cancel | None, on_frame: FrameCallback | None,
+             on_logits: LogitsCallback | None) -> PropagationResult:
         with torch.inference_mode(), self.model.backbone.autocast():
             self.predictor.propagate_in_video_preflight(self.state)
             passes = self._plan(direction, start, stop, from_slice)
@@ -271,6 +288,7 @@ class PropagationSession:
         pred, state = self.predictor, self.state
         scores, masks = {}, []
         for obj in objects:
+            jobs.check(self._cancel, "propagation")
             obj_idx = state["obj_id_to_idx"][obj]
             outputs = state["output_dict_per_obj"][obj_idx]
             if t in outputs["cond_frame_outputs"]:
