@@ -274,7 +274,9 @@ class PropagateWidget(JobDock):
         if not clicks:
             return None
         volume = full_resolution(target)
-        obj = int(self.options.correct.value) or int(np.asarray(volume[index])[clicks[0].row, clicks[0].col])
+        plane = np.asarray(volume[index])
+        r, c = (min(max(int(round(v)), 0), n - 1) for v, n in zip((clicks[0].row, clicks[0].col), plane.shape))
+        obj = int(self.options.correct.value) or int(plane[r, c])
         new = obj == 0 or obj not in kept.run.object_ids
         if obj == 0:
             obj = max([int(np.max(volume)), *kept.run.object_ids]) + 1
