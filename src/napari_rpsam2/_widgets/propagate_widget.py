@@ -1,13 +1,17 @@
 """Propagate dock: follow objects through a stack with SAM2's memory, into a Labels layer.
 
-Objects are the committed objects on the slice shown (mask prompts), the click
-dock's clicks on that slice (one new object) and rectangles drawn on the
-dock's box layer (one new object each).  The run goes in a napari thread
-worker; every finished slice is shown at once in a temporary plugin layer
-("<image> propagating") so the slices already done can be looked at while it
-runs.  Only when the run ends are the objects written into the target, where
-it is 0 (:func:`napari_rpsam2.app.propagation.write_new_labels`), so a Cancel
-leaves the target untouched; Undo takes the whole propagation back.
+Objects are the click dock's clicks on the slice shown (one new object),
+rectangles drawn on the dock's box layer (one new object each) and, only when
+the person picks a layer in "Objects from", that layer's objects on the slice
+shown (mask prompts).  Results go into "Write into": a new Labels layer by
+default, made when the run ends.  The run is the application layer's
+(:class:`napari_rpsam2.app.propagation.PropagationRun`, kept per image so that
+clicks on a propagated slice correct one object from there with SAM2's
+memory); it goes in a napari thread worker, and every finished slice is shown
+at once in a temporary plugin layer ("<image> propagating").  Only when the run
+ends are the objects written (where the target is 0; a correction replaces its
+object's pixels), so a Cancel, or deleting the image or the target, leaves
+everything untouched; Undo takes the whole run back.
 """
 
 from __future__ import annotations
