@@ -360,10 +360,13 @@ class PropagateWidget(JobDock):
             self.status.error("A layer of the run was deleted while propagating; nothing written.")
             return
         if target is None:  # "(new Labels layer)": made now, so a cancelled or failed run leaves none behind
+            active = self.viewer.layers.selection.active  # the clicks stay the active layer
             target = job.target = job.kept.target = unwrap(self.viewer.add_labels(
                 np.zeros(layer_shape(job.image), np.int32), name=f"{job.image.name} propagated",
                 scale=job.image.scale, translate=job.image.translate))
             self.target_picker.set_layer(target)
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active
         try:
             if job.objects:
                 renamed, record = {}, replace_objects(full_resolution(target), result, job.objects)
