@@ -33,7 +33,8 @@ press(clicks.commit_button)
 objects = clicks.target_picker.layer()
 viewer.window.remove_dock_widget(clicks)
 _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Propagate through stack")
-dock.target_picker.set_layer(objects)
+dock.source_picker.set_layer(objects)  # the committed knife...
+dock.target_picker.set_layer(objects)  # ...and the results in the same layer
 press(dock.draw_button)
 (boxes,) = plugin_layers(viewer, "boxes")
 drag(viewer, boxes, [0, 110.0, 20.0], [0, 230.0, 150.0])  # around the forceps

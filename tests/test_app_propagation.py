@@ -79,3 +79,23 @@ def test_a_new_object_whose_id_was_labelled_meanwhile_gets_a_fresh_id():
     assert (renamed_result.labels[1, 2] == 7).all() and renamed_result.labels.dtype == labels.dtype
     same, none = renumber_taken_ids(result, np.zeros_like(target), new_ids=(6, 7))
     assert same is result and none == {}
+
+
+def test_a_correction_replaces_only_the_corrected_object_and_undo_restores_it():
+    from napari_rpsam2.app.propagation import replace_objects
+    from napari_rpsam2.model.propagation import PropagationResult
+
+    target = np.zeros((2, 4, 4), np.int32)
+    target[1, 0, :] = 1          # object 1 as the first run left it on slice 1
+    target[1, 3, :] = 2          # another object
+    target[0, 0, 0] = 1          # slice 0 is not tracked by the correction
+    labels = np.zeros_like(target)
+    labels[1, 1, :] = 1          # the corrected mask of object 1
+    labels[1, 3, 0] = 1          # over object 2: object 2 keeps its pixel
+    result = PropagationResult(labels, np.zeros((2, 1), np.float32), (1,), np.array([False, True]))
+    before = target.copy()
+    undo = replace_objects(target, result, [1])
+    assert (target[1, 1] == 1).all() and not (target[1, 0] == 1).any()
+    assert (target[1, 3] == 2).all() and target[0, 0, 0] == 1
+    undo.undo(target)
+    assert np.array_equal(target, before)

@@ -18,12 +18,13 @@ pytestmark = pytest.mark.gui
 
 from napari.layers import Labels  # noqa: E402
 
-from gui_forms import tick, type_into  # noqa: E402
+from gui_forms import choose, tick, type_into  # noqa: E402
 from gui_input import click_button, click_canvas, drag_canvas  # noqa: E402
 from gui_scenes import clicks_layer, inside  # noqa: E402
 from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2._widgets._views import plugin_layers  # noqa: E402
 from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
+from napari_rpsam2.app.propagation import PropagationRun  # noqa: E402
 from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
 
 CLICK_DOCK, DOCK = "Click segmentation", "Propagate through stack"
@@ -86,7 +87,9 @@ def test_propagate_adds_the_committed_object_to_every_slice_and_undo_takes_it_ba
     before = target.data.copy()
 
     dock = open_dock(viewer)
-    assert dock.image_picker.layer().name == "frames" and dock.target_picker.layer() is target
+    assert dock.image_picker.layer().name == "frames" and dock.target_picker.layer() is None  # a new layer
+    choose(qtbot, dock.source_picker, target.name)  # the person asks for the committed objects...
+    choose(qtbot, dock.target_picker, target.name)  # ...and for the results in the same layer
     click_button(qtbot, dock.run_button)
     assert dock.running and not dock.run_button.isEnabled()
     # slices already done are on screen while the run goes on (watched after the dock draws each one)
@@ -116,6 +119,8 @@ def test_cancel_mid_run_leaves_the_labels_untouched(make_napari_viewer, qtbot, m
     target = click_and_commit(qtbot, viewer, clicks, inside(truth[0], 2))
     before = target.data.copy()
     dock = open_dock(viewer)
+    choose(qtbot, dock.source_picker, target.name)
+    choose(qtbot, dock.target_picker, target.name)
     click_button(qtbot, dock.run_button)
     qtbot.waitUntil(lambda: dock.progress.value() >= 1, timeout=TIMEOUT)  # slice 0 done, slice 1 encoding
     assert dock.running
@@ -128,7 +133,7 @@ def test_cancel_mid_run_leaves_the_labels_untouched(make_napari_viewer, qtbot, m
 
 
 def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
-        make_napari_viewer, qtbot, model, stack):
+        make_napari_viewer, qtbot, model, stack, monkeypatch):
     image, truth = stack
     viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
     clicked = inside(truth[0], 1)
@@ -136,7 +141,7 @@ def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
     qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
     target = viewer.add_labels(np.zeros(truth.shape, np.int32), name="objects")  # the person's own layer
     dock = open_dock(viewer)
-    dock.target_picker.set_layer(target)
+    choose(qtbot, dock.target_picker, "objects")
     rows, cols = np.nonzero(truth[0] == 2)
     top, left, bottom, right = rows.min(), cols.min(), rows.max(), cols.max()
     click_button(qtbot, dock.draw_button)
@@ -147,9 +152,10 @@ def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
     type_into(qtbot, dock.options.stop, "1")  # slices 0 and 1 only: one encode less
     # the run is held before it hands its result to the dock, however fast the machine, until the
     # person has painted (below)
-    painted, engine = threading.Event(), workspace_for(viewer).model
-    tracked = engine.propagate
-    engine.propagate = lambda *args, **kwargs: (tracked(*args, **kwargs), painted.wait(120))[0]
+    painted = threading.Event()
+    tracked = PropagationRun.propagate
+    monkeypatch.setattr(PropagationRun, "propagate",
+                        lambda *args, **kwargs: (tracked(*args, **kwargs), painted.wait(120))[0])
     click_button(qtbot, dock.run_button)
     # while it runs, the person paints an object of their own on slice 2 with id 1: the id the dock
     # picked for the clicked object when the run started
@@ -180,3 +186,93 @@ def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
     assert len(clicks_layer(viewer).data) == 0  # the clicked object is in the labels now
     click_button(qtbot, dock.undo_button)
     assert not target.data[:2].any() and np.array_equal(target.data[2] != 0, mine)
+
+
+def test_clicks_on_a_propagated_slice_correct_one_object_with_the_memory_kept(
+        make_napari_viewer, qtbot, model, stack):
+    image, truth = stack
+    viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
+    target = click_and_commit(qtbot, viewer, clicks, inside(truth[0], 1))
+    click_canvas(qtbot, viewer, clicks_layer(viewer), inside(truth[0], 2))
+    qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
+    click_button(qtbot, clicks.commit_button)
+    assert set(np.unique(target.data[0])) == {0, 1, 2}
+    dock = open_dock(viewer)
+    choose(qtbot, dock.source_picker, target.name)
+    choose(qtbot, dock.target_picker, target.name)
+    click_button(qtbot, dock.run_button)
+    wait_done(qtbot, dock)
+    assert "Propagated objects 1, 2" in dock.status.text(), dock.status.text()
+    kept = dock._runs[dock.image_picker.layer().unique_id].run
+    first = target.data.copy()
+    assert viewer.layers.selection.active is clicks_layer(viewer), "the clicks layer stays the active one"
+    assert (first[2] == 1).any() and (first[2] == 2).any()
+
+    # the person goes to the last (propagated) slice and clicks there to fix object 1
+    type_into(qtbot, dock.options.correct, "1")
+    viewer.dims.set_current_step(0, 2)
+    where = inside(truth[2], 1)
+    click_canvas(qtbot, viewer, clicks_layer(viewer), where)
+    qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
+    click_button(qtbot, dock.run_button)
+    wait_done(qtbot, dock)
+    assert "Corrected object 1" in dock.status.text(), dock.status.text()
+    after = target.data
+    # the same run continued (SAM2's memory kept), now conditioned on slice 2 too
+    assert dock._runs[dock.image_picker.layer().unique_id].run is kept
+    assert kept.session.prompted_slices()[1] == [0, 2]
+    assert dock.last_result.prompts[-1].slice == 2 and dock.last_result.prompts[-1].object == 1
+    assert np.array_equal(after == 2, first == 2), "object 2 must stay as it was"
+    assert np.array_equal(after[0], first[0]), "object 1's own prompt on slice 0 stays"
+    assert not np.array_equal(after[2] == 1, first[2] == 1), "the correction changed object 1 on slice 2"
+    assert len(clicks_layer(viewer).data) == 0  # the correction's clicks are used up
+
+    click_button(qtbot, dock.undo_button)  # the correction only
+    assert np.array_equal(target.data, first)
+
+
+def test_a_run_writes_only_where_the_person_chose_and_a_deleted_target_ends_it(
+        make_napari_viewer, qtbot, model, stack):
+    image, truth = stack
+    viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
+    truth_layer = viewer.add_labels(truth.copy(), name="ground truth")  # e.g. the sample's labels
+    viewer.layers.selection.active = clicks_layer(viewer)
+    dock = open_dock(viewer)
+    assert dock.source_picker.layer() is None and dock.target_picker.layer() is None
+    type_into(qtbot, dock.options.stop, "1")  # slices 0 and 1: one encode less
+    # one press with nothing clicked: nothing is taken from the ground truth, nothing written
+    click_button(qtbot, dock.run_button)
+    assert "Nothing to propagate" in dock.status.text(), dock.status.text()
+    assert not dock.running and np.array_equal(truth_layer.data, truth)
+
+    click_canvas(qtbot, viewer, clicks_layer(viewer), inside(truth[0], 1))
+    qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
+    click_button(qtbot, dock.run_button)
+    assert viewer.layers.selection.active is clicks_layer(viewer), "clicks stay usable during the run"
+    wait_done(qtbot, dock)
+    assert "Propagated objects 1" in dock.status.text(), dock.status.text()
+    (made,) = [ly for ly in viewer.layers if ly.name == "frames propagated"]
+    assert dock.target_picker.layer() is made
+    assert (made.data[0] == 1).any() and not made.data[2].any()
+    assert np.array_equal(truth_layer.data, truth), "the ground truth is never written"
+    assert viewer.layers.selection.active is clicks_layer(viewer)
+
+    # a second object on slice 0, now through slice 2 (not encoded yet); the person deletes the target
+    # while the run goes on
+    click_canvas(qtbot, viewer, clicks_layer(viewer), inside(truth[0], 2))
+    qtbot.waitUntil(lambda: not clicks.busy and "mask of" in clicks.status.text(), timeout=TIMEOUT)
+    type_into(qtbot, dock.options.stop, "2")
+    written = dock.last_result
+    click_button(qtbot, dock.run_button)
+    qtbot.waitUntil(lambda: dock.progress.value() >= 1, timeout=TIMEOUT)  # slice 0 done, slice 2 encoding
+    assert dock.running
+    viewer.layers.selection.active = made
+    click_button(qtbot, viewer.window._qt_viewer.layerButtons.deleteButton)
+    assert made not in viewer.layers
+    # the run is told to stop at once (Cancel is no longer offered), before it finishes
+    assert "was deleted" in dock.status.text() and not dock.cancel_button.isEnabled(), dock.status.text()
+    wait_done(qtbot, dock)
+    assert "deleted" in dock.status.text(), dock.status.text()
+    assert dock.last_result is written  # the run's result was not written anywhere
+    assert np.array_equal(truth_layer.data, truth)
+    assert [ly.name for ly in viewer.layers if ly.name.endswith("propagated")] == []

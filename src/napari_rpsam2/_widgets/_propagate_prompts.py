@@ -8,13 +8,14 @@ with object ids that do not collide with labels already in the target.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..model.prompts import FramePrompt
 
-__all__ = ["box_prompts", "click_prompt", "mask_prompts", "rectangle_box", "rectangle_on_slice"]
+__all__ = ["UsedPrompts", "box_prompts", "click_prompt", "mask_prompts", "rectangle_box", "rectangle_on_slice"]
 
 
 def mask_prompts(plane: np.ndarray, index: int) -> list[FramePrompt]:
@@ -65,3 +66,29 @@ def box_prompts(rectangles: Sequence[np.ndarray], image_hw: tuple[int, int], fir
         index, box = rectangle_box(vertices, image_hw)
         prompts.append(FramePrompt(index, first_id + k, box=box))
     return prompts
+
+
+@dataclass
+class UsedPrompts:
+    """The clicks and boxes one run sent; once their objects are labels they are dropped (no duplicates)."""
+
+    session: Any = None
+    index: tuple[int, ...] = ()
+    clicks: tuple = ()
+    click_box: tuple | None = None  # the click dock's box of that slice
+    boxes: Any = None
+    rects: list = field(default_factory=list)
+    new_ids: tuple[int, ...] = ()  # ids picked for the clicked and boxed objects (not in the labels at start)
+
+    def forget(self) -> None:
+        """Remove exactly these clicks and boxes (others, added meanwhile, stay)."""
+        if self.session is not None:
+            self.session.set_clicks(self.index, [c for c in self.session.clicks(self.index) if c not in self.clicks])
+            if self.click_box is not None and self.session.box(self.index) == self.click_box:
+                self.session.set_box(self.index, None)
+        if self.boxes is not None and len(self.boxes.data):
+            gone = {i for i, v in enumerate(self.boxes.data)
+                    if any(v.shape == r.shape and np.allclose(v, r) for r in self.rects)}
+            if gone:
+                self.boxes.selected_data = gone
+                self.boxes.remove_selected()

@@ -182,7 +182,7 @@ class ClickWidget(DockView):
 
     # ------------------------------------------------------------------ image, session, layers
     def _on_image(self, *_: Any) -> None:
-        self._detach()
+        self._detach(drop_unused=True)
         image = self.image_picker.layer()
         if image is None:
             return
@@ -210,8 +210,14 @@ class ClickWidget(DockView):
         self.start_precompute()
         self._schedule()
 
-    def _detach(self) -> None:
-        """Stop listening to the current image's session and layers (they stay)."""
+    def _detach(self, drop_unused: bool = False) -> None:
+        """Stop listening to the current image's session and layers.
+
+        With ``drop_unused`` (another image picked) the layers go when the
+        person did not work on that image (no clicks, no preview): an image
+        only passed over in the picker keeps no plugin layers.
+        """
+        layers, session = self._layers, self.session
         for view in (self._input, self._box):
             if view is not None:
                 view.disconnect()
@@ -222,6 +228,11 @@ class ClickWidget(DockView):
             self._layers.image.events.contrast_limits.disconnect(self._on_mapping)
             self._layers.image.events.gamma.disconnect(self._on_mapping)
         self.session, self._layers, self._input, self._box = None, None, None, None
+        if drop_unused and layers is not None and session is not None and not session.slices() \
+                and session.preview is None:
+            for layer in layers.layers.values():
+                if layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
 
     def _session_slots(self) -> list[tuple[Any, Any]]:
         ev = self.session.events

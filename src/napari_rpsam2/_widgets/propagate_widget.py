@@ -1,18 +1,22 @@
 """Propagate dock: follow objects through a stack with SAM2's memory, into a Labels layer.
 
-Objects are the committed objects on the slice shown (mask prompts), the click
-dock's clicks on that slice (one new object) and rectangles drawn on the
-dock's box layer (one new object each).  The run goes in a napari thread
-worker; every finished slice is shown at once in a temporary plugin layer
-("<image> propagating") so the slices already done can be looked at while it
-runs.  Only when the run ends are the objects written into the target, where
-it is 0 (:func:`napari_rpsam2.app.propagation.write_new_labels`), so a Cancel
-leaves the target untouched; Undo takes the whole propagation back.
+Objects are the click dock's clicks on the slice shown (one new object),
+rectangles drawn on the dock's box layer (one new object each) and, only when
+the person picks a layer in "Objects from", that layer's objects on the slice
+shown (mask prompts).  Results go into "Write into": a new Labels layer by
+default, made when the run ends.  The run is the application layer's
+(:class:`napari_rpsam2.app.propagation.PropagationRun`, kept per image so that
+clicks on a propagated slice correct one object from there with SAM2's
+memory); it goes in a napari thread worker, and every finished slice is shown
+at once in a temporary plugin layer ("<image> propagating").  Only when the run
+ends are the objects written (where the target is 0; a correction replaces its
+object's pixels), so a Cancel, or deleting the image or the target, leaves
+everything untouched; Undo takes the whole run back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,12 +32,20 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..app.propagation import PropagationUndo, renumber_taken_ids, write_new_labels
+from ..app.propagation import (
+    PropagationOptions,
+    PropagationRun,
+    PropagationUndo,
+    renumber_taken_ids,
+    replace_objects,
+    write_new_labels,
+)
 from ..jobs import CancelFlag
+from ..model.prompts import FramePrompt
 from ..model.propagation import DIRECTIONS
 from ._job_dock import JobDock
 from ._layer_picker import LayerPicker
-from ._propagate_prompts import box_prompts, click_prompt, mask_prompts
+from ._propagate_prompts import UsedPrompts, box_prompts, click_prompt, mask_prompts
 from ._slicing import SliceError, full_resolution, image_slice, layer_shape, slice_cache_key
 from ._views import METADATA_KEY, StatusLabel, mark_plugin_layer, plugin_layers, scrolling_dock
 from ._workers import error_text, start_worker
@@ -51,12 +63,15 @@ class PropagateWidget(JobDock):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
-        self._undo: list[tuple[Any, PropagationUndo]] = []
+        self._undo: list[tuple[Any, PropagationUndo, Any]] = []
+        self._runs: dict[Any, _KeptRun] = {}  # image unique_id -> the run corrections continue
         self.last_result: PropagationResult | None = None
         self._bridge.progress.connect(self._progress)
         self._bridge.message.connect(self._show_frame)
         self.image_picker = LayerPicker(self.viewer, (Image,))
-        self.target_picker = LayerPicker(self.viewer, (Labels,))
+        # objects come from a Labels layer only when the person picks one; results go to a new layer by default
+        self.source_picker = LayerPicker(self.viewer, (Labels,), allow_none="(none: clicks and boxes)")
+        self.target_picker = LayerPicker(self.viewer, (Labels,), allow_none="(new Labels layer)")
         self.options = Container(widgets=[
             ComboBox(name="direction", label="Direction", choices=list(DIRECTIONS), value="both",
                      tooltip="forward: from the first prompted slice on; backward: from the last one back"),
@@ -66,6 +81,9 @@ class PropagateWidget(JobDock):
             SpinBox(name="stop_after", label="Stop after (slices)", value=0, min=0, max=10**6,
                     tooltip="Drop an object SAM2 has not seen for this many slices in a row; 0 = never"),
             CheckBox(name="refine", value=True, text="Refine clicks (RP-SAM2)"),
+            SpinBox(name="correct", label="Correct object", value=0, min=0, max=2**31 - 1,
+                    tooltip="After a run, clicks on a slice correct this object there and run it again from "
+                            "that slice; 0: the object under the first click (a new object where there is none)"),
         ])
         self.draw_button = QPushButton("Draw boxes")
         self.draw_button.setToolTip("Drag rectangles on the image: each box is one more object to follow")
@@ -85,6 +103,8 @@ class PropagateWidget(JobDock):
         self.cancel_button.clicked.connect(self.cancel)
         self.undo_button.clicked.connect(self.undo)
         self.image_picker.currentIndexChanged.connect(self._on_image)
+        self.viewer.layers.events.removed.connect(self._on_removed)
+        self._job: _Job | None = None
         scrolling_dock(self, self._panel())
         self._on_image()
 
@@ -93,10 +113,11 @@ class PropagateWidget(JobDock):
         lay = QVBoxLayout(panel)
         form = QFormLayout()
         form.addRow("Image stack", self.image_picker)
-        form.addRow("Labels", self.target_picker)
+        form.addRow("Objects from", self.source_picker)
+        form.addRow("Write into", self.target_picker)
         lay.addLayout(form)
-        text = QLabel("Objects: the committed objects on the slice shown, the click dock's clicks there, "
-                      "and the boxes drawn. New labels only go where the Labels layer is 0.")
+        text = QLabel("Objects: the click dock's clicks on the slice shown, the boxes drawn, and the objects "
+                      "of 'Objects from' on that slice. New labels only go where 'Write into' is 0.")
         text.setWordWrap(True)
         lay.addWidget(text)
         self.options.native.layout().setContentsMargins(0, 0, 0, 0)
@@ -115,8 +136,9 @@ class PropagateWidget(JobDock):
     def cleanup(self) -> None:
         """Stop a running propagation and stop following the viewer."""
         self.cancel()
-        for picker in (self.image_picker, self.target_picker):
+        for picker in (self.image_picker, self.source_picker, self.target_picker):
             picker.disconnect_viewer()
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
 
     def _on_image(self, *_: Any) -> None:
         image = self.image_picker.layer()
@@ -160,31 +182,29 @@ class PropagateWidget(JobDock):
             layer.remove_selected()
 
     # ------------------------------------------------------------------ prompts
-    def prompts(self) -> tuple[Any, Any, list, str, "_UsedPrompts"]:
+    def prompts(self) -> tuple[Any, Any, list, str, UsedPrompts]:
         """``(image, target, prompts, description, used)`` of what Propagate would send; SliceError if nothing.
 
         ``used`` names the exact clicks and boxes sent, so that only those are
         dropped once their objects are labels (clicks and boxes added during
         the run stay).
         """
-        image, target = self.image_picker.layer(), self.target_picker.layer()
+        image, source, target = self.image_picker.layer(), self.source_picker.layer(), self.target_picker.layer()
         if image is None or image.ndim != 3:
             raise SliceError("Pick an image stack (N, H, W) or an RGB stack (N, H, W, 3).")
-        if target is None:
-            raise SliceError("No Labels layer: commit an object with the click dock (it makes one) or add one.")
         shape = layer_shape(image)
-        if layer_shape(target) != shape:
-            raise SliceError(f"The Labels layer '{target.name}' is {layer_shape(target)} but the stack is {shape}; "
-                             "pick the labels of this stack.")
+        for layer in (source, target):
+            if layer is not None and layer_shape(layer) != shape:
+                raise SliceError(f"The Labels layer '{layer.name}' is {layer_shape(layer)} but the stack is {shape}; "
+                                 "pick the labels of this stack.")
         index = image_slice(self.viewer, image).index[0]
-        volume = full_resolution(target)
-        prompts = mask_prompts(np.asarray(volume[index]), index)
-        next_id = int(np.max(volume)) + 1 if np.size(volume) else 1
-        parts = [f"{len(prompts)} committed object(s) on slice {index}"] if prompts else []
+        prompts = [] if source is None else mask_prompts(np.asarray(full_resolution(source)[index]), index)
+        next_id = 1 + max([0, *(int(np.max(full_resolution(ly))) for ly in (source, target) if ly is not None)])
+        parts = [f"{len(prompts)} object(s) of '{source.name}' on slice {index}"] if prompts else []
         session = self.workspace.click_sessions.get(image.unique_id)
         clicked = (None if session is None else
                    click_prompt(session.clicks((index,)), index, next_id, box=session.box((index,))))
-        used = _UsedPrompts()
+        used = UsedPrompts()
         if clicked is not None:
             used.session, used.index, used.clicks = session, (index,), session.clicks((index,))
             used.click_box = session.box((index,))
@@ -200,8 +220,8 @@ class PropagateWidget(JobDock):
             prompts += box_prompts(rects, shape[-2:], next_id)
             parts.append(f"{len(rects)} box(es)")
         if not prompts:
-            raise SliceError(f"Nothing to propagate on slice {index}: commit an object there, click one with "
-                             "the click dock, or draw a box.")
+            raise SliceError(f"Nothing to propagate on slice {index}: click an object there with the click dock, "
+                             "draw a box, or pick a Labels layer with objects on this slice in 'Objects from'.")
         return image, target, prompts, ", ".join(parts), used
 
     # ------------------------------------------------------------------ running
@@ -210,40 +230,80 @@ class PropagateWidget(JobDock):
         self.cancel_button.setEnabled(self.running and not self._cancel())
 
     def run(self) -> None:
-        """Propagate in a worker; finished slices appear in the "propagating" layer as they come."""
+        """Propagate in a worker; finished slices appear in the "propagating" layer as they come.
+
+        After a run, clicks on a slice of the same image and Labels layer
+        correct an object there: only that object is tracked again, from that
+        slice, with SAM2's memory of the earlier run.
+        """
         if self.running or (model := self._model_or_complain()) is None:
             return
         try:
-            image, target, prompts, what, used = self.prompts()
+            job = self._correction() or self._fresh_run(model)
         except SliceError as err:
             self.status.error(str(err))
             return
         opts = self.options
-        start, stop = int(opts.start.value), int(opts.stop.value) + 1
+        options = PropagationOptions(opts.direction.value, int(opts.start.value), int(opts.stop.value) + 1,
+                                     bool(opts.refine.value), int(opts.stop_after.value) or None)
         flag = self._begin_job()
-        live = self._live_layer(image, create=True)
-        live.data = np.zeros(layer_shape(image), np.int32)
-        self.status.info(f"Propagating {what}…")
+        self._job = job
+        live = self._live_layer(job.image, create=True)
+        live.data = np.zeros(layer_shape(job.image), np.int32)
+        self.status.info(f"{'Correcting' if job.objects else 'Propagating'} {job.what}…")
         bridge = self._bridge
-        data = full_resolution(image)
-        key = slice_cache_key(image, (0,))[0]  # the click dock caches slice i under (key, i) too
-        start_worker(model.propagate, data, prompts, direction=opts.direction.value, start=start, stop=stop,
-                     refine=bool(opts.refine.value), stop_after=int(opts.stop_after.value) or None,
-                     contrast_limits=list(image.contrast_limits), gamma=image.gamma, rgb=bool(image.rgb), key=key,
+        call = job.kept.run.correct if job.objects else job.kept.run.propagate
+        start_worker(call, job.prompts, options,
                      progress=lambda stage, done, total: None if flag() else bridge.send_progress(done, total),
                      on_frame=lambda t, plane: None if flag() else bridge.send((flag, t, np.array(plane))),
-                     cancel=flag, on_return=lambda result: self._write(flag, target, result, used),
-                     on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._finished(flag))
+                     cancel=flag, on_return=lambda result: self._write(flag, job, result),
+                     on_error=lambda err: self._failed(flag, job, err), on_finish=lambda: self._finished(flag))
 
+    def _fresh_run(self, model: Any) -> "_Job":
+        image, target, prompts, what, used = self.prompts()
+        run = PropagationRun(model, full_resolution(image), contrast_limits=list(image.contrast_limits),
+                             gamma=image.gamma, rgb=bool(image.rgb),
+                             key=slice_cache_key(image, (0,))[0])  # the click dock caches slice i under (key, i)
+        return _Job(image, target, _KeptRun(run, target), prompts, what, used)
+
+    def _correction(self) -> "_Job | None":
+        """The click dock's clicks on the slice shown as a correction of the kept run, if there is one."""
+        image, target = self.image_picker.layer(), self.target_picker.layer()
+        kept = None if image is None else self._runs.get(image.unique_id)
+        if kept is None or kept.target is not target or target not in self.viewer.layers:
+            return None
+        index = image_slice(self.viewer, image).index[0]
+        session = self.workspace.click_sessions.get(image.unique_id)
+        clicks = () if session is None else session.clicks((index,))
+        if not clicks:
+            return None
+        volume = full_resolution(target)
+        plane = np.asarray(volume[index])
+        r, c = (min(max(int(round(v)), 0), n - 1) for v, n in zip((clicks[0].row, clicks[0].col), plane.shape))
+        obj = int(self.options.correct.value) or int(plane[r, c])
+        new = obj == 0 or obj not in kept.run.object_ids
+        if obj == 0:
+            obj = max([int(np.max(volume)), *kept.run.object_ids]) + 1
+        prompt = click_prompt(clicks, index, obj)
+        if prompt is None:
+            prompt = FramePrompt(index, obj, points=[(c.row, c.col) for c in clicks],
+                                 labels=[int(c.positive) for c in clicks])
+        used = UsedPrompts(session=session, index=(index,), clicks=clicks, new_ids=(obj,) if new else ())
+        what = f"{'new ' if new else ''}object {obj} from slice {index}"
+        return _Job(image, target, kept, [prompt], what, used, objects=(obj,))
     def _live_layer(self, image: Any, create: bool = False) -> Labels | None:
         for layer in plugin_layers(self.viewer, "propagating"):
             if layer.metadata[METADATA_KEY].get("image") == image.unique_id:
                 return layer
         if not create:
             return None
+        active = self.viewer.layers.selection.active  # e.g. the click dock's clicks: they stay usable
         layer = self.viewer.add_labels(np.zeros(layer_shape(image), np.int32), name=f"{image.name} propagating",
                                        scale=image.scale, translate=image.translate, opacity=0.5)
-        return mark_plugin_layer(unwrap(layer), "propagating", image=image.unique_id)
+        layer = mark_plugin_layer(unwrap(layer), "propagating", image=image.unique_id)
+        if active is not None:
+            self.viewer.layers.selection.active = active
+        return layer
 
     def _show_frame(self, message: tuple) -> None:
         flag, t, plane = message
@@ -256,44 +316,82 @@ class PropagateWidget(JobDock):
             live.refresh()
 
     def _drop_live(self) -> None:
+        active = self.viewer.layers.selection.active
         for layer in plugin_layers(self.viewer, "propagating"):
             self.viewer.layers.remove(layer)
+        if active is not None and active in self.viewer.layers:  # removing a layer clears the selection
+            self.viewer.layers.selection.active = active
 
     def _progress(self, done: int, total: int) -> None:
         self._show_stage("frames", done, total)
 
     def _finished(self, flag: CancelFlag) -> None:
         if self._end_job(flag):
+            self._job = None
             self._drop_live()
 
-    def _failed(self, flag: CancelFlag, err: BaseException) -> None:
+    def _on_removed(self, event: Any) -> None:
+        """The image or the target of the running job deleted: end the run now; nothing will be written."""
+        job, flag = self._job, self._cancel
+        if job is None or flag is None or not self.running:
+            return
+        if event.value is job.image or (job.target is not None and event.value is job.target):
+            flag.set()
+            self._buttons()
+            self.status.error(f"'{event.value.name}' was deleted: the run stops and writes nothing.")
+
+    def _failed(self, flag: CancelFlag, job: "_Job", err: BaseException) -> None:
+        if job.objects:  # SAM2's state holds the correction's prompts now: the next Propagate starts afresh
+            self._runs.pop(job.image.unique_id, None)
+        gone = [ly.name for ly in (job.image, job.target) if ly is not None and ly not in self.viewer.layers]
         if flag():
-            self.status.info("Cancelled; the Labels layer is unchanged.")
+            self.status.info(f"'{gone[0]}' was deleted: the run stopped; nothing written." if gone else
+                             "Cancelled; the Labels layer is unchanged.")
         else:
             self.status.error(f"Propagation failed: {error_text(err)}")
 
-    def _write(self, flag: CancelFlag, target: Any, result: PropagationResult, used: "_UsedPrompts") -> None:
+    def _write(self, flag: CancelFlag, job: "_Job", result: PropagationResult) -> None:
+        target, used = job.target, job.used
         if flag():
-            self.status.info("Cancelled; the Labels layer is unchanged.")
+            self._failed(flag, job, RuntimeError("cancelled"))
             return
-        if target not in self.viewer.layers:
-            self.status.error("The Labels layer was deleted while propagating; nothing written.")
+        if job.image not in self.viewer.layers or (target is not None and target not in self.viewer.layers):
+            self._runs.pop(job.image.unique_id, None)
+            self.status.error("A layer of the run was deleted while propagating; nothing written.")
             return
+        if target is None:  # "(new Labels layer)": made now, so a cancelled or failed run leaves none behind
+            active = self.viewer.layers.selection.active  # the clicks stay the active layer
+            target = job.target = job.kept.target = unwrap(self.viewer.add_labels(
+                np.zeros(layer_shape(job.image), np.int32), name=f"{job.image.name} propagated",
+                scale=job.image.scale, translate=job.image.translate))
+            self.target_picker.set_layer(target)
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active
         try:
-            result, renamed = renumber_taken_ids(result, full_resolution(target), used.new_ids)
-            record = write_new_labels(full_resolution(target), result)
+            if job.objects:
+                renamed, record = {}, replace_objects(full_resolution(target), result, job.objects)
+            else:
+                result, renamed = renumber_taken_ids(result, full_resolution(target), used.new_ids)
+                record = write_new_labels(full_resolution(target), result)
         except ValueError as err:
             self.status.error(f"Cannot write the result: {error_text(err)}")
             return
         target.refresh()
         self.last_result = result
-        self._undo.append((target, record))
+        # a renumbered object no longer matches SAM2's state: corrections start a new run then
+        if renamed:
+            self._runs.pop(job.image.unique_id, None)
+        else:
+            self._runs[job.image.unique_id] = job.kept
+        self._undo.append((target, record, job.image.unique_id))
         self.undo_button.setEnabled(True)
         used.forget()
         stopped = "".join(f"; object {oid} stopped at slice {s[0]}" for oid, s in result.stopped.items())
         moved = "".join(f"; object {old} is {new} (id {old} was labelled meanwhile)" for old, new in renamed.items())
-        self.status.info(f"Propagated objects {', '.join(map(str, result.object_ids))} through "
-                         f"{int(result.tracked.sum())} slices: {record.pixels} px added to '{target.name}' "
+        verb = "Corrected object" if job.objects else "Propagated objects"
+        ids = job.objects or result.object_ids
+        self.status.info(f"{verb} {', '.join(map(str, ids))} through "
+                         f"{int(result.tracked.sum())} slices: {record.pixels} px changed in '{target.name}' "
                          f"on slices {record.slices}{stopped}{moved}.")
 
     def undo(self) -> None:
@@ -301,37 +399,34 @@ class PropagateWidget(JobDock):
         if not self._undo:
             self.status.error("No propagation to undo.")
             return
-        target, record = self._undo.pop()
+        target, record, image_id = self._undo.pop()
         self.undo_button.setEnabled(bool(self._undo))
+        self._runs.pop(image_id, None)  # SAM2's state still holds what is undone: the next run starts afresh
         if target not in self.viewer.layers:
             self.status.error(f"The Labels layer '{target.name}' was deleted; nothing undone.")
             return
         record.undo(full_resolution(target))
         target.refresh()
-        self.status.info(f"Undid the propagation ({record.pixels} px on slices {record.slices}).")
+        self.status.info(f"Undid the propagation ({record.pixels} px on slices {record.slices}); "
+                         "the next Propagate starts a new run.")
 
 
 @dataclass
-class _UsedPrompts:
-    """The clicks and boxes one run sent; once their objects are labels they are dropped (no duplicates)."""
+class _KeptRun:
+    """A finished run of one image that corrections continue (SAM2's state in the app layer)."""
 
-    session: Any = None
-    index: tuple[int, ...] = ()
-    clicks: tuple = ()
-    click_box: tuple | None = None  # the click dock's box of that slice
-    boxes: Any = None
-    rects: list = field(default_factory=list)
-    new_ids: tuple[int, ...] = ()  # ids picked for the clicked and boxed objects (not in the labels at start)
+    run: PropagationRun
+    target: Any
 
-    def forget(self) -> None:
-        """Remove exactly these clicks and boxes (others, added meanwhile, stay)."""
-        if self.session is not None:
-            self.session.set_clicks(self.index, [c for c in self.session.clicks(self.index) if c not in self.clicks])
-            if self.click_box is not None and self.session.box(self.index) == self.click_box:
-                self.session.set_box(self.index, None)
-        if self.boxes is not None and len(self.boxes.data):
-            gone = {i for i, v in enumerate(self.boxes.data)
-                    if any(v.shape == r.shape and np.allclose(v, r) for r in self.rects)}
-            if gone:
-                self.boxes.selected_data = gone
-                self.boxes.remove_selected()
+
+@dataclass
+class _Job:
+    """What one press of Propagate sends: a fresh run (``objects`` empty) or a correction of ``objects``."""
+
+    image: Any
+    target: Any
+    kept: _KeptRun
+    prompts: list
+    what: str
+    used: UsedPrompts
+    objects: tuple[int, ...] = ()

@@ -99,11 +99,14 @@ def cmd_propagate(args: argparse.Namespace, base=None) -> int:
     prompts = read_prompts(args.prompts, slice_names(source), image_hw=tuple(source.data.shape[1:3]),
                            slices=slices)
     model = make_model(args, base, cache_dir=cache)
-    result = run_job(lambda progress, cancel: model.propagate(
-        source.data, prompts, direction=args.direction, start=args.start, stop=args.stop,
-        refine=not args.no_refine, stop_after=args.stop_after, stop_threshold=args.stop_threshold,
-        contrast_limits=source.contrast_limits, rgb=source.rgb, progress=progress, cancel=cancel),
-        quiet=args.quiet, stage="frames", what="propagation")
+    from ..app.propagation import PropagationOptions, propagate_stack
+
+    options = PropagationOptions(args.direction, args.start, args.stop, not args.no_refine, args.stop_after,
+                                 args.stop_threshold)
+    result = run_job(lambda progress, cancel: propagate_stack(model, source.data, prompts, options,
+                                                              contrast_limits=source.contrast_limits, rgb=source.rgb,
+                                                              progress=progress, cancel=cancel),
+                     quiet=args.quiet, stage="frames", what="propagation")
     write_labels(result.labels, out, source, {"command": "propagate", "direction": args.direction})
     if scores is not None:
         _write_scores(result, scores)

@@ -23,12 +23,14 @@ from .. import jobs
 from .coords import normalized_to_pixels, normalized_to_prompt, pixels_to_normalized
 from .image_adapter import split_stack
 from .prompts import FramePrompt, PromptError, box_to_normalized, check_clicks, merge_prompts, negative_only
+from .propagation_plan import Pass, StopRule, plan_passes
 from .video_features import CachedVideoPredictor
 
-__all__ = ["PropagationResult", "PropagationSession", "propagate", "DIRECTIONS"]
+__all__ = ["PropagationResult", "PropagationSession", "propagate", "slice_range", "DIRECTIONS"]
 
 DIRECTIONS = ("forward", "backward", "both")
 FrameCallback = Callable[[int, np.ndarray], None]
+LogitsCallback = Callable[[int, dict[int, np.ndarray]], None]
 
 
 @dataclass
@@ -48,7 +50,7 @@ class PropagationResult:
     tracked : ndarray (N,) bool
         Slices the run went through.
     stopped : dict
-        ``object id -> slices`` where the stop rule dropped it (one per pass).
+        ``object id -> slices`` where the stop rule dropped it.
     prompts : list of FramePrompt
         The prompts as used: positive clicks after refinement.
     """
@@ -86,9 +88,15 @@ class PropagationSession:
         self.predictor = CachedVideoPredictor.sharing(model.backbone.model)
         self.state = self.predictor.new_state(n, self.image_hw, self.embedding)
         self.prompts: list[FramePrompt] = []
+        self._cancel: jobs.Cancel | None = None  # the running job's, checked within a frame
 
     def embedding(self, index: int):
-        """The cached embedding of slice ``index`` (read and encoded on demand)."""
+        """The cached embedding of slice ``index`` (read and encoded on demand).
+
+        During a run its ``cancel`` is checked first, so a Cancel acts before a
+        slice is read or encoded, not only between slices.
+        """
+        jobs.check(self._cancel, "propagation")
         plane = np.asarray(self.stack[index])
         key = None if self._key is None else (self._key, index)
         return self.model.embed(plane, key=key, **self._embed_args)
@@ -127,6 +135,7 @@ class PropagationSession:
 
     def _add_one(self, obj: int, sl: int, p: FramePrompt, refine: bool) -> FramePrompt:
         pred, state = self.predictor, self.state
+        self._restore_memory(obj, sl)
         if p.mask is not None:
             pred.add_new_mask(state, sl, obj, torch.from_numpy(p.mask))
             return p
@@ -153,106 +162,191 @@ class PropagationSession:
                                    box=box, normalize_coords=False)
         return p
 
+    def _restore_memory(self, obj: int, t: int) -> None:
+        """Before a correction on tracked slice ``t``: bring back the memory SAM2 reads there.
+
+        A correction combines the click with the object's mask on ``t`` and its
+        memory of the slices tracked just before ``t``.  Outputs farther than
+        the memory window from where the last run ended were dropped (bounded
+        memory); then the object is tracked again, without writing anything,
+        from its nearest prompted slice on that side up to ``t``, as the run
+        that reached ``t`` tracked it.
+        """
+        state = self.state
+        idx = state["obj_id_to_idx"].get(obj)
+        tracked = {} if idx is None else state["frames_tracked_per_obj"][idx]
+        if t not in tracked:
+            return  # a first prompt there: SAM2 uses no memory
+        outputs = state["output_dict_per_obj"][idx]
+        cond, non_cond = outputs["cond_frame_outputs"], outputs["non_cond_frame_outputs"]
+        if t in cond:
+            return
+        reverse = bool(tracked[t]["reverse"])
+        back = 1 if reverse else -1  # memory comes from the slices tracked before t
+        reach = range(t, t + back * (self.predictor.memory_window() + 1), back)
+        needed = [k for k in reach if 0 <= k < self.num_slices and k in tracked and k not in cond]
+        if all(k in non_cond for k in needed):
+            return
+        behind = [c for c in cond if (c > t if reverse else c < t)]
+        if not behind:
+            return
+        origin = min(behind) if reverse else max(behind)
+        for k in range(origin, t + (-1 if reverse else 1), -1 if reverse else 1):
+            self._track_frame(k, reverse, [obj])
+            self._forget_far_outputs(k, [idx])
+
     # ------------------------------------------------------------------ tracking
-    def _passes(self, direction: str, start: int, stop: int) -> list[tuple[bool, range]]:
-        cond = {t for out in self.state["output_dict_per_obj"].values() for t in out["cond_frame_outputs"]}
-        outside = sorted(t for t in cond if not start <= t < stop)
+    def prompted_slices(self) -> dict[int, list[int]]:
+        """``object id -> slices that condition it`` (its prompts and corrections), sorted."""
+        outs = self.state["output_dict_per_obj"]
+        return {self.state["obj_idx_to_id"][i]: sorted(o["cond_frame_outputs"]) for i, o in outs.items()}
+
+    def _plan(self, direction: str, start: int, stop: int, from_slice: int | None) -> list[Pass]:
+        prompted = self.prompted_slices()
+        everywhere = sorted({t for slices in prompted.values() for t in slices})
+        outside = [t for t in everywhere if not start <= t < stop]
         if outside:
             raise PromptError(f"slice {outside[0]} has prompts but lies outside the range {start}–{stop - 1}; "
                               "widen the range or remove those prompts")
-        passes = []
-        if direction in ("forward", "both"):
-            passes.append((False, range(min(cond), stop)))
-        if direction in ("backward", "both"):
-            passes.append((True, range(max(cond), start - 1, -1)))
-        return passes
+        if from_slice is not None and not start <= from_slice < stop:
+            raise PromptError(f"the run cannot start at slice {from_slice}: it lies outside the range "
+                              f"{start}–{stop - 1}")
+        return plan_passes(direction, everywhere, start, stop, from_slice)
+
+    def _objects(self, objects: Iterable[int] | None) -> list[int]:
+        if objects is None:
+            return list(self.object_ids)
+        chosen = [int(o) for o in objects]
+        unknown = [o for o in chosen if o not in self.object_ids]
+        if unknown:
+            raise PromptError(f"object {unknown[0]} has no prompts in this propagation; give it a click, "
+                              "a box or a mask first")
+        return chosen
 
     def run(self, direction: str = "both", start: int | None = None, stop: int | None = None, *,
+            from_slice: int | None = None, objects: Iterable[int] | None = None,
             stop_threshold: float = 0.0, stop_after: int | None = None,
             progress: jobs.Progress | None = None, cancel: jobs.Cancel | None = None,
-            on_frame: FrameCallback | None = None) -> PropagationResult:
-        """Track every prompted object; see :func:`propagate` for the arguments."""
+            on_frame: FrameCallback | None = None, on_logits: LogitsCallback | None = None) -> PropagationResult:
+        """Track the prompted objects; see :func:`propagate` for the common arguments.
+
+        Each pass is one ``SAM2VideoPredictor.propagate_in_video`` call
+        (:mod:`~napari_rpsam2.model.propagation_plan`).  ``from_slice`` starts
+        every pass there instead (e.g. a corrected slice); ``objects`` tracks
+        only those object ids (the others are neither run nor labelled; SAM2
+        tracks each object on its own, so their results would be the same).
+        ``on_logits(index, {object id: logits (H, W) float32})`` gets the
+        logits of every slice a pass tracks, as the SAM2 call yields them.
+        """
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        start, stop = _range(start, stop, self.num_slices)
+        start, stop = slice_range(start, stop, self.num_slices)
         if stop_after is not None and stop_after < 1:
             raise ValueError(f"stop_after must be at least 1 frame (or None for no stop rule), got {stop_after}")
         if not self.state["obj_ids"]:
             raise PromptError("no prompts given: click, draw a box or paint a mask on at least one slice")
+        chosen = self._objects(objects)
+        self._cancel = cancel
+        try:
+            return self._run(direction, start, stop, from_slice, chosen, stop_threshold, stop_after,
+                             progress, cancel, on_frame, on_logits)
+        finally:
+            self._cancel = None
+
+    def _run(self, direction: str, start: int, stop: int, from_slice: int | None, chosen: list[int],
+             stop_threshold: float, stop_after: int | None, progress: jobs.Progress | None,
+             cancel: jobs.Cancel | None, on_frame: FrameCallback | None,
+             on_logits: LogitsCallback | None) -> PropagationResult:
         with torch.inference_mode(), self.model.backbone.autocast():
             self.predictor.propagate_in_video_preflight(self.state)
-            passes = self._passes(direction, start, stop)
-            total = sum(len(frames) for _, frames in passes)
+            passes = self._plan(direction, start, stop, from_slice)
+            prompted = self.prompted_slices()
+            total = sum(len(p.frames) for p in passes)
             n, ids = self.num_slices, self.object_ids
             result = PropagationResult(np.zeros((n, *self.image_hw), np.int32),
                                        np.full((n, len(ids)), np.nan, np.float32), ids,
                                        np.zeros(n, bool), {}, list(self.prompts))
             done = 0
-            for reverse, frames in passes:
-                below = np.zeros(len(ids), int)
-                active = np.ones(len(ids), bool)
-                for t in frames:
+            for p in passes:
+                rule = StopRule(prompted, chosen, stop_threshold, stop_after)
+                for k, t in enumerate(p.frames):
                     jobs.check(cancel, "propagation")
-                    self._track_frame(t, reverse, active, result)
-                    self._apply_stop_rule(t, result, below, active, stop_threshold, stop_after)
+                    scores, logits = self._track_frame(t, p.reverse, rule.objects_at(t))
+                    if on_logits is not None:
+                        on_logits(t, {o: v.cpu().numpy() for o, v in logits.items()})
+                    first_visit = not result.tracked[t]  # a slice tracked twice keeps its first pass's labels
+                    if first_visit:
+                        self._record(t, scores, logits, result)
+                    for o in rule.update(scores):
+                        result.stopped.setdefault(o, []).append(int(t))
                     self._forget_far_outputs(t)
                     done += 1
                     jobs.report(progress, "frames", done, total)
-                    if on_frame is not None:
+                    if on_frame is not None and first_visit:
                         on_frame(t, result.labels[t])
-                    if not active.any():
+                    if rule.finished(p.frames[k + 1:]):
                         break
             jobs.report(progress, "frames", total, total)
         return result
 
-    def _track_frame(self, t: int, reverse: bool, active: np.ndarray, result: PropagationResult) -> None:
-        """One frame for every active object, as ``SAM2VideoPredictor.propagate_in_video`` does it."""
+    def _track_frame(self, t: int, reverse: bool, objects: list[int]) -> tuple[dict, dict]:
+        """One frame for ``objects``, as ``SAM2VideoPredictor.propagate_in_video`` does it.
+
+        Returns ``({object: score}, {object: logits (H, W) at the stack's resolution})``.
+        """
         pred, state = self.predictor, self.state
-        logits, idx = [], []
-        for obj_idx in np.flatnonzero(active):
+        scores, masks = {}, []
+        for obj in objects:
+            jobs.check(self._cancel, "propagation")
+            obj_idx = state["obj_id_to_idx"][obj]
             outputs = state["output_dict_per_obj"][obj_idx]
             if t in outputs["cond_frame_outputs"]:
                 out = outputs["cond_frame_outputs"][t]
-                masks = out["pred_masks"].to(state["device"])
+                low = out["pred_masks"].to(state["device"])
             else:
-                out, masks = pred._run_single_frame_inference(
+                out, low = pred._run_single_frame_inference(
                     inference_state=state, output_dict=outputs, frame_idx=t, batch_size=1,
                     is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=reverse,
                     run_mem_encoder=True)
                 outputs["non_cond_frame_outputs"][t] = out
             state["frames_tracked_per_obj"][obj_idx][t] = {"reverse": reverse}
-            result.scores[t, obj_idx] = float(out["object_score_logits"].float().reshape(-1)[0])
-            logits.append(masks)
-            idx.append(obj_idx)
+            scores[obj] = float(out["object_score_logits"].float().reshape(-1)[0])
+            masks.append(low)
+        if not masks:
+            return scores, {}
+        _, video = pred._get_orig_video_res_output(state, torch.cat(masks, dim=0))
+        return scores, dict(zip(objects, video[:, 0].float()))
+
+    @staticmethod
+    def _record(t: int, scores: dict, logits: dict, result: PropagationResult) -> None:
+        """Slice ``t``'s scores and labels (the highest logit wins where objects overlap)."""
         result.tracked[t] = True
+        column = {o: k for k, o in enumerate(result.object_ids)}
+        for o, score in scores.items():
+            result.scores[t, column[o]] = score
         if not logits:
             return
-        _, video = pred._get_orig_video_res_output(state, torch.cat(logits, dim=0))
-        video = video[:, 0].float()
-        best, which = video.max(dim=0)
-        ids = torch.as_tensor([result.object_ids[i] for i in idx], dtype=torch.int32, device=video.device)
+        best, which = torch.stack(list(logits.values())).max(dim=0)
+        ids = torch.as_tensor(list(logits), dtype=torch.int32, device=best.device)
         result.labels[t] = torch.where(best > 0, ids[which], 0).cpu().numpy()
 
-    def _apply_stop_rule(self, t, result, below, active, threshold, after) -> None:
-        if after is None:
-            return
-        for obj_idx in np.flatnonzero(active):
-            below[obj_idx] = below[obj_idx] + 1 if result.scores[t, obj_idx] < threshold else 0
-            if below[obj_idx] >= after:
-                active[obj_idx] = False
-                result.stopped.setdefault(result.object_ids[obj_idx], []).append(int(t))
+    def _forget_far_outputs(self, t: int, objects: Iterable[int] | None = None) -> None:
+        """Drop tracking outputs SAM2's memory can no longer reach (conditioning frames stay).
 
-    def _forget_far_outputs(self, t: int) -> None:
-        """Drop tracking outputs SAM2's memory can no longer reach (conditioning frames stay)."""
+        ``objects``: only these object indices (default: all).
+        """
         window = self.predictor.memory_window()
-        for outputs in self.state["output_dict_per_obj"].values():
+        per_obj = self.state["output_dict_per_obj"]
+        for idx in per_obj if objects is None else objects:
+            outputs = per_obj[idx]
             cond = list(outputs["cond_frame_outputs"])
             non_cond = outputs["non_cond_frame_outputs"]
             for k in [k for k in non_cond if abs(k - t) > window and all(abs(k - c) > window for c in cond)]:
                 del non_cond[k]
 
 
-def _range(start: int | None, stop: int | None, n: int) -> tuple[int, int]:
+def slice_range(start: int | None, stop: int | None, n: int) -> tuple[int, int]:
+    """``(start, stop)`` with the defaults filled in; PromptError when they do not fit ``n`` slices."""
     start = 0 if start is None else int(start)
     stop = n if stop is None else int(stop)
     if not 0 <= start < stop <= n:
@@ -278,22 +372,30 @@ def propagate(model, stack, prompts: Iterable[FramePrompt], *, direction: str = 
         Clicks, boxes or masks per object on any slices; every prompted slice
         conditions its object there.
     direction : "forward", "backward" or "both"
-        Forward runs from the earliest prompted slice, backward from the latest.
+        Each pass is one call of SAM2's ``propagate_in_video``: forward from the
+        earliest prompted slice to the end of the range; backward from the
+        latest prompted slice back to its start; both: forward, then backward
+        from the earliest prompted slice (which keeps the forward labels).
+        Every object is tracked on every slice of a pass, before its own
+        first prompt too (SAM2 conditions it from that prompt ahead), as
+        :mod:`~napari_rpsam2.model.propagation_plan` states.
     start, stop : int, optional
         Only slices ``start <= i < stop`` are tracked.
     refine : bool
         Move positive clicks with the shift block first (RP-SAM2).
     stop_threshold, stop_after : float, int or None
         An object whose object-score logit stays below ``stop_threshold`` for
-        ``stop_after`` consecutive slices is dropped for the rest of that pass
-        (``None``: never).
+        ``stop_after`` consecutive slices is dropped in that pass until its next
+        prompted slice (``None``: never).  Slices are counted only from the
+        object's own first prompt in the pass's direction; an object is always
+        tracked on its prompted slices.
     progress, cancel
         The long-job contract (:mod:`napari_rpsam2.jobs`): stage ``"frames"``.
     on_frame : callable(index, labels2d), optional
         Called after each slice with its labels (to show slices already done).
     """
     session = PropagationSession(model, stack, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb, key=key)
-    _range(start, stop, session.num_slices)
+    slice_range(start, stop, session.num_slices)
     session.add(prompts, refine=refine)
     return session.run(direction, start, stop, stop_threshold=stop_threshold, stop_after=stop_after,
                        progress=progress, cancel=cancel, on_frame=on_frame)
