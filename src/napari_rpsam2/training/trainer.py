@@ -353,6 +353,7 @@ def train_shift_block(
     optimizer = make_optimizer(block, config)
     state = start_state(model, optimizer, resume, out)
     folder, temporary = _store_folder(model, store_dir)
+    finished = False
     try:
         prep = Preparer(model, train, config, SliceStore(folder), candidate_cache)
         refs = [prep.ref(i) for i in training_indices(train)]
@@ -363,8 +364,10 @@ def train_shift_block(
         if not stopped:
             result.cancelled = _epochs(model, optimizer, prep, refs, state, out, config, val, resume, log_path,
                                        progress, on_epoch, cancel, world)
+        finished = True
     finally:
-        ddp.barrier()
+        if finished:  # after an error, the other processes may be inside another collective: no barrier
+            ddp.barrier()
         if temporary and rank == 0:
             shutil.rmtree(folder, ignore_errors=True)
     block.load_state_dict(state.best_state)
