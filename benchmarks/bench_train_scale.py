@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slices", type=int, nargs=2, default=(50, 400), help="small and large training sets")
     parser.add_argument("--prepare-slices", type=int, default=8, help="slices for the 1- vs 2-process preparation")
     parser.add_argument("--skip-ddp", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true", help="only the 1- vs 2-process preparation")
     args = parser.parse_args(argv)
     if args.child_memory is not None:
         print(json.dumps(child_memory(args.child_memory)))
@@ -203,11 +204,13 @@ def main(argv: list[str] | None = None) -> None:
         child_prepare(args.child_prepare)
         return
     me = [sys.executable, str(Path(__file__).resolve())]
-    small, large = (_run([*me, "--child-memory", str(n)]) for n in args.slices)
-    step = _run([*me, "--child-step"])
-    result = {"device": "cpu", "backbone": "sam2.1_hiera_tiny", "small": small, "large": large, "step": step,
-              "peak_rss_growth_400_over_50": round(large["peak_rss_mib"] / small["peak_rss_mib"], 3),
-              "step_to_limit_ratio": step["step_to_limit_ratio"]}
+    result: dict = {"device": "cpu", "backbone": "sam2.1_hiera_tiny"}
+    if not args.skip_memory:
+        small, large = (_run([*me, "--child-memory", str(n)]) for n in args.slices)
+        step = _run([*me, "--child-step"])
+        result.update({"small": small, "large": large, "step": step,
+                       "peak_rss_growth_400_over_50": round(large["peak_rss_mib"] / small["peak_rss_mib"], 3),
+                       "step_to_limit_ratio": step["step_to_limit_ratio"]})
     if not args.skip_ddp:
         torchrun = str(Path(sys.executable).with_name("torchrun"))
         runs = {w: _run([torchrun, "--nproc_per_node", str(w), "--master_port", str(29600 + w), *me[1:],
