@@ -268,7 +268,7 @@ def _validate(model, val: AnnotatedStack | None, config: TrainConfig, cancel, pr
     finally:
         block.train()
     dsc, hd, n = ddp.all_reduce_sum(sums, model.device)
-    return dsc / n, hd / n
+    return (dsc / n, hd / n) if n else (None, None)
 
 
 def _store_folder(model, store_dir) -> tuple[Path, bool]:
