@@ -226,3 +226,22 @@ def test_evaluate_hd95_convention_and_merge_gap(capsys, model, tmp_path):
     assert_one_line_error(code, err, "--hd95", "max-directed")
     code, _, err = run(capsys, base + ["--out", str(out), "--merge-gap", "-3"], model)
     assert_one_line_error(code, err, "merge gap")
+
+
+def test_train_refuses_to_replace_another_runs_checkpoint(capsys, data, model, tmp_path):
+    """An existing checkpoint stays byte for byte unless --overwrite is given."""
+    from napari_rpsam2.model import ShiftBlock
+    from napari_rpsam2.model.checkpoint import save_checkpoint
+
+    ckpt = tmp_path / "block.safetensors"
+    save_checkpoint(ckpt, ShiftBlock(), model.backbone.name, training={"epoch": 900, "run": "an-older-run"})
+    before = ckpt.read_bytes()
+    args = ["train", "--images", str(data / "train/images"), "--labels", str(data / "train/labels"),
+            "--epochs", "1", "--clicks", "1", "--grid-stride", "32", "--val-fraction", "0", "--out", str(ckpt),
+            "--sam2-weights", "random", "--quiet"]
+    code, _, err = run(capsys, args, model)
+    assert_one_line_error(code, err, "already exists", "--overwrite")
+    assert ckpt.read_bytes() == before and not (tmp_path / "block.last.safetensors").exists()
+    code, stdout, err = run(capsys, [*args, "--overwrite"], model)
+    assert code == 0, err
+    assert read_header(ckpt)["training"]["run"] not in (None, "an-older-run") and str(ckpt) in stdout

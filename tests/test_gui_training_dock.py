@@ -168,3 +168,40 @@ def test_docks_squeezed_to_their_narrowest_never_cut_off_their_content(make_napa
         scroll = dock.findChild(QScrollArea)
         needed = scroll.widget().minimumSizeHint().width()
         assert scroll.viewport().width() >= needed, f"{type(dock).__name__}: {scroll.viewport().width()} < {needed}"
+
+
+def _answer(qtbot, button, seen: list) -> None:
+    """Click ``button`` of the question box as soon as it shows (it blocks until answered)."""
+    from qtpy.QtCore import Qt, QTimer
+    from qtpy.QtWidgets import QApplication, QMessageBox
+
+    def press() -> None:
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(20, press)
+            return
+        seen.append(box.text())
+        qtbot.mouseClick(box.button(button), Qt.MouseButton.LeftButton)
+
+    QTimer.singleShot(0, press)
+
+
+def test_start_asks_before_replacing_a_checkpoint(scene, qtbot, tmp_path):
+    from qtpy.QtWidgets import QMessageBox
+
+    _, _, dock, _ = scene
+    out = tmp_path / "kept.safetensors"
+    out.write_bytes(b"a long-trained block")
+    _fill_form(qtbot, dock, out, "1000", stride="24")
+    asked: list[str] = []
+    _answer(qtbot, QMessageBox.StandardButton.No, asked)
+    click(qtbot, dock.start_button)
+    assert asked and "kept.safetensors" in asked[0] and "Replace" in asked[0]
+    assert not dock.running and "was kept" in dock.status.text()
+    assert out.read_bytes() == b"a long-trained block"
+
+    _answer(qtbot, QMessageBox.StandardButton.Yes, asked)
+    click(qtbot, dock.start_button)
+    assert len(asked) == 2 and dock.running
+    click(qtbot, dock.stop_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=120_000)

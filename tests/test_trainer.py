@@ -122,7 +122,7 @@ def test_validation_and_log(model, forceps, tmp_path):
                       on_epoch=seen.append, progress=lambda s, d, t: stages.add(s))
     line = json.loads((tmp_path / "l.jsonl").read_text().splitlines()[0])
     assert 0.0 <= line["val_mdsc"] <= 100.0 and line["val_mhd95"] >= 0 and seen[0].is_best
-    assert stages == {"embeddings", "candidates", "epoch"}
+    assert stages == {"embeddings", "candidates", "validation embeddings", "validation", "epoch"}
     assert read_header(tmp_path / "v.safetensors")["metrics"]["val_mDSC"] == pytest.approx(line["val_mdsc"])
     with pytest.raises(DataError, match="does not exist"):
         train_shift_block(m, forceps, tmp_path / "nope" / "v.safetensors", config)

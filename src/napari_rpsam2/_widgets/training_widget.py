@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QFormLayout,
     QHBoxLayout,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QToolButton,
@@ -27,7 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..app.train import label_array, train_from_arrays
+from ..app.train import label_array, train_from_arrays, would_replace
 from ..jobs import CancelFlag, Cancelled
 from ..training.data import DEFAULT_MERGE_GAP, DataError
 from ._job_dock import JobDock
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainingWidget"]
 
-STAGES = {"embeddings": "embedding slices", "candidates": "candidate grid clicks", "epoch": "epochs"}
+STAGES = {"embeddings": "embedding slices", "candidates": "candidate grid clicks",
+          "validation embeddings": "embedding validation slices", "validation": "validating", "epoch": "epochs"}
 
 
 def _label_source(layer: Any) -> bool:
@@ -67,7 +69,7 @@ def looks_like_label_png(layer: Any) -> bool:
 
 
 def _training_job(model, candidates, image, labels, out, config, *, rgb, contrast_limits, gamma, val, slice_keys,
-                  merge_gap, progress, on_epoch, cancel) -> "Trained":
+                  merge_gap, progress, on_epoch, cancel, overwrite=False) -> "Trained":
     """The worker's job: torch's optimizer stack is imported here, off the GUI thread."""
     import_torch_compiler()
     image, labels = np.asarray(image), np.asarray(labels)
@@ -75,7 +77,7 @@ def _training_job(model, candidates, image, labels, out, config, *, rgb, contras
         val = (np.asarray(val[0]), np.asarray(val[1]), val[2])
     return train_from_arrays(model, image, labels, out, config, rgb=rgb, contrast_limits=contrast_limits,
                              gamma=gamma, val=val, slice_keys=slice_keys, candidates=candidates, merge_gap=merge_gap,
-                             progress=progress, on_epoch=on_epoch, cancel=cancel)
+                             progress=progress, on_epoch=on_epoch, cancel=cancel, overwrite=overwrite)
 
 
 def _hyper_parameters() -> Container:
@@ -225,6 +227,10 @@ class TrainingWidget(JobDock):
         out = Path(out).expanduser()
         if out.suffix != ".safetensors":
             out = out.with_name(out.name + ".safetensors")
+        overwrite = would_replace(out)
+        if overwrite and not self._may_replace(out):
+            self.status.info(f"Not started: {out.name} was kept. Choose another output file to train.")
+            return
         image = self.image_picker.layer()
         try:
             img, lab, rgb = self._pair(image, self.labels_picker.layer(), "training")
@@ -244,11 +250,20 @@ class TrainingWidget(JobDock):
         gap = float(self.form.merge_gap.value)
         start_worker(_training_job, model, self.workspace.candidates, img, lab, str(out), self.config(), rgb=rgb,
                      contrast_limits=list(image.contrast_limits), gamma=float(image.gamma), val=val,
-                     slice_keys=keys.__getitem__, merge_gap=gap,
+                     slice_keys=keys.__getitem__, merge_gap=gap, overwrite=overwrite,
                      progress=lambda stage, done, total: emit(("progress", stage, done, total)),
                      on_epoch=lambda log: emit(("epoch", log)), cancel=flag,
                      on_return=self._trained, on_error=lambda err: self._failed(flag, err),
                      on_finish=lambda: self._end_job(flag))
+
+    def _may_replace(self, out: Path) -> bool:
+        """Ask before a run replaces the checkpoint of another one."""
+        answer = QMessageBox.question(
+            self, "Replace the checkpoint?",
+            f"{out.name} already holds a shift block from another training run.\n"
+            f"Replace it (and {out.stem}.last.safetensors) with this run's?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def _on_message(self, msg: tuple) -> None:
         if msg[0] == "progress":

@@ -12,7 +12,9 @@ block's seed, progress stages) cannot diverge:
   model's frozen backbone and embedding cache; the given model is left alone.
 
 Progress follows :mod:`napari_rpsam2.jobs`: stages ``"embeddings"`` (slices),
-``"candidates"`` (grid clicks, reported per chunk of clicks) and ``"epoch"``.
+``"candidates"`` (grid clicks, reported per chunk of clicks), ``"validation
+embeddings"`` (before the first epoch), ``"validation"`` (slices, each epoch)
+and ``"epoch"``.  Under ``torchrun`` each process reports its own share.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from ..training.trainer import EpochLog, TrainConfig, TrainResult
 
 __all__ = ["TrainingData", "Trained", "label_array", "data_from_arrays", "data_from_folders", "train", "train_from_arrays",
-           "reuse_embeddings", "VAL_FRACTION"]
+           "reuse_embeddings", "would_replace", "VAL_FRACTION"]
 
 VAL_FRACTION = 0.2
 """Share of the annotated slices held out for validation when none is given."""
@@ -204,7 +206,8 @@ class _ChunkProgress:
 def train(model: "RPSAM2", data: TrainingData, out: str | os.PathLike, config: "TrainConfig", *,
           candidates: CandidateCache | None = None, resume: str | os.PathLike | None = None,
           log_path: str | os.PathLike | None = None, progress: jobs.Progress | None = None,
-          on_epoch: Callable[["EpochLog"], None] | None = None, cancel: jobs.Cancel | None = None) -> Trained:
+          on_epoch: Callable[["EpochLog"], None] | None = None, cancel: jobs.Cancel | None = None,
+          overwrite: bool = False) -> Trained:
     """Train a fresh shift block on ``model``'s frozen backbone; keep the best checkpoint at ``out``.
 
     Parameters
@@ -214,6 +217,9 @@ def train(model: "RPSAM2", data: TrainingData, out: str | os.PathLike, config: "
     data : TrainingData
     candidates : CandidateCache, optional
         Grid-Dice results to reuse (a workspace's), else a fresh cache.
+    overwrite : bool
+        Replace a checkpoint of another run at ``out`` (else :class:`DataError`;
+        see :func:`would_replace` to ask first).
     progress, cancel
         The long-job contract; a stop keeps the best checkpoint so far
         (``result.cancelled`` is true).
@@ -227,8 +233,13 @@ def train(model: "RPSAM2", data: TrainingData, out: str | os.PathLike, config: "
         torch.manual_seed(config.seed)
         block = ShiftBlock()
     trained = RPSAM2(model.backbone, block, cache=model.cache)
+    from ..training import ddp
+    from ..training.prepare import prep_shard, training_indices
+
     cache = candidates if candidates is not None else CandidateCache()
-    total = sum(len(grid_points(data.train.object_mask(o), config.grid_stride)) for o in data.train.objects())
+    mine = set(prep_shard(training_indices(data.train), *ddp.rank_and_world()))  # this process's share
+    total = sum(len(grid_points(data.train.object_mask(o), config.grid_stride)) for o in data.train.objects()
+                if o.slice_index in mine)
     reporting = _ChunkProgress(cache, total, progress, cancel)
 
     def engine_progress(stage: str, done: int, total: int) -> None:
@@ -237,7 +248,7 @@ def train(model: "RPSAM2", data: TrainingData, out: str | os.PathLike, config: "
 
     result = train_shift_block(trained, data.train, out, config, val=data.val, resume=resume, log_path=log_path,
                                progress=engine_progress, on_epoch=on_epoch, cancel=cancel,
-                               candidate_cache=reporting)  # type: ignore[arg-type]
+                               candidate_cache=reporting, overwrite=overwrite)  # type: ignore[arg-type]
     return Trained(result, trained, data)
 
 
@@ -247,7 +258,7 @@ def train_from_arrays(model: "RPSAM2", image: np.ndarray, labels: np.ndarray, ou
                       slice_keys: Callable[[int], Hashable] | None = None, candidates: CandidateCache | None = None,
                       merge_gap: float | None = None, val_fraction: float = VAL_FRACTION,
                       progress: jobs.Progress | None = None, on_epoch: Callable[["EpochLog"], None] | None = None,
-                      cancel: jobs.Cancel | None = None) -> Trained:
+                      cancel: jobs.Cancel | None = None, overwrite: bool = False) -> Trained:
     """:func:`data_from_arrays` then :func:`train`, reusing embeddings a viewer already has.
 
     ``slice_keys(i)`` is the cache key under which a viewer embedded slice
@@ -265,4 +276,15 @@ def train_from_arrays(model: "RPSAM2", image: np.ndarray, labels: np.ndarray, ou
             pairs = ((image[i], slice_keys(i)) for i in range(spatial[0]) if np.any(lab[i]))
         reuse_embeddings(model, pairs, rgb=rgb, contrast_limits=contrast_limits, gamma=gamma)
     return train(model, data, out, config, candidates=candidates, progress=progress, on_epoch=on_epoch,
-                 cancel=cancel)
+                 cancel=cancel, overwrite=overwrite)
+
+
+def would_replace(out: str | os.PathLike, resume: str | os.PathLike | None = None) -> bool:
+    """Whether training to ``out`` would replace a checkpoint of another run (a front end asks first)."""
+    from ..training.run_state import refuse_replacing
+
+    try:
+        refuse_replacing(out, resume=resume)
+    except DataError:
+        return True
+    return False

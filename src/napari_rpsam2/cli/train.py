@@ -30,12 +30,13 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
     cache = cache_folder(args.cache)
     from ..app.train import train
     from ..training import ddp
-    from ..training.trainer import TrainConfig
+    from ..training.trainer import TrainConfig, refuse_replacing
 
     if args.resume is not None:
         existing_file(args.resume, "resume checkpoint")
     if args.log is not None:
         output_file(args.log, ".jsonl", "--log")
+    refuse_replacing(out, resume=args.resume, overwrite=args.overwrite)  # on every process, before any work
     for name in ("epochs", "batch_size", "clicks", "val_clicks", "grid_stride"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
@@ -58,10 +59,14 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
     with sigint_cancel() as cancel:
         try:
             result = train(model, data, out, config, resume=args.resume, log_path=args.log, progress=bars,
-                           on_epoch=_print_epoch, cancel=cancel).result
+                           on_epoch=_print_epoch, cancel=cancel, overwrite=args.overwrite).result
         finally:
             bars.close()
             ddp.leave_group()
+    if world > 1:
+        p = result.prepared
+        print(f"process {rank} of {world}: encoded {p.get('encoded', 0)} slice(s), reused {p.get('reused', 0)}",
+              file=sys.stderr)
     if rank != 0:
         return 0
     from ..training.trainer import last_checkpoint_path
@@ -126,6 +131,8 @@ def add_parser(sub) -> None:
                     help="candidate grid spacing in pixels (default: about 12×12 points per object)")
     sp.add_argument("--val-clicks", type=int, default=10, help="seeds of the per-epoch validation")
     sp.add_argument("--resume", default=None, help="checkpoint to continue from (<out>.last.safetensors)")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace an existing checkpoint of another run at --out (refused without it)")
     sp.add_argument("--log", default=None, help="per-epoch log (.jsonl)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--val-fraction", type=float, default=0.2,

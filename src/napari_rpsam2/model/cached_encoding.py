@@ -67,15 +67,26 @@ class CachedEncoding:
                 return emb
             emb = self.cache.load_from_disk(signature, self.device)
             if emb is None or emb.memory_embed is None:  # entries older than video propagation: redo
-                picture = encoder_picture(image, contrast_limits, gamma, rgb)
-                emb = self.backbone.encode(picture)
-                del picture
-                image_hw = tuple(int(n) for n in np.shape(image)[:2])
-                if emb.image_hw != image_hw:  # a big image was downscaled for the encoder
-                    emb = ImageEmbedding(emb.image_embed, emb.high_res_feats, image_hw, emb.memory_embed)
+                emb = self.encode_uncached(image, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb)
                 self.cache.save_to_disk(signature, emb)
             self.cache.put(memory_key, emb)
         return emb
+
+    def encode_uncached(self, image: np.ndarray, *, contrast_limits=None, gamma: float = 1.0,
+                        rgb: bool | None = None) -> ImageEmbedding:
+        """Run the encoder on one slice, bypassing (and not filling) the cache."""
+        picture = encoder_picture(image, contrast_limits, gamma, rgb)
+        emb = self.backbone.encode(picture)
+        del picture
+        image_hw = tuple(int(n) for n in np.shape(image)[:2])
+        if emb.image_hw != image_hw:  # a big image was downscaled for the encoder
+            emb = ImageEmbedding(emb.image_embed, emb.high_res_feats, image_hw, emb.memory_embed)
+        return emb
+
+    def content_signature(self, image: np.ndarray, *, contrast_limits=None, gamma: float = 1.0,
+                          rgb: bool | None = None) -> str:
+        """The disk cache's key of a slice: its content, display mapping and the backbone's weights."""
+        return self._keys(np.asarray(image), contrast_limits, gamma, rgb, None)[1]
 
     def is_cached(self, image: np.ndarray, *, contrast_limits=None, gamma: float = 1.0,
                   rgb: bool | None = None, key: Hashable | None = None) -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 from .._atomic import OutputError, atomic_write, verify_safetensors
 from .embedding import ImageEmbedding
 
-__all__ = ["EmbeddingCache", "CacheStats", "CacheWarning", "slice_signature"]
+__all__ = ["EmbeddingCache", "CacheStats", "CacheWarning", "slice_signature", "stored_like"]
 
 _DISK_FORMAT = "napari-rpsam2-embedding"
 _DISK_VERSION = "1"
@@ -56,6 +56,24 @@ class CacheStats:
     disk_errors: int = 0
 
 
+def _as_float32(tensor):
+    """A float32 copy (never a view of the memory map)."""
+    import torch
+
+    return tensor.clone() if tensor.dtype == torch.float32 else tensor.to(torch.float32)
+
+
+def stored_like(embedding: ImageEmbedding, dtype: str | None) -> ImageEmbedding:
+    """``embedding`` as it reads back from a disk cache writing ``dtype`` (float32 again)."""
+    import torch
+
+    if dtype in (None, "float32"):
+        return embedding
+    half = getattr(torch, dtype)
+    tensors = {k: v.detach().to(half).to(torch.float32) for k, v in embedding.tensors().items()}
+    return ImageEmbedding.from_tensors(tensors, embedding.image_hw)
+
+
 class CacheWarning(UserWarning):
     """The disk cache could not be written; clicks keep working from memory."""
 
@@ -70,12 +88,20 @@ class EmbeddingCache:
         SAM2 embedding is about 16 MiB in float32.  At least one entry is kept.
     disk_dir : path, optional
         Folder for embeddings written to disk (one safetensors file each).
+    disk_dtype : str, optional
+        ``"float16"`` or ``"bfloat16"`` halves the files (training streams
+        thousands of them); ``None`` keeps float32.  Entries are always read
+        back as float32, whatever dtype wrote them.
     """
 
-    def __init__(self, max_bytes: int = 1 << 30, disk_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, max_bytes: int = 1 << 30, disk_dir: str | os.PathLike | None = None,
+                 disk_dtype: str | None = None) -> None:
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        if disk_dtype not in (None, "float32", "float16", "bfloat16"):
+            raise ValueError(f"disk_dtype must be float32, float16 or bfloat16, got {disk_dtype!r}")
         self.max_bytes = int(max_bytes)
+        self.disk_dtype = disk_dtype
         self.disk_dir = Path(disk_dir) if disk_dir is not None else None
         if self.disk_dir is not None:
             self.disk_dir.mkdir(parents=True, exist_ok=True)
@@ -151,8 +177,9 @@ class EmbeddingCache:
                     return None
                 if meta.get("signature") != signature:
                     return None
-                # copy out of the memory map: a file changed later must not crash the viewer (SIGBUS)
-                tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
+                # copy out of the memory map (a file changed later must not crash the viewer: SIGBUS);
+                # half-precision entries come back as float32, what the decoder computes in
+                tensors = {k: _as_float32(f.get_tensor(k)) for k in f.keys()}
             hw = tuple(json.loads(meta["image_hw"]))
         except Exception:  # a damaged cache file is only a miss; it gets rewritten
             return None
@@ -173,9 +200,12 @@ class EmbeddingCache:
             return
         from safetensors.torch import save_file
 
-        tensors = {k: v.detach().cpu().contiguous() for k, v in embedding.tensors().items()}
+        import torch
+
+        dtype = getattr(torch, self.disk_dtype or "float32")
+        tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in embedding.tensors().items()}
         meta = {"format": _DISK_FORMAT, "version": _DISK_VERSION, "signature": signature,
-                "image_hw": json.dumps(list(embedding.image_hw))}
+                "image_hw": json.dumps(list(embedding.image_hw)), "dtype": str(dtype).removeprefix("torch.")}
         try:
             atomic_write(self._disk_path(signature), lambda tmp: save_file(tensors, tmp, metadata=meta),
                          verify=verify_safetensors)

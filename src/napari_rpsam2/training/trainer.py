@@ -1,24 +1,34 @@
 """Train the shift block with the compound loss (docs/method.md, "Loss" and "Training").
 
 The backbone is frozen and in ``eval()``.  Embeddings and candidate sets are
-computed once (:func:`prepare_slices`) and reused every step.  A step runs,
-per image, the shift block's image context (with gradients), the refinement
-and SAM2's mask decoder (differentiable, ``multimask=True`` keeping the best
+computed once per slice (:mod:`.prepare`) into a folder on disk
+(:class:`~.slice_store.SliceStore`: the embedding cache's folder, or a
+temporary one) and each step reads only its batch's slices back, so memory
+does not grow with the number of training slices.  A step runs, per image,
+the shift block's image context (with gradients), the refinement and SAM2's
+mask decoder (differentiable, ``multimask=True`` keeping the best
 predicted-IoU mask as at inference).  **The Dice loss is computed at SAM2's
 low resolution**: the 256×256 logits against the object mask resized to the
 same 256×256 frame, so a step costs about what the decoder alone costs.
 
-Resume and reproducibility: the clicks of epoch ``e`` come from
-``numpy.random.default_rng([seed, e, rank])`` and nothing else is random, so a
+Under ``torchrun`` (:mod:`.ddp`) each process prepares its share of the
+slices, the block is wrapped in ``DistributedDataParallel``, each epoch's
+shards come from a seeded ``DistributedSampler`` and the loss is divided by
+the number of clicks of the whole step, so the update does not depend on how
+the batch was split between processes.
+
+Resume and reproducibility: the clicks on slice ``i`` in epoch ``e`` come from
+``numpy.random.default_rng([seed, e, i])`` and nothing else is random, so a
 run resumed from ``<out>.last.safetensors`` (weights + AdamW state) gives the
-same result as an uninterrupted one.
+same result as an uninterrupted one, on any number of processes.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,30 +36,35 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from .. import jobs
 from ..evaluation.protocol import evaluate
 from ..jobs import Cancelled
-from ..model.checkpoint import load_checkpoint, read_header, save_checkpoint
-from ..model.coords import pixels_to_normalized
-from ..model.embedding import ImageEmbedding
-from ..model.embedding_cache import slice_signature
+from ..model.checkpoint import read_header
+from ..model.coords import clamp_straight_through, pixels_to_normalized
 from . import ddp
 from .candidates import CandidateCache
 from .data import AnnotatedStack, DataError
-from .losses import ObjectShape, distance_loss, object_shape, outside_loss, soft_dice_loss
-from .optimizer import make_optimizer, optimizer_tensors, restore_optimizer
+from .losses import distance_loss, outside_loss, soft_dice_loss
+from .optimizer import make_optimizer
+from .prepare import LOW_RES, Preparer, object_target, prep_shard, training_indices
+from .run_state import EpochLog, keep_epoch, last_checkpoint_path, refuse_replacing, start_state
+from .slice_store import ObjectTarget, SliceStore, SliceTargets
 
 __all__ = ["TrainConfig", "EpochLog", "TrainResult", "ObjectTarget", "SliceTargets", "prepare_slices",
-           "training_step", "train_shift_block", "last_checkpoint_path", "make_optimizer"]
+           "training_step", "train_shift_block", "last_checkpoint_path", "make_optimizer", "refuse_replacing",
+           "LOW_RES"]
 
-LOW_RES = 256
+_object_target = object_target  # the name older callers use
 
 
 @dataclass
 class TrainConfig:
-    """Training settings (defaults follow the paper; ``eval_clicks`` seeds for validation)."""
+    """Training settings (defaults follow the paper; ``eval_clicks`` seeds for validation).
+
+    ``batch_size`` is per process: under ``torchrun`` a step sees
+    ``batch_size × processes`` slices.
+    """
 
     epochs: int = 1500
     lr: float = 1e-4
@@ -68,235 +83,215 @@ class TrainConfig:
 
 
 @dataclass
-class EpochLog:
-    """One line of the training log."""
-
-    epoch: int
-    loss: float
-    dice_loss: float
-    dist_loss: float
-    out_loss: float
-    val_mdsc: float | None
-    val_mhd95: float | None
-    is_best: bool
-    seconds: float
-
-
-@dataclass
 class TrainResult:
-    """What a training run left behind."""
+    """What a training run left behind (``prepared``: this process's encoder runs and reuses)."""
 
     checkpoint: Path | None
     best_epoch: int
     history: list[EpochLog] = field(default_factory=list)
     cancelled: bool = False
-
-
-@dataclass
-class ObjectTarget:
-    """Everything the loss needs about one object (computed once)."""
-
-    inside: np.ndarray  # (A, 2) int32 pixels (row, col) to draw clicks from
-    candidates: torch.Tensor  # (M, 2) normalized (x, y)
-    target: torch.Tensor  # (256, 256) float mask in SAM2's low-res frame
-    shape: ObjectShape  # the object at full resolution, for L_out
-
-
-@dataclass
-class SliceTargets:
-    """One training image: its embedding and its objects."""
-
-    index: int
-    embedding: ImageEmbedding
-    objects: list[ObjectTarget]
-
-
-def last_checkpoint_path(out: str | os.PathLike) -> Path:
-    """``<out>.last.safetensors``: the resumable checkpoint written every epoch."""
-    out = Path(out)
-    stem = out.name[: -len(".safetensors")] if out.name.endswith(".safetensors") else out.name
-    return out.with_name(stem + ".last.safetensors")
-
-
-def _object_target(mask: np.ndarray, grid, config: TrainConfig, device: torch.device) -> ObjectTarget:
-    hw = mask.shape
-    low = F.interpolate(torch.as_tensor(mask, dtype=torch.float32)[None, None], size=(LOW_RES, LOW_RES),
-                        mode="bilinear", align_corners=False, antialias=True)[0, 0]
-    cands = pixels_to_normalized(grid.candidates(config.epsilon), hw)
-    return ObjectTarget(np.argwhere(mask).astype(np.int32),
-                        torch.as_tensor(cands, dtype=torch.float32, device=device),
-                        low.to(device), object_shape(mask, device))
+    prepared: dict = field(default_factory=dict)
 
 
 def prepare_slices(model, stack: AnnotatedStack, config: TrainConfig, *, indices=None,
                    candidate_cache: CandidateCache | None = None,
                    progress: Callable[[str, int, int], None] | None = None,
                    cancel: Callable[[], bool] | None = None) -> list[SliceTargets]:
-    """Embeddings and candidate sets of the slices (with objects) of ``stack``.
+    """Embeddings and candidate sets of the slices (with objects) of ``stack``, all in memory.
 
-    ``progress(stage, done, total)`` with stage ``"embeddings"`` then
-    ``"candidates"``; raises :class:`Cancelled` when ``cancel()`` turns true.
+    For tests and benchmarks on a few slices; training itself streams them
+    from disk.  ``progress(stage, done, total)`` with stage ``"embeddings"``
+    then ``"candidates"``; raises :class:`Cancelled` when ``cancel()`` turns true.
     """
-    objects = stack.objects()
-    chosen = sorted({o.slice_index for o in objects}) if indices is None else list(indices)
-    embeddings = {}
-    for done, i in enumerate(chosen, 1):
-        if cancel is not None and cancel():
-            raise Cancelled("training was cancelled while embedding")
-        embeddings[i] = model.embed(np.asarray(stack.images[i]), contrast_limits=stack.contrast_limits,
-                                    gamma=stack.gamma, rgb=stack.rgb)
-        if progress is not None:
-            progress("embeddings", done, len(chosen))
-    todo = [o for o in objects if o.slice_index in embeddings]
-    per_slice: dict[int, list[ObjectTarget]] = {i: [] for i in chosen}
-    signatures: dict[int, str] = {}
-    cache = candidate_cache if candidate_cache is not None else CandidateCache()
-    for done, obj in enumerate(todo, 1):
-        if cancel is not None and cancel():
-            raise Cancelled("training was cancelled while computing candidates")
-        i = obj.slice_index
-        if i not in signatures:
-            signatures[i] = slice_signature(np.asarray(stack.images[i]), stack.contrast_limits, stack.gamma,
-                                            stack.rgb)
-        mask = stack.object_mask(obj)
-        grid = cache.grid_dice(model, embeddings[i], mask, image_signature=signatures[i],
-                               object_id=obj.object_id, stride=config.grid_stride, refine=False)
-        per_slice[i].append(_object_target(mask, grid, config, model.device))
-        if progress is not None:
-            progress("candidates", done, len(todo))
-    return [SliceTargets(i, embeddings[i], per_slice[i]) for i in chosen if per_slice[i]]
+    chosen = training_indices(stack) if indices is None else list(indices)
+    with tempfile.TemporaryDirectory(prefix="rpsam2-train-") as folder:
+        prep = Preparer(model, stack, config, SliceStore(folder), candidate_cache)
+        refs = [prep.ref(i) for i in chosen if prep.objects_of(i)]
+        prep.prepare(refs, progress=progress, cancel=cancel)
+        return [prep.load(r) for r in refs]
 
 
-def training_step(model, batch: list[SliceTargets], config: TrainConfig, rng: np.random.Generator) -> dict:
+class _Refiner(torch.nn.Module):
+    """The shift block's refinement of one image's clicks as one ``forward`` (what DDP wraps)."""
+
+    def __init__(self, block: torch.nn.Module, backbone) -> None:
+        super().__init__()
+        self.block = block
+        self.__dict__["backbone"] = backbone  # frozen: not a submodule, DDP leaves it alone
+
+    def forward(self, image_embed: torch.Tensor, points_xy: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+        context = self.block.image_context(image_embed)
+        moved = self.block(points_xy, self.backbone.point_tokens(points_xy), context)
+        return clamp_straight_through(moved, image_hw)
+
+
+def _idle_step(refiner: torch.nn.Module, block, device) -> None:
+    """A zero gradient through ``refiner``: a process with an empty batch still joins the all-reduce."""
+    tokens, dim = block.image_pos.shape
+    side = int(round(math.sqrt(tokens)))
+    embed = torch.zeros((1, dim, side, tokens // side), device=device)
+    out = refiner(embed, torch.full((1, 2), 0.5, device=device), (side, side))
+    (out.sum() * 0.0).backward()
+
+
+def training_step(model, batch: list[SliceTargets], config: TrainConfig, rng, *, total_clicks: int | None = None,
+                  refiner: torch.nn.Module | None = None, grad_scale: float = 1.0) -> dict:
     """Forward and backward for one batch of images (gradients accumulate; no optimizer step).
 
-    The loss is the mean over all clicks of ``α·dice + β·dist + γ·out``.  The
+    ``rng`` is one generator, or one per image.  The loss is the mean over
+    ``total_clicks`` (default: this batch's clicks; under DDP the whole
+    step's) of ``α·dice + β·dist + γ·out``; gradients are multiplied by
+    ``grad_scale`` (the world size, which DDP's averaging divides out).  The
     Dice term goes through the frozen decoder a few clicks at a time
     (``backbone.click_chunk_size``: on a CPU, small batches are about twice
     as fast per click and bound the memory); its gradient with respect to the
     refined clicks is collected and pushed through the shift block once, with
     the distance and outside terms.  Returns the batch's loss terms.
     """
-    block, backbone = model.shift_block, model.backbone
+    backbone = model.backbone
+    refiner = refiner if refiner is not None else _Refiner(model.shift_block, backbone)
     k = config.clicks_per_object
-    total_clicks = sum(len(s.objects) for s in batch) * k
+    total_clicks = total_clicks or sum(len(s.objects) for s in batch) * k
+    rngs = rng if isinstance(rng, (list, tuple)) else [rng] * len(batch)
     sums = {"loss": 0.0, "dice_loss": 0.0, "dist_loss": 0.0, "out_loss": 0.0}
-    for item in batch:
-        emb = item.embedding
-        rows = [obj.inside[rng.integers(len(obj.inside), size=k)] for obj in item.objects]
-        clicks = torch.as_tensor(pixels_to_normalized(np.concatenate(rows), emb.image_hw),
-                                 dtype=torch.float32, device=model.device)
-        refined = model.refine_normalized(emb, clicks, block.image_context(emb.image_embed))
-        moved = refined.detach().requires_grad_(True)
-        owner = torch.arange(len(item.objects), device=model.device).repeat_interleave(k)
-        targets = torch.stack([obj.target for obj in item.objects])
-        dice = torch.empty(len(owner), device=model.device)
-        for start in range(0, len(owner), backbone.click_chunk_size):
-            part = slice(start, start + backbone.click_chunk_size)
-            ones = torch.ones((len(owner[part]), 1), dtype=torch.int, device=model.device)
-            logits, _ = backbone.decode(emb, moved[part].unsqueeze(1), ones, True)
-            per_click = soft_dice_loss(logits, targets[owner[part]])
-            (per_click.sum() * (config.alpha / total_clicks)).backward()
-            dice[part] = per_click.detach()
-        rest = refined.new_zeros(())
-        for j, obj in enumerate(item.objects):
-            pts = refined[j * k:(j + 1) * k]
-            dist = distance_loss(pts, obj.candidates, config.theta)
-            out = outside_loss(pts, obj.shape, config.out_temperature)
-            rest = rest + (config.beta * dist.sum() + config.gamma * out.sum()) / total_clicks
-            sums["dist_loss"] += float(dist.detach().sum()) / total_clicks
-            sums["out_loss"] += float(out.detach().sum()) / total_clicks
-        # d(dice term)/d(block) = moved.grad · d(refined)/d(block): one backward through the block
-        (rest + (refined * moved.grad).sum()).backward()
-        sums["dice_loss"] += float(dice.sum()) / total_clicks
+    for pos, (item, gen) in enumerate(zip(batch, rngs)):
+        with ddp.sync_unless_last(refiner, pos == len(batch) - 1):
+            _image_step(model, refiner, item, gen, config, total_clicks, grad_scale, sums)
     sums["loss"] = (config.alpha * sums["dice_loss"] + config.beta * sums["dist_loss"]
                     + config.gamma * sums["out_loss"])
     return sums
 
 
-# ------------------------------------------------------------------ checkpoints
-def _copy_state(block: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in block.state_dict().items()}
+def _image_step(model, refiner, item: SliceTargets, rng, config: TrainConfig, total_clicks: int, grad_scale: float,
+                sums: dict) -> None:
+    """Forward and backward of one image's clicks; adds its loss terms to ``sums``."""
+    backbone, k = model.backbone, config.clicks_per_object
+    emb = item.embedding
+    rows = [obj.inside[rng.integers(len(obj.inside), size=k)] for obj in item.objects]
+    clicks = torch.as_tensor(pixels_to_normalized(np.concatenate(rows), emb.image_hw),
+                             dtype=torch.float32, device=model.device)
+    refined = refiner(emb.image_embed, clicks, emb.image_hw)
+    moved = refined.detach().requires_grad_(True)
+    owner = torch.arange(len(item.objects), device=model.device).repeat_interleave(k)
+    targets = torch.stack([obj.target for obj in item.objects])
+    dice = torch.empty(len(owner), device=model.device)
+    for start in range(0, len(owner), backbone.click_chunk_size):
+        part = slice(start, start + backbone.click_chunk_size)
+        ones = torch.ones((len(owner[part]), 1), dtype=torch.int, device=model.device)
+        logits, _ = backbone.decode(emb, moved[part].unsqueeze(1), ones, True)
+        per_click = soft_dice_loss(logits, targets[owner[part]])
+        (per_click.sum() * (config.alpha * grad_scale / total_clicks)).backward()
+        dice[part] = per_click.detach()
+    rest = refined.new_zeros(())
+    for j, obj in enumerate(item.objects):
+        pts = refined[j * k:(j + 1) * k]
+        dist = distance_loss(pts, obj.candidates, config.theta)
+        out = outside_loss(pts, obj.shape, config.out_temperature)
+        rest = rest + (config.beta * dist.sum() + config.gamma * out.sum()) / total_clicks
+        sums["dist_loss"] += float(dist.detach().sum()) / total_clicks
+        sums["out_loss"] += float(out.detach().sum()) / total_clicks
+    # d(dice term)/d(block) = moved.grad · d(refined)/d(block): one backward through the block
+    (rest * grad_scale + (refined * moved.grad).sum()).backward()
+    sums["dice_loss"] += float(dice.sum()) / total_clicks
 
 
-@dataclass
-class _RunState:
-    """Where a run stands: the next epoch, the best epoch so far and its weights, the history."""
+def _train_epoch(model, refiner, optimizer, prep: Preparer, refs: list, config: TrainConfig, epoch: int,
+                 cancel) -> np.ndarray | None:
+    """One pass over this epoch's shard; the loss terms summed over the job, or ``None`` when cancelled.
 
-    epoch: int
-    best_epoch: int
-    best_score: float
-    best_state: dict[str, torch.Tensor]
-    history: list[EpochLog]
-
-
-def _start_state(model, optimizer, resume, out: Path) -> _RunState:
-    """A fresh run, or the state saved in a ``.last`` checkpoint (weights and AdamW state restored)."""
-    block = model.shift_block
-    if resume is None:
-        return _RunState(0, 0, -math.inf, _copy_state(block), [])
-    saved, header, extras = load_checkpoint(resume, backbone=model.backbone.name)
-    block.load_state_dict(saved.state_dict())
-    restore_optimizer(optimizer, extras)
-    info = header.get("training", {})
-    epoch = int(info.get("epoch", 0))
-    state = _RunState(epoch, int(info.get("best_epoch", epoch)), float(info.get("best_score", -math.inf)),
-                      _copy_state(block), [EpochLog(**h) for h in info.get("history", [])])
-    if state.best_epoch != epoch and out.exists() and read_header(out).get("training", {}).get("epoch") == \
-            state.best_epoch:
-        state.best_state = _copy_state(load_checkpoint(out, backbone=model.backbone.name)[0])
-    return state
-
-
-def _train_epoch(model, optimizer, mine: list[SliceTargets], steps: int, config: TrainConfig, epoch: int,
-                 rank: int, cancel) -> np.ndarray | None:
-    """One pass over this process's slices; mean loss terms, or ``None`` when cancelled."""
-    rng = np.random.default_rng([config.seed, epoch, rank])
-    order = rng.permutation(len(mine))
+    Only the current batch's slices are read from the store (and held).
+    """
+    rank, world = ddp.rank_and_world()
+    mine = ddp.epoch_shard(len(refs), rank, world, config.seed, epoch)
+    steps = math.ceil(math.ceil(len(refs) / world) / config.batch_size)
+    k = config.clicks_per_object
     sums = np.zeros(4)
     for step in range(steps):
         if ddp.any_rank(cancel is not None and bool(cancel()), model.device):
             return None
         optimizer.zero_grad(set_to_none=True)
-        batch = [mine[i] for i in order[step * config.batch_size:(step + 1) * config.batch_size]]
-        terms = training_step(model, batch, config, rng) if batch else dict.fromkeys(
-            ("loss", "dice_loss", "dist_loss", "out_loss"), 0.0)
-        ddp.average_gradients(model.shift_block.parameters())
+        batch = [prep.load(refs[i]) for i in mine[step * config.batch_size:(step + 1) * config.batch_size]]
+        clicks = int(ddp.all_reduce_sum([sum(len(s.objects) for s in batch) * k], model.device)[0])
+        if batch:
+            rngs = [np.random.default_rng([config.seed, epoch, s.index]) for s in batch]
+            terms = training_step(model, batch, config, rngs, total_clicks=clicks, refiner=refiner,
+                                  grad_scale=float(world))
+            sums += np.array([terms["loss"], terms["dice_loss"], terms["dist_loss"], terms["out_loss"]])
+        else:  # nothing left on this process: a zero gradient keeps the job's average over what was seen
+            _idle_step(refiner, model.shift_block, model.device)
+        del batch
         optimizer.step()
-        sums += np.array([terms["loss"], terms["dice_loss"], terms["dist_loss"], terms["out_loss"]]) / steps
-    return sums
+    return np.array(ddp.all_reduce_sum(sums.tolist(), model.device)) / steps
 
 
-def _validate(model, val: AnnotatedStack | None, config: TrainConfig, cancel) -> tuple[float | None, float | None]:
-    """Validation mDSC and mHD95 of the block as it is (``Cancelled`` when stopped meanwhile)."""
+def _val_share(val: AnnotatedStack) -> AnnotatedStack | None:
+    """This process's share of the validation slices (``None`` when it has none)."""
+    rank, world = ddp.rank_and_world()
+    mine = prep_shard(training_indices(val), rank, world)
+    if not mine:
+        return None
+    return val if world == 1 else val.subset(mine)
+
+
+def _embed_validation(model, val: AnnotatedStack | None, progress, cancel) -> None:
+    """Embed this process's validation slices before the first epoch (stage ``"validation embeddings"``)."""
+    share = _val_share(val) if val is not None else None
+    if share is None:
+        return
+    chosen = training_indices(share)
+    for done, i in enumerate(chosen, 1):
+        if cancel is not None and cancel():
+            raise Cancelled("training was cancelled while embedding the validation slices")
+        model.embed(np.asarray(share.images[i]), contrast_limits=share.contrast_limits, gamma=share.gamma,
+                    rgb=share.rgb)
+        jobs.report(progress, "validation embeddings", done, len(chosen))
+
+
+def _validate(model, val: AnnotatedStack | None, config: TrainConfig, cancel, progress
+              ) -> tuple[float | None, float | None]:
+    """Validation mDSC and mHD95 of the block as it is, each process on its share, object-weighted.
+
+    ``Cancelled`` when stopped meanwhile (a single process only).
+    """
     if val is None:
         return None, None
+    share = _val_share(val)
     block = model.shift_block
     block.eval()
+    sums = [0.0, 0.0, 0.0]
     try:
-        report = evaluate(model, val, clicks=config.eval_clicks, methods=("rpsam2",), cancel=cancel)
+        if share is not None:
+            report = evaluate(model, share, clicks=config.eval_clicks, methods=("rpsam2",), cancel=cancel,
+                              progress=lambda d, t: jobs.report(progress, "validation", d, t))
+            n = len(share.objects())
+            sums = [n * report["rpsam2"]["mDSC"]["mean"], n * report["rpsam2"]["mHD95"]["mean"], float(n)]
     finally:
         block.train()
-    return report["rpsam2"]["mDSC"]["mean"], report["rpsam2"]["mHD95"]["mean"]
+    dsc, hd, n = ddp.all_reduce_sum(sums, model.device)
+    return (dsc / n, hd / n) if n else (None, None)
 
 
-def _keep_epoch(model, optimizer, state: _RunState, log: EpochLog, out: Path, summary: dict,
-                log_file: Path | None) -> None:
-    """Write the best checkpoint (when it is), the ``.last`` one and the log line of a finished epoch."""
-    block, epoch = model.shift_block, log.epoch
-    metrics = {"train_loss": log.loss, "val_mDSC": log.val_mdsc, "val_mHD95": log.val_mhd95}
-    state.history.append(log)
-    if log.is_best:
-        state.best_epoch, state.best_state = epoch, _copy_state(block)
-        save_checkpoint(out, block, model.backbone.name, metrics=metrics,
-                        training={**summary, "epoch": epoch, "epochs": epoch, "best_epoch": epoch})
-    save_checkpoint(last_checkpoint_path(out), block, model.backbone.name, metrics=metrics,
-                    training={**summary, "epoch": epoch, "epochs": epoch, "best_epoch": state.best_epoch,
-                              "best_score": state.best_score, "history": [asdict(h) for h in state.history]},
-                    extra_tensors=optimizer_tensors(optimizer))
-    if log_file is not None:
-        with open(log_file, "a") as fh:
-            fh.write(json.dumps(asdict(log)) + "\n")
+def _store_folder(model, store_dir) -> tuple[Path, bool]:
+    """The folder training slices go to, and whether it is a temporary one of this run (shared by all ranks)."""
+    if store_dir is not None:
+        return Path(store_dir), False
+    if model.cache.disk_dir is not None:
+        return Path(model.cache.disk_dir), False
+    rank, _ = ddp.rank_and_world()
+    folder = tempfile.mkdtemp(prefix="rpsam2-train-") if rank == 0 else None
+    return Path(ddp.broadcast_object(folder)), True
+
+
+def _check_first(out: Path, resume, overwrite: bool) -> None:
+    """Refuse a bad output before any work, on every process (all of them stop together)."""
+    error = None
+    try:
+        if not out.parent.is_dir():
+            raise DataError(f"cannot write the checkpoint: folder {out.parent} does not exist")
+        refuse_replacing(out, resume=resume, overwrite=overwrite)
+    except DataError as err:
+        error = err
+    ddp.agree(error)
 
 
 # ------------------------------------------------------------------ the loop
@@ -313,6 +308,8 @@ def train_shift_block(
     on_epoch: Callable[[EpochLog], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     candidate_cache: CandidateCache | None = None,
+    overwrite: bool = False,
+    store_dir: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train ``model.shift_block`` on ``train``; keep the best checkpoint at ``out``.
 
@@ -325,7 +322,9 @@ def train_shift_block(
         without ``val``, lowest training loss).
     out : path
         Best checkpoint (``.safetensors``); ``<out>.last.safetensors`` is
-        written each epoch with the optimizer state for ``resume``.
+        written each epoch with the optimizer state for ``resume``.  An
+        existing checkpoint of another run is refused (:class:`DataError`)
+        unless ``overwrite``.
     config : TrainConfig
     resume : path, optional
         A ``.last`` checkpoint to continue from (a best checkpoint also works,
@@ -333,10 +332,14 @@ def train_shift_block(
     log_path : path, optional
         JSON-lines log, one line per epoch (appended on resume).
     progress : callable(stage, done, total), optional
-        Stages ``"embeddings"``, ``"candidates"``, ``"epoch"``.
+        Stages ``"embeddings"``, ``"candidates"``, ``"validation embeddings"``,
+        ``"validation"`` and ``"epoch"``.
     on_epoch : callable(EpochLog), optional
     cancel : callable() -> bool, optional
         Checked before every step; the last written checkpoints stay intact.
+    store_dir : path, optional
+        Where the training slices are written (default: the model's disk
+        cache folder, else a temporary folder removed afterwards).
 
     Returns
     -------
@@ -345,52 +348,86 @@ def train_shift_block(
     """
     rank, world = ddp.rank_and_world()
     out = Path(out)
-    if rank == 0 and not out.parent.is_dir():
-        raise DataError(f"cannot write the checkpoint: folder {out.parent} does not exist")
+    _check_first(out, resume, overwrite)
     block = model.shift_block
     optimizer = make_optimizer(block, config)
-    state = _start_state(model, optimizer, resume, out)
+    state = start_state(model, optimizer, resume, out)
+    folder, temporary = _store_folder(model, store_dir)
+    finished = False
     try:
-        slices = prepare_slices(model, train, config, candidate_cache=candidate_cache, progress=progress,
-                                cancel=cancel)
+        prep = Preparer(model, train, config, SliceStore(folder), candidate_cache)
+        refs = [prep.ref(i) for i in training_indices(train)]
+        if not refs:
+            raise DataError("the training data have no objects; paint at least one object")
+        stopped = _prepare(prep, refs, val, model, progress, cancel)
+        result = TrainResult(None, state.best_epoch, state.history, stopped, dict(prep.counts))
+        if not stopped:
+            result.cancelled = _epochs(model, optimizer, prep, refs, state, out, config, val, resume, log_path,
+                                       progress, on_epoch, cancel, world)
+        finished = True
+    finally:
+        if finished:  # after an error, the other processes may be inside another collective: no barrier
+            ddp.barrier()
+        if temporary and rank == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+    block.load_state_dict(state.best_state)
+    header = read_header(out) if rank == 0 and out.exists() else model.shift_block_header
+    model.set_shift_block(block, header)
+    result.checkpoint, result.best_epoch, result.history = (out if out.exists() else None), state.best_epoch, \
+        state.history
+    return result
+
+
+def _prepare(prep: Preparer, refs: list, val, model, progress, cancel) -> bool:
+    """This process's share of the slices into the store, validation embeddings; ``True`` when cancelled.
+
+    An error on any process stops all of them with its message.
+    """
+    rank, world = ddp.rank_and_world()
+    error, stopped = None, False
+    try:
+        prep.prepare(prep_shard(refs, rank, world), progress=progress, cancel=cancel)
+        _embed_validation(model, val, progress, cancel)
     except Cancelled:
-        slices = None
-    if slices is not None and not slices:
-        raise DataError("the training data have no objects; paint at least one object")
-    mine = ddp.shard(slices or [], rank, world)
-    steps = math.ceil(math.ceil(len(slices or []) / world) / config.batch_size)
+        stopped = True
+    except Exception as err:  # noqa: BLE001 - handed to every process, then re-raised
+        error = err
+    ddp.agree(error)
+    return ddp.any_rank(stopped, model.device)
+
+
+def _epochs(model, optimizer, prep, refs, state, out: Path, config: TrainConfig, val, resume, log_path, progress,
+            on_epoch, cancel, world: int) -> bool:
+    """The epoch loop; ``True`` when cancelled."""
+    rank = ddp.rank_and_world()[0]
     log_file = Path(log_path) if log_path is not None else None
     if rank == 0 and log_file is not None and resume is None and log_file.exists():
         log_file.unlink()
-    summary = {"data": train.summary(), "val_data": val.summary() if val is not None else None,
+    summary = {"data": prep.stack.summary(), "val_data": val.summary() if val is not None else None,
                "config": asdict(config), "world_size": world}
+    block = model.shift_block
+    refiner = ddp.wrap(_Refiner(block, model.backbone), model.device)
     block.train()
-    stopped = slices is None
-    while not stopped and state.epoch < config.epochs:
+    while state.epoch < config.epochs:
         began = time.perf_counter()
-        sums = _train_epoch(model, optimizer, mine, steps, config, state.epoch, rank, cancel)
+        sums = _train_epoch(model, refiner, optimizer, prep, refs, config, state.epoch, cancel)
         if sums is None:
-            stopped = True
-            break
-        loss, dice_l, dist_l, out_l = ddp.all_reduce_mean(sums.tolist(), model.device)
+            return True
+        loss, dice_l, dist_l, out_l = sums.tolist()
+        try:
+            # under DDP every process validates its share; only a single process may stop mid-validation
+            val_mdsc, val_mhd95 = _validate(model, val, config, cancel if world == 1 else None, progress)
+        except Cancelled:  # stopped during validation: this epoch is not kept
+            return True
         state.epoch += 1
         if rank == 0:
-            try:
-                # under DDP the other ranks wait at the barrier: only a single process may stop mid-validation
-                val_mdsc, val_mhd95 = _validate(model, val, config, cancel if world == 1 else None)
-            except Cancelled:  # stopped during validation: this epoch is not kept
-                stopped = True
-                break
             score = val_mdsc if val_mdsc is not None else -loss
             log = EpochLog(state.epoch, loss, dice_l, dist_l, out_l, val_mdsc, val_mhd95, score > state.best_score,
                            time.perf_counter() - began)
             state.best_score = max(state.best_score, score)
-            _keep_epoch(model, optimizer, state, log, out, summary, log_file)
+            keep_epoch(model, optimizer, state, log, out, summary, log_file)
             if on_epoch is not None:
                 on_epoch(log)
         ddp.barrier()
         jobs.report(progress, "epoch", state.epoch, config.epochs)
-    block.load_state_dict(state.best_state)
-    header = read_header(out) if rank == 0 and out.exists() else model.shift_block_header
-    model.set_shift_block(block, header)
-    return TrainResult(out if out.exists() else None, state.best_epoch, state.history, stopped)
+    return False
