@@ -68,7 +68,7 @@ class ClickWidget(DockView):
         self.refine_box.setChecked(True)
         self.refine_box.setToolTip(f"Off: plain SAM2 on the same clicks, to compare. Key: {KEYS['toggle']}")
         self.precompute_box = QCheckBox("Embed other slices in the background")
-        self.precompute_box.setChecked(True)
+        self.precompute_box.setChecked(self.workspace.background_embedding)
         self.block_label = QLabel("Shift block: –")
         self.box_button = QPushButton("Draw box")
         self.box_button.setToolTip("Drag a rectangle around the object on this slice; SAM2 takes it with the clicks.\n"

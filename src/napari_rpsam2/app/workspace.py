@@ -46,11 +46,19 @@ class Workspace:
         Memory budget of the embedding cache.
     cache_dir : path, optional
         Folder of the disk embedding cache.
+    cache : EmbeddingCache, optional
+        Use this embedding cache (e.g. one shared by several viewers) instead
+        of making one from ``cache_bytes`` and ``cache_dir``.
+    background_embedding : bool
+        Whether click docks start with "Embed other slices in the background"
+        ticked.
     """
 
-    def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES, cache_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES, cache_dir: str | os.PathLike | None = None, *,
+                 cache: EmbeddingCache | None = None, background_embedding: bool = True) -> None:
         self.events = WorkspaceEvents()
-        self.cache = EmbeddingCache(cache_bytes, cache_dir)
+        self.cache = cache if cache is not None else EmbeddingCache(cache_bytes, cache_dir)
+        self.background_embedding = bool(background_embedding)
         self.candidates = CandidateCache()
         self.click_sessions: dict = {}
         """Click session of each image (by the image layer's id), kept while a dock is closed and reopened."""

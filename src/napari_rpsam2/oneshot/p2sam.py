@@ -53,7 +53,7 @@ def part_prompts(grid: torch.Tensor, parts: torch.Tensor, background: torch.Tens
     taken: set[int] = set()
     pos = _best_cells(similarity(grid, parts), taken)
     neg = _best_cells(similarity(grid, background), taken)
-    points = np.array([cell_to_pixel(c, image_hw) for c in pos + neg])
+    points = np.array([cell_to_pixel(c, image_hw, grid.shape[0]) for c in pos + neg])
     return points, np.array([1] * len(pos) + [0] * len(neg))
 
 

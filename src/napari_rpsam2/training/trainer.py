@@ -5,8 +5,8 @@ computed once (:func:`prepare_slices`) and reused every step.  A step runs,
 per image, the shift block's image context (with gradients), the refinement
 and SAM2's mask decoder (differentiable, ``multimask=True`` keeping the best
 predicted-IoU mask as at inference).  **The Dice loss is computed at SAM2's
-low resolution**: the 256×256 logits against the object mask resized to the
-same 256×256 frame, so a step costs about what the decoder alone costs.
+low resolution**: the low-res logits (256×256 at SAM2's 1024 input) against the object
+mask resized to the same frame, so a step costs about what the decoder alone costs.
 
 Resume and reproducibility: the clicks of epoch ``e`` come from
 ``numpy.random.default_rng([seed, e, rank])`` and nothing else is random, so a
@@ -44,7 +44,6 @@ from .optimizer import make_optimizer, optimizer_tensors, restore_optimizer
 __all__ = ["TrainConfig", "EpochLog", "TrainResult", "ObjectTarget", "SliceTargets", "prepare_slices",
            "training_step", "train_shift_block", "last_checkpoint_path", "make_optimizer"]
 
-LOW_RES = 256
 
 
 @dataclass
@@ -98,7 +97,7 @@ class ObjectTarget:
 
     inside: np.ndarray  # (A, 2) int32 pixels (row, col) to draw clicks from
     candidates: torch.Tensor  # (M, 2) normalized (x, y)
-    target: torch.Tensor  # (256, 256) float mask in SAM2's low-res frame
+    target: torch.Tensor  # (L, L) float mask in SAM2's low-res frame (L = backbone.low_res_size, 256 at 1024)
     shape: ObjectShape  # the object at full resolution, for L_out
 
 
@@ -118,9 +117,9 @@ def last_checkpoint_path(out: str | os.PathLike) -> Path:
     return out.with_name(stem + ".last.safetensors")
 
 
-def _object_target(mask: np.ndarray, grid, config: TrainConfig, device: torch.device) -> ObjectTarget:
+def _object_target(mask: np.ndarray, grid, config: TrainConfig, device: torch.device, low_res: int) -> ObjectTarget:
     hw = mask.shape
-    low = F.interpolate(torch.as_tensor(mask, dtype=torch.float32)[None, None], size=(LOW_RES, LOW_RES),
+    low = F.interpolate(torch.as_tensor(mask, dtype=torch.float32)[None, None], size=(low_res, low_res),
                         mode="bilinear", align_corners=False, antialias=True)[0, 0]
     cands = pixels_to_normalized(grid.candidates(config.epsilon), hw)
     return ObjectTarget(np.argwhere(mask).astype(np.int32),
@@ -161,7 +160,7 @@ def prepare_slices(model, stack: AnnotatedStack, config: TrainConfig, *, indices
         mask = stack.object_mask(obj)
         grid = cache.grid_dice(model, embeddings[i], mask, image_signature=signatures[i],
                                object_id=obj.object_id, stride=config.grid_stride, refine=False)
-        per_slice[i].append(_object_target(mask, grid, config, model.device))
+        per_slice[i].append(_object_target(mask, grid, config, model.device, model.backbone.low_res_size))
         if progress is not None:
             progress("candidates", done, len(todo))
     return [SliceTargets(i, embeddings[i], per_slice[i]) for i in chosen if per_slice[i]]
