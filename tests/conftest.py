@@ -73,6 +73,17 @@ def model(embedding_cache) -> RPSAM2:
 
 
 @pytest.fixture(scope="session")
+def full_size_model(embedding_cache) -> RPSAM2:
+    """The ``model``'s weights at SAM2's own 1024² input, for the few tests whose claim depends on it.
+
+    Built on first use only; ~4 s per encode on a CPU, so prefer ``model``.
+    """
+    loaded = RPSAM2.load("sam2.1_hiera_tiny", sam2_weights="random", device="cpu", seed=0, image_size=1024)
+    loaded.cache = embedding_cache  # its embeddings are keyed apart from the small model's
+    return loaded
+
+
+@pytest.fixture(scope="session")
 def instrument_stack() -> tuple[np.ndarray, np.ndarray]:
     """The sample stack: (3, 256, 320, 3) uint8 RGB and (3, 256, 320) int32 labels."""
     return make_instrument_stack()
