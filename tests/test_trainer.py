@@ -54,6 +54,7 @@ def _probe(model, stack, slices, config):
     return dist, inside, loss
 
 
+@pytest.mark.slow  # ~70 s of CPU: 40 epochs at SAM2's 1024 input
 def test_training_moves_clicks_towards_candidates(full_size_model, forceps, tmp_path):
     """A short run through the real SAM2 decoder learns (random tiny backbone).
 
