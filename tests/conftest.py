@@ -1,7 +1,18 @@
-"""Shared fixtures: one random-weight SAM2 tiny model and its embeddings per session.
+"""Shared fixtures: one random-weight SAM2 tiny model and one embedding cache per session.
 
-The encoder takes seconds per slice on a CPU, so every test that only needs
-an embedding shares these session-scoped fixtures.
+Speed, structurally (the suite must stay fast as tests are added):
+
+* SAM2 is built at a 256² input (``NAPARI_RPSAM2_IMAGE_SIZE``, set here before
+  anything is built, so the GUI's *Load model*, CLI runs and child processes
+  such as torchrun workers get it too): an encode costs ~0.3 s instead of ~4 s
+  on a CPU.  Export ``NAPARI_RPSAM2_IMAGE_SIZE=1024`` to run the suite at
+  SAM2's own size.
+* ``embedding_cache``: one cache for the session.  The ``model`` fixture and
+  every GUI test's viewer workspace use it, and it finds a slice by content
+  whatever layer it came from, so a picture is encoded once per session.
+* GUI tests: click docks start with background embedding off; a test about it
+  is marked ``@pytest.mark.background_embedding`` (its viewer then also gets
+  an empty cache of its own, so there is something to embed).
 """
 
 from __future__ import annotations
@@ -15,8 +26,13 @@ import pytest
 import torch
 import torchvision.ops  # noqa: F401  (loads triton now: loading it after a napari viewer exists segfaults)
 
-from napari_rpsam2 import RPSAM2
-from napari_rpsam2.sample_data import make_instrument_stack
+from napari_rpsam2.model.backbone import IMAGE_SIZE_ENV
+
+os.environ.setdefault(IMAGE_SIZE_ENV, "256")  # before any model is built; child processes inherit it
+
+from napari_rpsam2 import RPSAM2  # noqa: E402
+from napari_rpsam2.model import EmbeddingCache  # noqa: E402
+from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 # The viewer's disk embedding cache is on by default (the user's cache folder): tests never write there;
@@ -44,9 +60,31 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def model() -> RPSAM2:
-    """SAM2.1 hiera-tiny with seeded random weights and a fresh (identity) shift block."""
-    return RPSAM2.load("sam2.1_hiera_tiny", sam2_weights="random", device="cpu", seed=0)
+def embedding_cache() -> EmbeddingCache:
+    """The session's embedding cache (memory only; found by content): the ``model``'s and GUI workspaces'."""
+    return EmbeddingCache(2 << 30)
+
+
+@pytest.fixture(scope="session")
+def model(embedding_cache) -> RPSAM2:
+    """SAM2.1 hiera-tiny with seeded random weights, a fresh (identity) shift block, the session cache.
+
+    Other models on the same backbone share the cache: ``RPSAM2(model.backbone, cache=model.cache)``.
+    """
+    loaded = RPSAM2.load("sam2.1_hiera_tiny", sam2_weights="random", device="cpu", seed=0)
+    loaded.cache = embedding_cache
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def full_size_model(embedding_cache) -> RPSAM2:
+    """The ``model``'s weights at SAM2's own 1024² input, for the few tests whose claim depends on it.
+
+    Built on first use only; ~4 s per encode on a CPU, so prefer ``model``.
+    """
+    loaded = RPSAM2.load("sam2.1_hiera_tiny", sam2_weights="random", device="cpu", seed=0, image_size=1024)
+    loaded.cache = embedding_cache  # its embeddings are keyed apart from the small model's
+    return loaded
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +112,24 @@ def moving_model(model) -> RPSAM2:
         torch.nn.init.normal_(block.offset_head.bias, std=1.0)
         block.scale_logit.data.fill_(float(np.log(0.4 / 0.6)))
     return RPSAM2(model.backbone, shift_block=block, cache=model.cache)
+
+
+@pytest.fixture(autouse=True)
+def _gui_workspaces(request):
+    """GUI tests: every viewer's workspace shares the session cache; background embedding off unless marked."""
+    if not _GUI_FIXTURES & set(request.fixturenames):
+        yield
+        return
+    from napari_rpsam2._widgets._workspace import set_workspace_factory
+    from napari_rpsam2.app import Workspace
+
+    if request.node.get_closest_marker("background_embedding"):
+        set_workspace_factory(lambda: Workspace(background_embedding=True))
+    else:
+        shared = request.getfixturevalue("embedding_cache")
+        set_workspace_factory(lambda: Workspace(cache=shared, background_embedding=False))
+    yield
+    set_workspace_factory(None)
 
 
 @pytest.fixture(autouse=True)

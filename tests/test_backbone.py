@@ -45,7 +45,7 @@ def test_local_checkpoint_loads_the_exact_weights(tiny_checkpoint, model):
 def test_random_weights_are_seeded(model):
     again = SAM2Backbone.build("sam2.1_hiera_tiny", "random", device="cpu", seed=0)
     assert _same_weights(again.model, model.backbone.model)
-    assert again.weights_signature == "sam2.1_hiera_tiny|random:0"
+    assert again.weights_signature.startswith("sam2.1_hiera_tiny|random:0")  # then "|256px" at a smaller input
     state = torch.random.get_rng_state()
     SAM2Backbone.build("sam2.1_hiera_tiny", "random", device="cpu", seed=5)
     assert torch.equal(state, torch.random.get_rng_state()), "building must not disturb the global RNG"

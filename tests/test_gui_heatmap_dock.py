@@ -40,7 +40,7 @@ def _compute(qtbot, dock):
 def test_new_object_with_untrained_block_leaves_no_stale_rpsam2_map(scene, qtbot, model, moving_model):
     viewer, img, lab, dock = scene
     workspace = workspace_for(viewer)
-    workspace.set_model(RPSAM2(model.backbone, moving_model.shift_block, cache=model.cache))
+    workspace.set_model(RPSAM2(model.backbone, moving_model.shift_block))
     assert "SAM2 and RP-SAM2" in dock.model_line.text()
     viewer.dims.set_current_step(0, 1)
     type_into(qtbot, dock.object_id, "2")
@@ -87,7 +87,7 @@ def test_messages_cancel_and_the_click_preview(scene, qtbot, model):
     viewer, img, lab, dock = scene
     click(qtbot, dock.run_button)
     assert "load one in the click dock's Model box" in dock.status.text() and "'random'" in dock.status.text()
-    workspace_for(viewer).set_model(RPSAM2(model.backbone, cache=model.cache))
+    workspace_for(viewer).set_model(RPSAM2(model.backbone))
     type_into(qtbot, dock.object_id, "9")
     click(qtbot, dock.run_button)
     assert "Object 9 is not in 'annotations'" in dock.status.text() and not dock.running

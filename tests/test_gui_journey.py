@@ -73,6 +73,7 @@ def _committed(viewer, sample_labels):
     return found[0]
 
 
+@pytest.mark.background_embedding  # the reopened dock embeds the other slices
 def test_first_ten_minutes(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     uncaught = []
     monkeypatch.setattr(sys, "excepthook", lambda *exc: uncaught.append(exc))

@@ -36,12 +36,12 @@ def stack():
     return make_instrument_stack(3)
 
 
-def open_viewer(qtbot, make_napari_viewer, model, image, *, background=True):
+def open_viewer(qtbot, make_napari_viewer, model, image, *, background=False):
     """The stack opened, the click dock open (background embedding as chosen), the model given."""
     viewer = make_napari_viewer(show=True)
     viewer.add_image(image, name="frames", rgb=True)
     _, clicks = viewer.window.add_plugin_dock_widget("napari-rpsam2", CLICK_DOCK)
-    if not background:
+    if background:
         tick(qtbot, clicks.precompute_box)
     viewer.window._qt_window.resize(1280, 800)
     workspace_for(viewer).set_model(RPSAM2(model.backbone))

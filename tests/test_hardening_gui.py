@@ -38,6 +38,7 @@ def _training_widget(viewer, qtbot, model: RPSAM2, image_layer, labels_layer, ou
     return widget
 
 
+@pytest.mark.background_embedding
 def test_closing_the_viewer_stops_training_and_background_embedding(make_napari_viewer, qtbot, tmp_path,
                                                                      instrument_stack, model) -> None:
     image, labels = instrument_stack
@@ -48,7 +49,7 @@ def test_closing_the_viewer_stops_training_and_background_embedding(make_napari_
     new_stack = viewer.add_image(np.ascontiguousarray(image[..., ::-1]), rgb=True, name="not yet embedded")
     _, click = viewer.window.add_plugin_dock_widget("napari-rpsam2", CLICK)
     click.image_picker.set_layer(new_stack)
-    click.set_model(RPSAM2(model.backbone, cache=model.cache))
+    click.set_model(RPSAM2(model.backbone))
     qtbot.mouseClick(training.start_button, Qt.MouseButton.LeftButton)
     assert training.running and click.embedder.running
     train_flag, embed_flag = training._cancel, click.embedder._cancel
@@ -69,8 +70,7 @@ def test_training_while_clicking_keeps_both_working(make_napari_viewer, qtbot, t
     frames = viewer.add_image(image[:2], rgb=True, name="frames")  # 2 slices, no validation pair: split
     painted = viewer.add_labels(labels[:2], name="labels")
     _, click = viewer.window.add_plugin_dock_widget("napari-rpsam2", CLICK)
-    click.precompute_box.setChecked(False)
-    click.set_model(RPSAM2(model.backbone, cache=model.cache))
+    click.set_model(RPSAM2(model.backbone))
     click.image_picker.set_layer(frames)
     out = tmp_path / "shift.safetensors"
     # 1000 epochs: long enough to still run while the clicks are answered
@@ -124,7 +124,7 @@ def test_bad_input_in_widgets_gives_messages(make_napari_viewer, qtbot, tmp_path
     viewer.layers.remove(img)
     flat = viewer.add_image(image, rgb=True, name="frame")
     _, click = viewer.window.add_plugin_dock_widget("napari-rpsam2", CLICK)
-    click.set_model(RPSAM2(model.backbone, cache=model.cache))
+    click.set_model(RPSAM2(model.backbone))
     click.image_picker.set_layer(flat)
     prompts = click.layers()["prompts"]
     prompts.data = np.array([[-20.0, 100.0]])

@@ -139,7 +139,8 @@ def test_trainer_targets_of_tiny_objects(model, moving_model):
     moved = {}
     for name, mask in _tiny_objects().items():
         first = np.argwhere(mask)[:1].astype(float)
-        obj = _object_target(mask, GridDice(first, np.ones(1), 1, mask.shape), TrainConfig(), model.device)
+        obj = _object_target(mask, GridDice(first, np.ones(1), 1, mask.shape), TrainConfig(), model.device,
+                             model.backbone.low_res_size)
         clicks = obj.inside[rng.integers(len(obj.inside), size=2)]
         for which, refine in ((model, False), (moving_model, True)):
             (_, xy, logits, _), = which.iter_single_clicks(emb, clicks, refine=refine, chunk_size=2)

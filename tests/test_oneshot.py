@@ -99,7 +99,8 @@ def test_persam_clicks_follow_the_prototype_similarity(model, frame0):
     assert result.labels.tolist() == [1, 0] and result.info["passes"] in (2, 3)
     grid = feature_grid(model.backbone, emb)
     sim = (grid @ method.reference[1].prototype).numpy()
-    cell = lambda rc: (int((rc[0] + 0.5) * 64 / emb.image_hw[0]), int((rc[1] + 0.5) * 64 / emb.image_hw[1]))
+    g = grid.shape[0]  # SAM2's feature grid: 64 at its 1024 input
+    cell = lambda rc: (int((rc[0] + 0.5) * g / emb.image_hw[0]), int((rc[1] + 0.5) * g / emb.image_hw[1]))
     assert sim[cell(result.points[0])] == pytest.approx(sim.max())
     assert sim[cell(result.points[1])] == pytest.approx(sim.min())
 

@@ -9,12 +9,13 @@ agree to the last bit (checked with tolerances of 1e-6; masks exactly).
 
 The one convention difference: we hand out click positions as pixel
 *centres*, ``x = (col + 0.5) / W`` of the image width, and give SAM2's prompt
-encoder ``x·1024 − 0.5`` so that, after the ``+ 0.5`` it adds, it encodes
-exactly ``x·1024``.  The predictor takes raw pixel coordinates ``px``
-(normalised by ``W``, times 1024) and its prompt encoder adds the same
-``0.5``, so it encodes ``px·1024/W + 0.5``.  Both encode the same position when
-``px = col + 0.5 − W/2048``; a click given to the predictor as ``px = col``
-lands ``0.5·1024/W − 0.5`` input pixels (here 1.1) away.
+encoder ``x·S − 0.5`` so that, after the ``+ 0.5`` it adds, it encodes
+exactly ``x·S`` (``S``: SAM2's input side, 1024; the suite builds SAM2 at
+256 and the predictor then works at 256 too).  The predictor takes raw pixel
+coordinates ``px`` (normalised by ``W``, times ``S``) and its prompt encoder
+adds the same ``0.5``, so it encodes ``px·S/W + 0.5``.  Both encode the same
+position when ``px = col + 0.5 − W/(2S)``; a click given to the predictor as
+``px = col`` lands ``0.5·S/W − 0.5`` input pixels away.
 """
 
 import numpy as np
@@ -33,16 +34,18 @@ def predictor(model, frame0):
 
     image = frame0[0]
     pred = SAM2ImagePredictor(model.backbone.model)
+    e = model.backbone.embed_size  # the predictor's feature sizes are written for SAM2's 1024 input
+    pred._bb_feat_sizes = [(4 * e, 4 * e), (2 * e, 2 * e), (e, e)]
     with torch.inference_mode():
         pred.set_image(image)  # the one extra encode of this module
     return pred
 
 
-def _predictor_xy(points_rc: np.ndarray, image_hw) -> np.ndarray:
+def _predictor_xy(points_rc: np.ndarray, image_hw, predictor) -> np.ndarray:
     """Our pixel clicks as the predictor's ``(x, y)`` pixel input encoding the same positions."""
     h, w = image_hw
-    pts = np.asarray(points_rc, float)
-    return np.stack([pts[:, 1] + 0.5 - w / 2048, pts[:, 0] + 0.5 - h / 2048], axis=-1)
+    pts, s = np.asarray(points_rc, float), predictor.model.image_size
+    return np.stack([pts[:, 1] + 0.5 - w / (2 * s), pts[:, 0] + 0.5 - h / (2 * s)], axis=-1)
 
 
 def _ours(model, emb, points_rc, labels, multimask):
@@ -72,7 +75,8 @@ def test_single_click_logits_and_iou(model, frame0, predictor, click):
     image, _, emb = frame0
     assert emb.image_hw[0] != emb.image_hw[1]
     ours, iou = _ours(model, emb, [click], [1], True)
-    theirs, their_iou, their_mask = _theirs(predictor, _predictor_xy([click], emb.image_hw), [1], True)
+    theirs, their_iou, their_mask = _theirs(predictor, _predictor_xy([click], emb.image_hw, predictor), [1],
+                                            True)
     torch.testing.assert_close(ours.clamp(-32, 32), theirs, rtol=1e-6, atol=1e-6)  # the predictor clamps
     assert iou == pytest.approx(their_iou, rel=1e-6, abs=1e-7)
     seg = model.segment(image, [click], refine=False)  # the public plain path: same mask and IoU
@@ -84,7 +88,7 @@ def test_single_click_logits_and_iou(model, frame0, predictor, click):
 def test_positive_negative_pairs(model, frame0, predictor, pair):
     _, _, emb = frame0
     ours, iou = _ours(model, emb, list(pair), [1, 0], False)
-    theirs, their_iou, _ = _theirs(predictor, _predictor_xy(pair, emb.image_hw), [1, 0], False)
+    theirs, their_iou, _ = _theirs(predictor, _predictor_xy(pair, emb.image_hw, predictor), [1, 0], False)
     torch.testing.assert_close(ours.clamp(-32, 32), theirs, rtol=1e-6, atol=1e-6)
     assert iou == pytest.approx(their_iou, rel=1e-6, abs=1e-7)
 
@@ -106,9 +110,10 @@ def test_a_box_with_or_without_clicks_is_the_predictors_box(model, frame0, predi
     """``RPSAM2.segment(..., box=)`` (what the click dock sends) gives the predictor's mask and IoU for that box."""
     image, _, emb = frame0
     top, left, bottom, right = BOX
-    corners = _predictor_xy([(top, left), (bottom, right)], emb.image_hw).reshape(-1)  # x0, y0, x1, y1
+    corners = _predictor_xy([(top, left), (bottom, right)], emb.image_hw, predictor).reshape(-1)  # x0, y0, x1, y1
     with torch.inference_mode():
-        masks, ious, _ = predictor.predict(point_coords=_predictor_xy(clicks, emb.image_hw) if clicks else None,
+        xy = _predictor_xy(clicks, emb.image_hw, predictor) if clicks else None
+        masks, ious, _ = predictor.predict(point_coords=xy,
                                            point_labels=np.asarray(labels) if clicks else None, box=corners,
                                            multimask_output=False)
     seg = model.segment(image, np.asarray(clicks, float).reshape(-1, 2), labels, refine=False, box=BOX)

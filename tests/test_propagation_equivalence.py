@@ -47,7 +47,8 @@ def _reference(model, frames, tmp_path):
     with torch.random.fork_rng(devices=[]):
         predictor = build_sam2_video_predictor(
             model.backbone.spec.config, None, device="cpu",
-            hydra_overrides_extra=["++model.add_all_frames_to_correct_as_cond=true"])
+            hydra_overrides_extra=["++model.add_all_frames_to_correct_as_cond=true",
+                                   f"++model.image_size={model.backbone.input_size}"])
     predictor.load_state_dict(model.backbone.model.state_dict())
     encoded: dict[bytes, dict] = {}  # the encoder is deterministic: memoise it to save time
     forward_image = predictor.forward_image

@@ -109,7 +109,8 @@ def test_refined_points_always_lie_inside_the_image(moving_model, shared, clicks
         # the straight-through clamp gives exactly the clamped value (no rounding slack)
         assert torch.all(xy[:, 0] >= lo[0]) and torch.all(xy[:, 0] <= hi[0])
         assert torch.all(xy[:, 1] >= lo[1]) and torch.all(xy[:, 1] <= hi[1])
-        assert logits.shape == (sl.stop - sl.start, 256, 256)
+        low = moving_model.backbone.low_res_size  # 256 at SAM2's 1024 input
+        assert logits.shape == (sl.stop - sl.start, low, low)
         moved = max(moved, float((xy - torch.as_tensor(pixels_to_normalized(np.array(clicks)[sl], (h, w)))).abs().max()))
     assert moved > 0  # the block is not the identity
 

@@ -111,7 +111,7 @@ def test_multimask_choice_follows_predicted_iou(model, frame0):
                          dtype=torch.float32)
     m = model.backbone.model
     with torch.no_grad():
-        coords = xy[:, None] * 1024 - 0.5
+        coords = xy[:, None] * model.backbone.input_size - 0.5
         sparse, dense = m.sam_prompt_encoder(points=(coords, torch.ones(2, 1, dtype=torch.int)),
                                              boxes=None, masks=None)
         all_masks, all_iou, _, _ = m.sam_mask_decoder(

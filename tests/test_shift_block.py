@@ -60,6 +60,16 @@ def test_config_round_trip_and_unknown_keys():
         ShiftBlockConfig.from_dict({**cfg.to_dict(), "colour": "red"})
 
 
-def test_wrong_embedding_size_is_refused():
+def test_a_smaller_sam2_input_resamples_the_positions_and_odd_grids_are_refused():
+    block = ShiftBlock()
+    with torch.no_grad():  # one position vector everywhere: resampling must keep it
+        block.image_pos.copy_(torch.linspace(-1, 1, 256).expand(64 * 64, 256))
+    small = torch.randn(256, 16, 16)  # SAM2 built at a 256² input has a 16×16 grid
+    keys, values = block.image_context(small)[0]
+    expected_keys, expected_values = block.blocks[0].keys_values(small.flatten(1).T + block.image_pos[:256])
+    torch.testing.assert_close(keys, expected_keys)
+    torch.testing.assert_close(values, expected_values)
     with pytest.raises(ValueError, match="tokens"):
-        ShiftBlock().image_context(torch.randn(256, 32, 32))
+        block.image_context(torch.randn(256, 16, 24))  # not square
+    with pytest.raises(ValueError, match="tokens"):
+        block.image_context(torch.randn(128, 16, 16))  # not the block's width

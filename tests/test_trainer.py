@@ -54,15 +54,19 @@ def _probe(model, stack, slices, config):
     return dist, inside, loss
 
 
-def test_training_moves_clicks_towards_candidates(model, forceps, tmp_path):
+@pytest.mark.slow  # ~70 s of CPU: 40 epochs at SAM2's 1024 input
+def test_training_moves_clicks_towards_candidates(full_size_model, forceps, tmp_path):
     """A short run through the real SAM2 decoder learns (random tiny backbone).
 
     A 2-block shift block keeps the run short on a CPU; the full 6-block block
-    trains with exactly the same code.  Measured on the last weights.
+    trains with exactly the same code.  Measured on the last weights.  At SAM2's
+    1024 input: with random weights, the smaller test input gives candidate sets
+    so broad that near-miss clicks are already within a few pixels of one.
+    Validation uses one click per object (it only picks the best checkpoint).
     """
-    m = fresh(model)
+    m = fresh(full_size_model)
     m.set_shift_block(ShiftBlock(ShiftBlockConfig(depth=2, mlp_dim=512)))
-    config = TrainConfig(epochs=40, lr=1e-3, batch_size=1, clicks_per_object=8, grid_stride=12)
+    config = TrainConfig(epochs=40, lr=1e-3, batch_size=1, clicks_per_object=8, grid_stride=12, eval_clicks=1)
     slices = prepare_slices(m, forceps, config)
     before = _probe(m, forceps, slices, config)
     log = tmp_path / "log.jsonl"

@@ -36,6 +36,7 @@ def _wait_mask(qtbot, widget):
     qtbot.waitUntil(lambda: not widget.busy and "mask of" in widget.status.text(), timeout=60_000)
 
 
+@pytest.mark.background_embedding
 def test_stack_slices_background_embedding_toggle_and_arrows(make_napari_viewer, qtbot, model):
     image, _ = make_instrument_stack(2)
     viewer, widget, layer = _open(qtbot, make_napari_viewer, model, image, rgb=True)

@@ -70,7 +70,7 @@ class ClickWidget(DockView):
         self.refine_box.setChecked(True)
         self.refine_box.setToolTip(f"Off: plain SAM2 on the same clicks, to compare. Key: {KEYS['toggle']}")
         self.precompute_box = QCheckBox("Embed other slices in the background")
-        self.precompute_box.setChecked(True)
+        self.precompute_box.setChecked(self.workspace.background_embedding)
         self.block_label = QLabel("Shift block: –")
         self.block_label.setWordWrap(True)  # a long line would widen the dock past the screen
         self.box_button = QPushButton("Draw box")

@@ -66,18 +66,29 @@ class Workspace:
         Folder of the disk embedding cache (a folder that cannot be made only warns: no disk cache then).
     disk_cache_bytes : int
         Size limit of the disk cache; the least recently used embeddings go first.
+    cache : EmbeddingCache, optional
+        Use this embedding cache (e.g. one shared by several viewers) instead
+        of making one from ``cache_bytes`` and ``cache_dir``.
+    background_embedding : bool
+        Whether click docks start with "Embed other slices in the background"
+        ticked.
     """
 
     def __init__(self, cache_bytes: int = DEFAULT_CACHE_BYTES, cache_dir: str | os.PathLike | None = None,
-                 disk_cache_bytes: int = DEFAULT_DISK_CACHE_BYTES) -> None:
+                 disk_cache_bytes: int = DEFAULT_DISK_CACHE_BYTES, *, cache: EmbeddingCache | None = None,
+                 background_embedding: bool = True) -> None:
         self.events = WorkspaceEvents()
-        try:
-            self.cache = EmbeddingCache(cache_bytes, cache_dir)
-        except OSError as err:
-            warnings.warn(f"no disk embedding cache ({cache_dir}: {err.strerror or err}); "
-                          f"embeddings are kept in memory only", stacklevel=2)
-            self.cache = EmbeddingCache(cache_bytes)
-        self.cache.disk_max_bytes = disk_cache_bytes
+        if cache is not None:
+            self.cache = cache
+        else:
+            try:
+                self.cache = EmbeddingCache(cache_bytes, cache_dir)
+            except OSError as err:
+                warnings.warn(f"no disk embedding cache ({cache_dir}: {err.strerror or err}); "
+                              f"embeddings are kept in memory only", stacklevel=2)
+                self.cache = EmbeddingCache(cache_bytes)
+            self.cache.disk_max_bytes = disk_cache_bytes
+        self.background_embedding = bool(background_embedding)
         self.candidates = CandidateCache()
         self.click_sessions: dict = {}
         """Click session of each image (by the image layer's id), kept while a dock is closed and reopened."""

@@ -22,6 +22,26 @@ __all__ = ["SAM2Backbone", "pick_device"]
 
 _PIXEL_MEAN = (0.485, 0.456, 0.406)
 _PIXEL_STD = (0.229, 0.224, 0.225)
+IMAGE_SIZE_ENV = "NAPARI_RPSAM2_IMAGE_SIZE"
+"""Environment variable: SAM2 input size of models built without an explicit ``image_size`` (tests, quick trials)."""
+
+
+def _input_size(image_size: int | None) -> int | None:
+    """The SAM2 input size asked for (argument, else :data:`IMAGE_SIZE_ENV`), ``None`` for the config's own."""
+    source = "image_size"
+    if image_size is None:
+        text = os.environ.get(IMAGE_SIZE_ENV, "").strip()
+        if not text:
+            return None
+        source = IMAGE_SIZE_ENV
+        try:
+            image_size = int(text)
+        except ValueError:
+            raise WeightsError(f"{IMAGE_SIZE_ENV}={text!r} is not a whole number; use e.g. 1024 or 256") from None
+    if int(image_size) < 64 or int(image_size) % 32:
+        raise WeightsError(f"{source} {image_size} cannot be SAM2's input size: use a multiple of 32, "
+                           "at least 64 (SAM2's own is 1024)")
+    return int(image_size)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -70,6 +90,11 @@ class SAM2Backbone:
         self.spec = spec
         self.weights_signature = weights_signature
         self.input_size = int(model.image_size)
+        """Side of SAM2's square input (1024 unless built smaller)."""
+        self.embed_size = self.input_size // int(model.backbone_stride)
+        """Side of the image embedding's grid (64 at 1024)."""
+        self.low_res_size = 4 * self.embed_size
+        """Side of the decoder's low-res mask logits (256 at 1024)."""
         self.device = next(model.parameters()).device
         # Clicks decoded at once: on a CPU, large batches are memory-bound and slower per click
         # (measured on 2 cores: 41 ms/click in pairs, 76 ms/click in 32s); GPUs want big batches.
@@ -85,6 +110,7 @@ class SAM2Backbone:
         sam2_weights: str | os.PathLike = "random",
         device: str | torch.device = "auto",
         seed: int = 0,
+        image_size: int | None = None,
     ) -> "SAM2Backbone":
         """Build a SAM2 model from the ``sam2`` package configs.
 
@@ -99,9 +125,15 @@ class SAM2Backbone:
             ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         seed : int
             Seed of the random weights (only used with ``"random"``).
+        image_size : int, optional
+            SAM2's input side (a multiple of 32).  ``None``: the environment
+            variable :data:`IMAGE_SIZE_ENV` if set, else the config's 1024.
+            Smaller is much faster on a CPU and coarser (the test suite uses 256).
         """
         from sam2.build_sam import build_sam2  # importing sam2 sets up its own hydra
 
+        size = _input_size(image_size)
+        overrides = [] if size is None else [f"++model.image_size={size}"]
         spec = resolve_backbone(backbone)
         path, signature = fetch_weights(spec, sam2_weights)
         dev = pick_device(device)
@@ -111,9 +143,12 @@ class SAM2Backbone:
             if state is None:
                 torch.manual_seed(seed)
                 signature = f"random:{seed}"
-            model = build_sam2(spec.config, ckpt_path=None, device="cpu", mode="eval")
+            model = build_sam2(spec.config, ckpt_path=None, device="cpu", mode="eval",
+                               hydra_overrides_extra=overrides)
         if state is not None:
             _load_matching_state(model, state, path, spec)
+        if size is not None and size != 1024:  # embeddings at another size must never meet in a cache
+            signature = f"{signature}|{size}px"
         return cls(model.to(dev), spec, f"{spec.name}|{signature}")
 
     @property
@@ -196,13 +231,14 @@ class SAM2Backbone:
         multimask : bool
             Ask for SAM2's three masks and keep the one with the highest
             predicted IoU (SAM2's advice for a single click).
-        mask_input : tensor (B, 1, 256, 256), optional
+        mask_input : tensor (B, 1, L, L), optional
             Low-res mask logits (e.g. a previous output) given to SAM2's
             prompt encoder as the dense mask prompt.
 
         Returns
         -------
-        logits : tensor (B, 256, 256)
+        logits : tensor (B, L, L)
+            ``L`` is :attr:`low_res_size` (256 at SAM2's 1024 input).
         iou : tensor (B,)
         """
         m = self.model

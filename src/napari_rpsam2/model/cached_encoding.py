@@ -1,8 +1,8 @@
 """Encoding slices through the embedding cache (a part of :class:`~napari_rpsam2.model.RPSAM2`).
 
 A slice is identified in memory by a caller's key (a layer and slice index)
-plus the display mapping, or by its content signature; on disk always by
-content.  One lock makes concurrent clicks on a slice being encoded wait for
+plus the display mapping, or by its content signature, and is found by its
+content whatever the key it was stored under; on disk always by content.  One lock makes concurrent clicks on a slice being encoded wait for
 that one encode instead of starting another.
 """
 
@@ -65,11 +65,13 @@ class CachedEncoding:
             emb = self.cache.get(memory_key)  # another thread may have just made it
             if emb is not None:
                 return emb
-            emb = self.cache.load_from_disk(signature, self.device)
+            emb = self.cache.find(signature)  # the same picture under another key (e.g. another layer)
+            if emb is None:
+                emb = self.cache.load_from_disk(signature, self.device)
             if emb is None or emb.memory_embed is None:  # entries older than video propagation: redo
                 emb = self.encode_uncached(image, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb)
                 self.cache.save_to_disk(signature, emb)
-            self.cache.put(memory_key, emb)
+            self.cache.put(memory_key, emb, signature)
         return emb
 
     def encode_uncached(self, image: np.ndarray, *, contrast_limits=None, gamma: float = 1.0,
@@ -91,8 +93,8 @@ class CachedEncoding:
     def is_cached(self, image: np.ndarray, *, contrast_limits=None, gamma: float = 1.0,
                   rgb: bool | None = None, key: Hashable | None = None) -> bool:
         """Whether a click on this slice would skip the encoder (memory cache)."""
-        memory_key, _ = self._keys(np.asarray(image), contrast_limits, gamma, rgb, key)
-        return memory_key in self.cache
+        memory_key, signature = self._keys(np.asarray(image), contrast_limits, gamma, rgb, key)
+        return memory_key in self.cache or self.cache.has_content(signature)
 
     def precompute(
         self,

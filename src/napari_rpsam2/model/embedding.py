@@ -15,13 +15,14 @@ class ImageEmbedding:
 
     Attributes
     ----------
-    image_embed : tensor (1, 256, 64, 64)
-        Lowest-resolution features with ``no_mem_embed`` added.
+    image_embed : tensor (1, 256, E, E)
+        Lowest-resolution features with ``no_mem_embed`` added; ``E`` is the
+        backbone's ``embed_size`` (64 at SAM2's 1024 input).
     high_res_feats : list of tensors
-        ``(1, 32, 256, 256)`` and ``(1, 64, 128, 128)`` skip features.
+        ``(1, 32, 4E, 4E)`` and ``(1, 64, 2E, 2E)`` skip features.
     image_hw : (int, int)
         Size of the original image; masks come back at this size.
-    memory_embed : tensor (1, 256, 64, 64), optional
+    memory_embed : tensor (1, 256, E, E), optional
         The same lowest-resolution features *before* ``no_mem_embed`` is
         added: what SAM2's memory path (video propagation) reads.  ``None``
         for embeddings made before it was kept; the model encodes those again.

@@ -2,8 +2,10 @@
 
 Memory entries are keyed by ``(image identity, backbone)``; the identity is a
 caller's key (a layer id and slice index) or, by default, the slice's content
-signature.  Disk entries are always keyed by content: a reopened stack is not
-encoded again, an edited one is.
+signature.  An entry stored with its content signature is also found by it
+(:meth:`EmbeddingCache.find`), so a second layer showing the same picture
+shares the embedding.  Disk entries are always keyed by content: a reopened
+stack is not encoded again, an edited one is.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class CacheStats:
 
     hits: int = 0
     misses: int = 0
+    content_hits: int = 0
     evictions: int = 0
     disk_hits: int = 0
     disk_writes: int = 0
@@ -109,6 +112,9 @@ class EmbeddingCache:
         """Size limit of the disk cache; the least recently used files go first (``None``: no limit)."""
         self.stats = CacheStats()
         self._entries: OrderedDict[Hashable, ImageEmbedding] = OrderedDict()
+        self._by_content: dict[str, Hashable] = {}
+        self._content_of: dict[Hashable, str] = {}
+        self._holders: dict[int, int] = {}  # id(embedding) → keys holding it (bytes count once)
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -134,23 +140,62 @@ class EmbeddingCache:
             self.stats.hits += 1
             return emb
 
-    def put(self, key: Hashable, embedding: ImageEmbedding) -> None:
-        """Store ``embedding``; evict least recently used ones beyond the budget."""
+    def has_content(self, signature: str) -> bool:
+        """Whether an embedding with this content signature is in memory (under any key)."""
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
+            key = self._by_content.get(signature)
+            return key is not None and key in self._entries
+
+    def find(self, signature: str) -> ImageEmbedding | None:
+        """The embedding stored with this content signature under any key, or ``None``."""
+        with self._lock:
+            key = self._by_content.get(signature)
+            emb = None if key is None else self._entries.get(key)
+            if emb is not None:
+                self._entries.move_to_end(key)
+                self.stats.content_hits += 1
+            return emb
+
+    def put(self, key: Hashable, embedding: ImageEmbedding, signature: str | None = None) -> None:
+        """Store ``embedding`` (findable by its content ``signature`` when given); evict beyond the budget.
+
+        One embedding held under several keys counts once against the budget.
+        """
+        with self._lock:
+            self._drop(key)
             self._entries[key] = embedding
-            self._bytes += embedding.nbytes
+            held = self._holders.get(id(embedding), 0)
+            self._holders[id(embedding)] = held + 1
+            if not held:
+                self._bytes += embedding.nbytes
+            if signature is not None:
+                self._by_content[signature] = key
+                self._content_of[key] = signature
             while self._bytes > self.max_bytes and len(self._entries) > 1:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped.nbytes
+                self._drop(next(iter(self._entries)))
                 self.stats.evictions += 1
+
+    def _drop(self, key: Hashable) -> None:
+        """Forget ``key`` (lock held)."""
+        emb = self._entries.pop(key, None)
+        if emb is None:
+            return
+        held = self._holders.pop(id(emb)) - 1
+        if held:
+            self._holders[id(emb)] = held
+        else:
+            self._bytes -= emb.nbytes
+        signature = self._content_of.pop(key, None)
+        if signature is not None and self._by_content.get(signature) == key:
+            del self._by_content[signature]
 
     def clear(self) -> None:
         """Forget every in-memory embedding (the disk cache stays)."""
         with self._lock:
             self._entries.clear()
+            self._by_content.clear()
+            self._content_of.clear()
+            self._holders.clear()
             self._bytes = 0
 
     # ------------------------------------------------------------------ disk

@@ -87,6 +87,7 @@ class RPSAM2(CachedEncoding):
         seed: int = 0,
         cache_bytes: int = 1 << 30,
         cache_dir: str | os.PathLike | None = None,
+        image_size: int | None = None,
     ) -> "RPSAM2":
         """Build a model.
 
@@ -105,8 +106,10 @@ class RPSAM2(CachedEncoding):
             Seed for random SAM2 weights and the fresh shift block.
         cache_bytes, cache_dir
             Embedding cache memory budget and optional disk folder.
+        image_size : int, optional
+            SAM2's input side (default 1024; see :meth:`SAM2Backbone.build`).
         """
-        sam = SAM2Backbone.build(backbone, sam2_weights, device=device, seed=seed)
+        sam = SAM2Backbone.build(backbone, sam2_weights, device=device, seed=seed, image_size=image_size)
         model = cls(sam, cache=EmbeddingCache(cache_bytes, cache_dir))
         if shift_block is not None:
             model.load_shift_block(shift_block)
@@ -293,7 +296,8 @@ class RPSAM2(CachedEncoding):
     ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Decode many independent single positive clicks on one image, in chunks.
 
-        Yields ``(index slice, refined xy (b, 2), logits (b, 256, 256), iou (b,))``;
+        Yields ``(index slice, refined xy (b, 2), logits (b, L, L), iou (b,))`` (``L``: the
+        backbone's ``low_res_size``);
         memory stays bounded by ``chunk_size`` whatever the number of clicks
         (default: the backbone's ``click_chunk_size``, fastest for its device).
         Runs without gradients (use the backbone directly to train).

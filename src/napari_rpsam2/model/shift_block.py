@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["ShiftBlockConfig", "ShiftBlock", "ImageContext", "weights_digest"]
 
@@ -32,6 +33,8 @@ class ShiftBlockConfig:
     heads: int = 8
     mlp_dim: int = 2048
     image_tokens: int = 64 * 64
+    """Size of the learned image position table: SAM2's 64×64 grid at its 1024 input
+    (resampled to the grid of a smaller input)."""
     init_scale: float = 0.1
 
     def to_dict(self) -> dict:
@@ -116,21 +119,35 @@ class ShiftBlock(nn.Module):
 
         Parameters
         ----------
-        image_embed : tensor (dim, 64, 64) or (1, dim, 64, 64)
-            SAM2's image embedding (``no_mem_embed`` already added).
+        image_embed : tensor (dim, E, E) or (1, dim, E, E)
+            SAM2's image embedding (``no_mem_embed`` already added); ``E`` is 64
+            at SAM2's 1024 input.  On another square grid the position table is
+            resampled bilinearly (as SAM2 does with its own position embedding).
         """
         if image_embed.dim() == 4:
             if image_embed.shape[0] != 1:
                 raise ValueError("image_context takes one image at a time")
             image_embed = image_embed[0]
         tokens = image_embed.flatten(1).transpose(0, 1)
-        if tokens.shape != self.image_pos.shape:
+        positions = self._positions(tuple(image_embed.shape[-2:]))
+        if positions is None or tokens.shape != positions.shape:
             raise ValueError(
-                f"image embedding gives {tuple(tokens.shape)} tokens, the shift block "
-                f"expects {tuple(self.image_pos.shape)}"
+                f"image embedding gives {tuple(tokens.shape)} tokens, the shift block expects "
+                f"(E·E, {self.config.dim}) for a square grid E (trained on {tuple(self.image_pos.shape)})"
             )
-        tokens = tokens.to(self.image_pos.dtype) + self.image_pos
+        tokens = tokens.to(self.image_pos.dtype) + positions
         return [block.keys_values(tokens) for block in self.blocks]
+
+    def _positions(self, grid_hw: tuple[int, int]) -> torch.Tensor | None:
+        """The image position table for an ``(h, w)`` grid, ``None`` where it cannot be made."""
+        if grid_hw[0] * grid_hw[1] == self.image_pos.shape[0]:
+            return self.image_pos
+        side = math.isqrt(self.image_pos.shape[0])
+        if grid_hw[0] != grid_hw[1] or side * side != self.image_pos.shape[0]:
+            return None
+        table = self.image_pos.transpose(0, 1).reshape(1, -1, side, side)
+        table = F.interpolate(table, size=grid_hw, mode="bilinear", align_corners=False, antialias=True)
+        return table[0].flatten(1).transpose(0, 1)
 
     def forward(
         self, points_xy: torch.Tensor, point_tokens: torch.Tensor, context: ImageContext

@@ -1,8 +1,9 @@
-"""Image features on SAM2's 64×64 grid: reference prototypes and target similarity maps.
+"""Image features on SAM2's G×G grid: reference prototypes and target similarity maps.
 
-SAM2's encoder works on a 1024² resize of every image (anisotropic), so grid
-cell ``(i, j)`` covers rows ``[i·H/64, (i+1)·H/64)`` and columns
-``[j·W/64, (j+1)·W/64)`` of an ``H × W`` slice.  :class:`ImageEmbedding`
+SAM2's encoder works on a square resize of every image (anisotropic; 1024²,
+giving G = 64, unless the backbone was built smaller), so grid cell ``(i, j)``
+covers rows ``[i·H/G, (i+1)·H/G)`` and columns ``[j·W/G, (j+1)·W/G)`` of an
+``H × W`` slice; the functions take G from the arrays they are given.  :class:`ImageEmbedding`
 holds SAM2's lowest-resolution features with its ``no_mem_embed`` added (the
 decoder wants them so); for similarity we subtract it again, so the features
 compared are the encoder's own.
@@ -22,6 +23,7 @@ __all__ = ["ReferenceFeatures", "feature_grid", "mask_to_grid", "reference_featu
            "grid_cell_centres", "cell_to_pixel", "upsample_map"]
 
 GRID = 64
+"""G at SAM2's 1024 input (the default of the helpers that cannot see a grid)."""
 
 
 def feature_grid(backbone, embedding: ImageEmbedding, normalise: bool = True) -> torch.Tensor:

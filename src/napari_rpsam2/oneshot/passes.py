@@ -27,6 +27,7 @@ __all__ = ["Decoded", "box_of", "mask_to_logits", "refine_clicks", "decode", "th
 
 BOX_LABELS = (2, 3)
 LOW_RES = 256
+"""Side of :func:`mask_to_logits`' output: SAM2's low-res frame at its 1024 input (resampled for other sizes)."""
 
 
 @dataclass
@@ -36,8 +37,8 @@ class Decoded:
     Attributes
     ----------
     mask : ndarray (H, W) bool
-    logits : tensor (256, 256)
-        Low-res logits (the next pass's mask prompt).
+    logits : tensor (L, L)
+        Low-res logits (the next pass's mask prompt; ``L`` is the backbone's ``low_res_size``).
     score : float
         SAM2's predicted IoU.
     box : ndarray (4,) or None
@@ -64,6 +65,14 @@ def mask_to_logits(mask: np.ndarray, magnitude: float = 10.0) -> torch.Tensor:
     m = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None, None]
     cover = F.adaptive_avg_pool2d(m, (LOW_RES, LOW_RES))
     return (cover - 0.5) * (2.0 * magnitude)
+
+
+def _mask_prompt(logits: torch.Tensor, size: int) -> torch.Tensor:
+    """Low-res logits as SAM2's dense mask prompt (1, 1, size, size), resampled if made at another size."""
+    t = logits.reshape(1, 1, *logits.shape[-2:]).float()
+    if t.shape[-2:] != (size, size):
+        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return t
 
 
 def refine_clicks(model, embedding: ImageEmbedding, points_rc: np.ndarray, labels: np.ndarray,
@@ -103,7 +112,7 @@ def decode(model, embedding: ImageEmbedding, points_rc: np.ndarray, labels: np.n
     dev = model.device
     with torch.inference_mode():
         xy = torch.as_tensor(pixels_to_normalized(pts, embedding.image_hw), dtype=torch.float32, device=dev)
-        mi = None if mask_input is None else mask_input.reshape(1, 1, LOW_RES, LOW_RES).to(dev)
+        mi = None if mask_input is None else _mask_prompt(mask_input, model.backbone.low_res_size).to(dev)
         with guided_decoder(model.backbone.model.sam_mask_decoder, guidance):
             logits, iou = model.backbone.decode(embedding, xy[None], torch.as_tensor(lab, device=dev)[None],
                                                 bool(multimask), mask_input=mi)

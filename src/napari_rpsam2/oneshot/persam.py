@@ -23,9 +23,10 @@ __all__ = ["PerSAM", "prototype_prompts", "persam_guidance"]
 
 
 def prototype_prompts(sim: np.ndarray, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Positive click at the argmax and negative click at the argmin of a (64, 64) similarity map."""
-    flat = np.asarray(sim).ravel()
-    points = np.array([cell_to_pixel(int(np.argmax(flat)), image_hw), cell_to_pixel(int(np.argmin(flat)), image_hw)])
+    """Positive click at the argmax and negative click at the argmin of a (G, G) similarity map."""
+    flat, grid = np.asarray(sim).ravel(), np.shape(sim)[-1]
+    points = np.array([cell_to_pixel(int(np.argmax(flat)), image_hw, grid),
+                       cell_to_pixel(int(np.argmin(flat)), image_hw, grid)])
     return points, np.array([1, 0])
 
 

@@ -26,6 +26,7 @@ from .slice_store import ObjectTarget, SliceRef, SliceStore, SliceTargets
 __all__ = ["LOW_RES", "Preparer", "object_target", "prep_shard", "training_indices"]
 
 LOW_RES = 256
+"""SAM2's low-res mask side at its 1024 input (the model's ``backbone.low_res_size`` is used when known)."""
 
 
 def training_indices(stack: AnnotatedStack) -> list[int]:
@@ -38,10 +39,10 @@ def prep_shard(indices: list[int], rank: int, world: int) -> list[int]:
     return list(indices[rank::world])
 
 
-def object_target(mask: np.ndarray, grid, config, device: torch.device) -> ObjectTarget:
-    """The loss's view of one object: its pixels, candidate set, low-res target and shape."""
+def object_target(mask: np.ndarray, grid, config, device: torch.device, low_res: int = LOW_RES) -> ObjectTarget:
+    """The loss's view of one object: its pixels, candidate set, low-res target (``low_res``²) and shape."""
     hw = mask.shape
-    low = F.interpolate(torch.as_tensor(mask, dtype=torch.float32)[None, None], size=(LOW_RES, LOW_RES),
+    low = F.interpolate(torch.as_tensor(mask, dtype=torch.float32)[None, None], size=(low_res, low_res),
                         mode="bilinear", align_corners=False, antialias=True)[0, 0]
     cands = pixels_to_normalized(grid.candidates(config.epsilon), hw)
     return ObjectTarget(np.argwhere(mask).astype(np.int32),
@@ -78,7 +79,7 @@ class Preparer:
         signature = self.model.content_signature(self._image(i), contrast_limits=st.contrast_limits,
                                                  gamma=st.gamma, rgb=st.rgb)
         objs = self.objects_of(i)
-        settings = {"stride": self.config.grid_stride, "epsilon": self.config.epsilon, "low_res": LOW_RES}
+        settings = {"stride": self.config.grid_stride, "epsilon": self.config.epsilon, "low_res": self.model.backbone.low_res_size}
         key = SliceStore.targets_key(signature, [o.object_id for o in objs], [st.object_mask(o) for o in objs],
                                      settings)
         return SliceRef(i, signature, key)
@@ -88,7 +89,7 @@ class Preparer:
         if self.store.has_embedding(ref.signature):
             self.counts["reused"] += 1
             return
-        emb = self.model.cache.get(ref.signature)  # a viewer's slice filed under its content key
+        emb = self.model.cache.find(ref.signature)  # a viewer's slice, whatever key it is filed under
         if emb is None:
             emb = self.model.cache.load_from_disk(ref.signature, "cpu")
         if emb is None:
@@ -116,7 +117,7 @@ class Preparer:
             mask = self.stack.object_mask(obj)
             grid = self.cache.grid_dice(self.model, emb, mask, image_signature=ref.signature,
                                         object_id=obj.object_id, stride=self.config.grid_stride, refine=False)
-            out.append(object_target(mask, grid, self.config, torch.device("cpu")))
+            out.append(object_target(mask, grid, self.config, torch.device("cpu"), self.model.backbone.low_res_size))
             if on_object is not None:
                 on_object()
         self.store.save_targets(ref.targets_key, out)

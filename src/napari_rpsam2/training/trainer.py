@@ -8,8 +8,8 @@ does not grow with the number of training slices.  A step runs, per image,
 the shift block's image context (with gradients), the refinement and SAM2's
 mask decoder (differentiable, ``multimask=True`` keeping the best
 predicted-IoU mask as at inference).  **The Dice loss is computed at SAM2's
-low resolution**: the 256×256 logits against the object mask resized to the
-same 256×256 frame, so a step costs about what the decoder alone costs.
+low resolution**: the low-res logits (256×256 at SAM2's 1024 input) against the object
+mask resized to the same frame, so a step costs about what the decoder alone costs.
 
 Under ``torchrun`` (:mod:`.ddp`) each process prepares its share of the
 slices, the block is wrapped in ``DistributedDataParallel``, each epoch's
