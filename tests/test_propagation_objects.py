@@ -20,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # SAM2's CUDA ho
 N = 22
 # object 1 clicked on slice 0, object 2 on slice 6, a correction of object 1 on slice 19
 PROMPTS = [FramePrompt(0, 1, points=[(21, 12)]), FramePrompt(6, 2, points=[(42, 42)]),
-           FramePrompt(19, 1, points=[(21, 20)], labels=[0])]
+           FramePrompt(19, 1, points=[(21, 20)], labels=[1])]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_command_line_tracks_the_later_object_too(capsys, frames, tmp_path):
     from napari_rpsam2 import cli
 
     tifffile.imwrite(tmp_path / "video.tif", frames)
-    (tmp_path / "p.csv").write_text("slice,object,row,col,label\n0,1,21,12,1\n6,2,42,42,1\n19,1,21,20,0\n")
+    (tmp_path / "p.csv").write_text("slice,object,row,col,label\n0,1,21,12,1\n6,2,42,42,1\n19,1,21,20,1\n")
     out, scores = tmp_path / "labels.tif", tmp_path / "scores.csv"
     code = cli.main(["propagate", "--images", str(tmp_path / "video.tif"), "--prompts", str(tmp_path / "p.csv"),
                      "--out", str(out), "--scores", str(scores), "--direction", "both", "--stop-after", "2",
