@@ -84,6 +84,7 @@ class GeneratorTrainConfig:
     val_fraction: float = 0.2
     seed: int = 0
     augment: bool = True
+    device: str = "cpu"
 
 
 @dataclass
@@ -126,14 +127,14 @@ def _tensors(data: GeneratorData, config: GeneratorConfig) -> tuple[torch.Tensor
 
 def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random flips, quarter turns and brightness/contrast per batch."""
-    if torch.rand((), generator=gen) < 0.5:
+    if float(torch.rand((), generator=gen)) < 0.5:
         x, y = x.flip(-1), y.flip(-1)
-    if torch.rand((), generator=gen) < 0.5:
+    if float(torch.rand((), generator=gen)) < 0.5:
         x, y = x.flip(-2), y.flip(-2)
     k = int(torch.randint(0, 4, (), generator=gen))
     x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
-    scale = 1 + 0.2 * (torch.rand((x.shape[0], 1, 1, 1), generator=gen) - 0.5)
-    shift = 0.2 * (torch.rand((x.shape[0], 1, 1, 1), generator=gen) - 0.5)
+    scale = 1 + 0.2 * (torch.rand((x.shape[0], 1, 1, 1), generator=gen) - 0.5).to(x.device)
+    shift = 0.2 * (torch.rand((x.shape[0], 1, 1, 1), generator=gen) - 0.5).to(x.device)
     return x * scale + shift, y
 
 
@@ -186,7 +187,8 @@ def train_generator(
     x, y = _tensors(data, config)
     jobs.report(progress, "slices", data.n_slices, data.n_slices)
     tr, va = _split(x.shape[0], tc.val_fraction, tc.seed)
-    generator = PromptGenerator.create(config, seed=tc.seed)
+    generator = PromptGenerator.create(config, seed=tc.seed).to(tc.device)
+    x, y = x.to(tc.device), y.to(tc.device)
     net = generator.network.train()
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, tc.epochs))
@@ -196,7 +198,7 @@ def train_generator(
     best, best_epoch, best_state, history = -math.inf, 0, None, []
     for epoch in range(1, tc.epochs + 1):
         start, losses = time.perf_counter(), []
-        order = torch.from_numpy(tr)[torch.randperm(len(tr), generator=gen)]
+        order = torch.from_numpy(tr)[torch.randperm(len(tr), generator=gen)].to(tc.device)
         for i in range(0, len(order), tc.batch_size):
             jobs.check(cancel, "generator training")
             idx = order[i:i + tc.batch_size]
@@ -222,5 +224,6 @@ def train_generator(
         jobs.report(progress, "epoch", epoch, tc.epochs)
     net.load_state_dict(best_state)
     net.eval()
+    generator.to("cpu")
     best_val = history[best_epoch - 1].val_dice
     return GeneratorTrainResult(generator, best_epoch, best_val, history, len(tr), len(va))

@@ -23,6 +23,7 @@ _PKG_DIR = str(Path(__file__).resolve().parent.parent)  # the napari_rpsam2 pack
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rpsam2`` argument parser."""
+    from .autoseg import add_parser as add_autoseg_parser
     from .embed import add_embed, add_info
     from .measure import add_evaluate, add_heatmap
     from .oneshot import add_parser as add_oneshot_parsers  # oneshot, oneshot-eval
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import add_parser as add_train_parser
 
     p = Parser(prog="rpsam2", description="RP-SAM2: stable SAM2 point prompts (embed, train, evaluate, heatmap, "
-               "propagate, oneshot).")
+               "propagate, oneshot, autoseg).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_info(sub)
     add_embed(sub)
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_heatmap(sub)
     add_propagate_parser(sub, model_options)
     add_oneshot_parsers(sub, model_options)
+    add_autoseg_parser(sub)
     return p
 
 
