@@ -87,6 +87,7 @@ class RPSAM2(CachedEncoding):
         seed: int = 0,
         cache_bytes: int = 1 << 30,
         cache_dir: str | os.PathLike | None = None,
+        adapters: str | os.PathLike | None = None,
     ) -> "RPSAM2":
         """Build a model.
 
@@ -105,8 +106,12 @@ class RPSAM2(CachedEncoding):
             Seed for random SAM2 weights and the fresh shift block.
         cache_bytes, cache_dir
             Embedding cache memory budget and optional disk folder.
+        adapters : path, optional
+            A SAM2 adapter file (``rpsam2 finetune``) made for this backbone.
         """
         sam = SAM2Backbone.build(backbone, sam2_weights, device=device, seed=seed)
+        if adapters is not None:
+            sam.load_adapters(adapters)
         model = cls(sam, cache=EmbeddingCache(cache_bytes, cache_dir))
         if shift_block is not None:
             model.load_shift_block(shift_block)
@@ -151,6 +156,7 @@ class RPSAM2(CachedEncoding):
             f"RP-SAM2 on {self.device}",
             f"  backbone        {self.backbone.name} ({self.backbone.weights_signature.split('|')[1]})",
             f"  frozen params   {self.backbone.parameter_count():,}",
+            f"  SAM2 adapters   {'none' if self.backbone.adapters is None else format(self.backbone.adapters.parameter_count(), ',') + ' parameters'}",
             f"  shift block     {self.shift_block.parameter_count():,} trainable parameters "
             f"({c.depth} blocks, {c.heads} heads, dim {c.dim}, MLP {c.mlp_dim})",
             f"  max shift (x,y) {tuple(round(v, 4) for v in self.shift_block.max_shift.tolist())}",
