@@ -76,7 +76,8 @@ def test_every_adapter_place_changes_sam2_once_trained(model, frame0):
     sam2 = model.backbone.model
     plain_memory, plain_logits = _memory_attention(sam2), _decode(model.backbone, emb)[0]
     for place in ("memory", "decoder"):
-        adapters = SAM2Adapters(sam2, AdapterConfig(**{k: k == place for k in ("encoder", "memory", "decoder", "neck")}))
+        only = {k: k == place for k in ("encoder", "memory", "decoder", "neck")}
+        adapters = SAM2Adapters(sam2, AdapterConfig(**only))
         with torch.no_grad():
             for p in adapters.parameters():
                 p.add_(0.05 * torch.randn_like(p))

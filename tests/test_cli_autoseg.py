@@ -26,7 +26,8 @@ def folders(tmp_path_factory):
         (root / split / "images").mkdir(parents=True)
         (root / split / "labels").mkdir(parents=True)
         for i in range(n):
-            Image.fromarray((np.clip(images[i], 0, 1) * 255).astype(np.uint8)).save(root / split / "images" / f"s{i}.png")
+            picture = (np.clip(images[i], 0, 1) * 255).astype(np.uint8)
+            Image.fromarray(picture).save(root / split / "images" / f"s{i}.png")
             Image.fromarray(np.choose(classes[i], [0, 50, 90]).astype(np.uint8)).save(root / split / "labels" / f"s{i}.png")
     (root / "classes.json").write_text(json.dumps({"50": "disc", "90": "square"}))
     return root
@@ -112,3 +113,25 @@ def test_a_safetensors_file_that_is_not_a_generator_is_refused(tmp_path, capsys)
     code = cli.main(["autoseg", "run", "--images", str(tmp_path / "im"), "--generator", str(tmp_path / "g.safetensors"),
                      "--out", str(tmp_path / "o"), "--stages", "0"])
     assert code == 2 and "not a prompt generator" in capsys.readouterr().err
+
+
+def test_finetune_writes_adapters_and_a_missing_adapter_file_is_refused(tmp_path, model, capsys):
+    """``rpsam2 finetune`` on one small image, then ``--adapters`` on ``autoseg run`` (through make_model)."""
+    from napari_rpsam2.model.adapters import read_adapter_header
+    from napari_rpsam2.sample_data import make_instrument_stack
+
+    image, labels = make_instrument_stack(n_slices=1, shape=(64, 80))
+    for sub, arr in (("im", image[0]), ("lab", labels[0].astype(np.uint8))):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(arr).save(tmp_path / sub / "f.png")
+    out = tmp_path / "adapters.safetensors"
+    code = cli.main(["finetune", "--images", str(tmp_path / "im"), "--labels", str(tmp_path / "lab"), "--out", str(out),
+                     "--epochs", "1", "--no", "encoder", "neck", "memory", "--sam2-weights", "random", "--quiet"],
+                    model=model)
+    assert code == 0, capsys.readouterr().err
+    header = read_adapter_header(out)
+    assert header["backbone"] == model.backbone.name and header["config"]["encoder"] is False
+    assert model.backbone.adapters is None  # the lent backbone was copied, not changed
+    code = cli.main(["finetune", "--images", str(tmp_path / "im"), "--labels", str(tmp_path / "lab"),
+                     "--out", str(tmp_path / "b.safetensors"), "--adapters", str(tmp_path / "missing.safetensors")])
+    assert code == 2 and "SAM2 adapter file" in capsys.readouterr().err

@@ -25,13 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``rpsam2`` argument parser."""
     from .autoseg import add_parser as add_autoseg_parser
     from .embed import add_embed, add_info
+    from .finetune import add_parser as add_finetune_parser
     from .measure import add_evaluate, add_heatmap
     from .oneshot import add_parser as add_oneshot_parsers  # oneshot, oneshot-eval
     from .propagate import add_parser as add_propagate_parser
     from .train import add_parser as add_train_parser
 
     p = Parser(prog="rpsam2", description="RP-SAM2: stable SAM2 point prompts (embed, train, evaluate, heatmap, "
-               "propagate, oneshot, autoseg).")
+               "propagate, oneshot, autoseg, finetune).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_info(sub)
     add_embed(sub)
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_propagate_parser(sub, model_options)
     add_oneshot_parsers(sub, model_options)
     add_autoseg_parser(sub)
+    add_finetune_parser(sub)
     return p
 
 

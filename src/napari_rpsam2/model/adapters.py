@@ -51,7 +51,7 @@ class AdapterConfig:
 
 
 class DepthwiseAdapter(nn.Module):
-    """LayerNorm → linear → pointwise conv → 3×3 depth-wise conv → GELU → LayerNorm → pointwise conv, residual.
+    """LayerNorm → linear → pointwise conv → 3×3 depth-wise conv → GELU → LayerNorm → pointwise conv (+ input).
 
     Works on channels-last tokens laid out on a grid, ``(B, H, W, C)``.
     """

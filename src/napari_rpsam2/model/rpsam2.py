@@ -156,7 +156,7 @@ class RPSAM2(CachedEncoding):
             f"RP-SAM2 on {self.device}",
             f"  backbone        {self.backbone.name} ({self.backbone.weights_signature.split('|')[1]})",
             f"  frozen params   {self.backbone.parameter_count():,}",
-            f"  SAM2 adapters   {'none' if self.backbone.adapters is None else format(self.backbone.adapters.parameter_count(), ',') + ' parameters'}",
+            f"  SAM2 adapters   {_adapter_text(self.backbone)}",
             f"  shift block     {self.shift_block.parameter_count():,} trainable parameters "
             f"({c.depth} blocks, {c.heads} heads, dim {c.dim}, MLP {c.mlp_dim})",
             f"  max shift (x,y) {tuple(round(v, 4) for v in self.shift_block.max_shift.tolist())}",
@@ -318,6 +318,12 @@ class RPSAM2(CachedEncoding):
                 ones = torch.ones((pts.shape[0], 1), dtype=torch.int, device=self.device)
                 logits, iou = self.backbone.decode(embedding, pts.unsqueeze(1), ones, multimask)
                 yield sl, pts, logits, iou
+
+
+def _adapter_text(backbone: SAM2Backbone) -> str:
+    if backbone.adapters is None:
+        return "none"
+    return f"{backbone.adapters.parameter_count():,} trainable parameters"
 
 
 def _pixels_inside(points_xy: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
