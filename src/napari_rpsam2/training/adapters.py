@@ -4,8 +4,9 @@ Per slice: the encoder runs with gradients (the encoder and neck adapters
 learn), and every object is prompted with its box (jittered by a few percent
 of its size) and positive clicks drawn inside it; the loss is Dice + binary
 cross-entropy between SAM2's low-res logits and the object's mask resized to
-SAM2's 256² frame.  The memory-attention adapters take part only in video
-propagation; this image path leaves them as they are.
+SAM2's 256² frame.  Without encoder or neck adapters each slice is encoded
+once, without gradients.  The memory-attention adapters take part only in
+video propagation; this image path leaves them as they are.
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ def finetune_adapters(
     by_slice: dict[int, list[np.ndarray]] = {}
     for obj in stack.objects():
         by_slice.setdefault(obj.slice_index, []).append(stack.object_mask(obj))
+    encoder_learns = adapters.config.encoder or adapters.config.neck
+    frozen: dict[int, ImageEmbedding] = {}  # without encoder/neck adapters, each slice is encoded once
     history = []
     adapters.train()
     try:
@@ -128,7 +131,10 @@ def finetune_adapters(
             for i in rng.permutation(sorted(by_slice)):
                 jobs.check(cancel, "adapter fine-tuning")
                 masks = by_slice[int(i)]
-                emb = encode_with_grad(backbone, pictures[int(i)])
+                if encoder_learns:
+                    emb = encode_with_grad(backbone, pictures[int(i)])
+                else:
+                    emb = frozen.get(int(i)) or frozen.setdefault(int(i), backbone.encode(pictures[int(i)]))
                 prompts = [object_prompts(m, rng, config.clicks, config.box_jitter) for m in masks]
                 loss = adapter_loss(backbone, emb, masks, prompts)
                 opt.zero_grad(set_to_none=True)
