@@ -87,11 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--clicks", type=int, default=20, help="click pairs for the adapter ratio")
     p.add_argument("--generator", default=None, help="a generator file (default: trained here on the sample)")
     p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--encode-pairs", type=int, default=2, help="pairs for adapter_encode_ratio (0: skip)")
     args = p.parse_args(argv)
     model = RPSAM2.load(args.backbone, "random", device=args.device, seed=0)
     images, labels = make_instrument_stack(n_slices=2)
     generator = _generator(args.generator, images, labels, args.epochs)
+    print("stage 2 against its floor …", file=sys.stderr)
     full, floor, n_calls = _stage2_and_floor(model, generator, images[1], args.repeats)
+    print("generator and adapters …", file=sys.stderr)
     gen_times, _ = interleaved(lambda: generator.predict(images[1], 0), lambda: None, max(5, args.repeats))
     emb = model.embed(images[1])
     xy = torch.as_tensor(pixels_to_normalized(np.array([[128.0, 160.0]]), emb.image_hw), dtype=torch.float32)
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         return run
 
     click_a, click_p = interleaved(click(True), click(False), args.clicks)
-    enc_a, enc_p = interleaved(encode(True), encode(False), args.repeats)
+    enc_a, enc_p = interleaved(encode(True), encode(False), args.encode_pairs) if args.encode_pairs else ([], [])
     model.backbone.use_adapters(None)
     out = {
         "benchmark": "autoseg", "device": str(model.device), "backbone": model.backbone.name,
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         "generator_parameters": generator.parameter_count(), "generator_input": generator.config.input_size,
         "adapter_click_ratio": round(median_ratio(click_a, click_p), 3), "goal_adapter_click_ratio": 1.15,
         "click_s": round(statistics.median(click_p), 5), "click_with_adapters_s": round(statistics.median(click_a), 5),
-        "adapter_encode_ratio": round(median_ratio(enc_a, enc_p), 3),
+        "adapter_encode_ratio": round(median_ratio(enc_a, enc_p), 3) if enc_a else None,
         "adapter_parameters": adapters.parameter_count(),
         "adapter_share": round(adapters.parameter_count() / model.backbone.parameter_count(), 5),
         "repeats": args.repeats, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),

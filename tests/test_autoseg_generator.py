@@ -129,3 +129,15 @@ def test_training_stops_on_cancel_and_reports_progress():
 def test_class_ids_beyond_the_named_classes_are_refused():
     with pytest.raises(ValueError, match="class id 3"):
         GeneratorData([np.zeros((1, 8, 8))], [np.full((1, 8, 8), 3)], ["a", "b"], rgb=False)
+
+
+def test_a_volume_generator_reads_its_neighbours_and_predicts_every_slice():
+    images, classes = discs_and_squares(5, size=32, seed=2)
+    data = GeneratorData([images], [classes], ["disc", "square"], rgb=False)
+    config = GeneratorConfig(context=1, input_size=32, features=(4, 4, 8, 8, 16, 4))
+    result = train_generator(data, config, GeneratorTrainConfig(epochs=1, val_fraction=0))
+    assert result.generator.config.in_channels == 3 and result.n_val == 0
+    first = next(result.generator.network.parameters())
+    assert first.shape[1] == 3  # the first convolution sees three slices
+    pred = result.generator.predict(images, 4)
+    assert pred.logits.shape == (3, 32, 32) and np.allclose(pred.probabilities.sum(0), 1, atol=1e-5)

@@ -125,3 +125,13 @@ def test_bad_options_are_refused_before_any_work():
     with pytest.raises(ValueError, match="same size"):
         autosegment(None, _bright_generator(), np.zeros((1, 8, 8)), options=RefineOptions(stages=0),
                     target=np.zeros((1, 9, 8)))
+
+
+def test_only_the_chosen_slices_are_segmented():
+    image = np.zeros((3, 16, 16), np.float32)
+    image[:, 4:10, 4:10] = 1.0
+    result = autosegment(None, _bright_generator(), image, options=RefineOptions(stages=0), slices=[1])
+    assert [o.slice_index for o in result.objects] == [1]
+    assert not result.labels[0].any() and not result.labels[2].any() and (result.labels[1] == 1).sum() == 36
+    with pytest.raises(ValueError, match="slice 3 is outside"):
+        autosegment(None, _bright_generator(), image, options=RefineOptions(stages=0), slices=[3])
