@@ -4,7 +4,8 @@ each with and without SAM2 adapters; Dice (%) and HD95 (px) per class and the cl
     python benchmarks/run_autoseg_protocol.py --data ../shared/data/cataract1k --out out/autoseg_protocol
 
 ``--data`` holds ``train/``, ``val/`` and ``test/`` with ``images/`` and ``labels/``.
-The generator trains on train/ (val/ as its validation split when present), the
+The generator trains on train/ + val/ with a seeded random validation split of
+val/'s size (not val/'s own files), the
 adapters are fine-tuned on train/, everything is measured on test/.  Writes
 ``protocol.json``, ``protocol.csv`` and ``protocol.png`` into ``--out``.
 With random SAM2 weights (the default here) only the generator's row means
@@ -32,7 +33,7 @@ from napari_rpsam2.training.adapters import FinetuneConfig
 
 
 def _merged_train(data: Path, tmp: Path) -> tuple[Path, Path, int]:
-    """train/ and val/ side by side in one folder pair; the val files are the last ones."""
+    """train/ and val/ side by side in one folder pair, and how many files val/ has."""
     for sub in ("images", "labels"):
         (tmp / sub).mkdir(parents=True)
         for split in ("train", "val"):
