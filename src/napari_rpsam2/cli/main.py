@@ -50,7 +50,9 @@ def version_text() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``rpsam2`` argument parser."""
+    from .autoseg import add_parser as add_autoseg_parser
     from .embed import add_embed, add_info
+    from .finetune import add_parser as add_finetune_parser
     from .measure import add_evaluate, add_heatmap
     from .oneshot import add_parser as add_oneshot_parsers  # oneshot, oneshot-eval
     from .propagate import add_parser as add_propagate_parser
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .workfolder import add_parsers as add_workfolder_parsers
 
     p = Parser(prog="rpsam2", description="RP-SAM2: stable SAM2 point prompts (embed, train, evaluate, heatmap, "
-               "propagate, oneshot, rerun, export).")
+               "propagate, oneshot, rerun, export, autoseg, finetune).")
     p.add_argument("--version", action="version", version=version_text())
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_info(sub)
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_propagate_parser(sub, model_options)
     add_oneshot_parsers(sub, model_options)
     add_workfolder_parsers(sub, model_options)  # rerun, export
+    add_autoseg_parser(sub)
+    add_finetune_parser(sub)
     return p
 
 

@@ -178,6 +178,8 @@ def model_options(sp: argparse.ArgumentParser) -> None:
                     help="'random', a local .pt/.safetensors file, or a Hugging Face id "
                          "(default: the backbone's facebook/sam2.1-hiera-* id)")
     sp.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    sp.add_argument("--adapters", default=None, metavar="FILE",
+                    help="SAM2 adapters fine-tuned for this backbone ('rpsam2 finetune'), loaded next to the weights")
     sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -189,8 +191,11 @@ def merge_gap_option(sp: argparse.ArgumentParser) -> None:
                          "instance labels are kept as they are")
 
 
-def make_model(args: argparse.Namespace, base=None, cache_dir: Path | None = None):
-    """Load the model from the options; ``base`` (tests) lends its backbone and cache."""
+def make_model(args: argparse.Namespace, base=None, cache_dir: Path | None = None, *, own_backbone: bool = False):
+    """Load the model from the options; ``base`` (tests) lends its backbone and cache.
+
+    ``own_backbone``: the caller will change SAM2 (adapters), so a lent backbone is copied.
+    """
     import torch
 
     from ..model import RPSAM2, EmbeddingCache
@@ -199,14 +204,20 @@ def make_model(args: argparse.Namespace, base=None, cache_dir: Path | None = Non
     shift_block = getattr(args, "shift_block", None)
     if shift_block is not None:
         existing_file(shift_block, "shift-block checkpoint")
+    adapters = getattr(args, "adapters", None)
+    if adapters is not None:
+        existing_file(adapters, "SAM2 adapter")
     if base is None:
         weights = args.sam2_weights or resolve_backbone(args.backbone).hf_id
         return RPSAM2.load(args.backbone, weights, shift_block=shift_block, device=args.device,
-                           seed=0, cache_dir=cache_dir)
+                           seed=0, cache_dir=cache_dir, adapters=adapters)
     cache = base.cache if cache_dir is None else EmbeddingCache(base.cache.max_bytes, cache_dir)
+    backbone = base.backbone if adapters is None and not own_backbone else _own_backbone(base.backbone)
+    if adapters is not None:
+        backbone.load_adapters(adapters)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = RPSAM2(base.backbone, cache=cache)
+        model = RPSAM2(backbone, cache=cache)
     if shift_block is not None:
         model.load_shift_block(shift_block)
     return model
@@ -229,6 +240,15 @@ def open_input(path: str, window: str | None = None, what: str = "images"):
         return open_images(path, window=window, role=what)
     except InputError as err:
         raise UsageError(str(err)) from None
+
+
+def _own_backbone(shared):
+    """A copy of a lent backbone (tests) that adapters may be hooked onto without touching the original."""
+    import copy
+
+    from ..model.backbone import SAM2Backbone
+
+    return SAM2Backbone(copy.deepcopy(shared.model), shared.spec, shared._plain_signature)
 
 
 def data_options(sp: argparse.ArgumentParser) -> None:

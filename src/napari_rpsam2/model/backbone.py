@@ -89,6 +89,9 @@ class SAM2Backbone:
             p.requires_grad_(False)
         self.spec = spec
         self.weights_signature = weights_signature
+        self._plain_signature = weights_signature
+        self.adapters = None  # SAM2Adapters hooked onto the model, if any
+        self.adapter_header: dict = {}
         self.input_size = int(model.image_size)
         """Side of SAM2's square input (1024 unless built smaller)."""
         self.embed_size = self.input_size // int(model.backbone_stride)
@@ -150,6 +153,28 @@ class SAM2Backbone:
         if size is not None and size != 1024:  # embeddings at another size must never meet in a cache
             signature = f"{signature}|{size}px"
         return cls(model.to(dev), spec, f"{spec.name}|{signature}")
+
+    def use_adapters(self, adapters, header: dict | None = None) -> None:
+        """Hook ``adapters`` (a :class:`~napari_rpsam2.model.adapters.SAM2Adapters`) onto SAM2; ``None`` removes them.
+
+        The weights signature (part of every embedding-cache key) names the adapters' digest,
+        so embeddings made without them are never reused with them.
+        """
+        if self.adapters is not None:
+            self.adapters.detach()
+        self.adapters, self.adapter_header = adapters, (header or {}) if adapters is not None else {}
+        self.weights_signature = self._plain_signature
+        if adapters is not None:
+            adapters.attach(self.model).eval()
+            self.weights_signature = f"{self._plain_signature}|adapters:{adapters.digest()}"
+
+    def load_adapters(self, path: str | os.PathLike) -> dict:
+        """Load an adapter file made for this backbone and use it; returns its header."""
+        from .adapters import load_adapters
+
+        adapters, header = load_adapters(path, self.model, self.name)
+        self.use_adapters(adapters, header)
+        return header
 
     @property
     def name(self) -> str:

@@ -88,6 +88,7 @@ class RPSAM2(CachedEncoding):
         cache_bytes: int = 1 << 30,
         cache_dir: str | os.PathLike | None = None,
         image_size: int | None = None,
+        adapters: str | os.PathLike | None = None,
     ) -> "RPSAM2":
         """Build a model.
 
@@ -108,8 +109,12 @@ class RPSAM2(CachedEncoding):
             Embedding cache memory budget and optional disk folder.
         image_size : int, optional
             SAM2's input side (default 1024; see :meth:`SAM2Backbone.build`).
+        adapters : path, optional
+            A SAM2 adapter file (``rpsam2 finetune``) made for this backbone.
         """
         sam = SAM2Backbone.build(backbone, sam2_weights, device=device, seed=seed, image_size=image_size)
+        if adapters is not None:
+            sam.load_adapters(adapters)
         model = cls(sam, cache=EmbeddingCache(cache_bytes, cache_dir))
         if shift_block is not None:
             model.load_shift_block(shift_block)
@@ -154,6 +159,7 @@ class RPSAM2(CachedEncoding):
             f"RP-SAM2 on {self.device}",
             f"  backbone        {self.backbone.name} ({self.backbone.weights_signature.split('|')[1]})",
             f"  frozen params   {self.backbone.parameter_count():,}",
+            f"  SAM2 adapters   {_adapter_text(self.backbone)}",
             f"  shift block     {self.shift_block.parameter_count():,} trainable parameters "
             f"({c.depth} blocks, {c.heads} heads, dim {c.dim}, MLP {c.mlp_dim})",
             f"  max shift (x,y) {tuple(round(v, 4) for v in self.shift_block.max_shift.tolist())}",
@@ -316,6 +322,12 @@ class RPSAM2(CachedEncoding):
                 ones = torch.ones((pts.shape[0], 1), dtype=torch.int, device=self.device)
                 logits, iou = self.backbone.decode(embedding, pts.unsqueeze(1), ones, multimask)
                 yield sl, pts, logits, iou
+
+
+def _adapter_text(backbone: SAM2Backbone) -> str:
+    if backbone.adapters is None:
+        return "none"
+    return f"{backbone.adapters.parameter_count():,} trainable parameters"
 
 
 def _pixels_inside(points_xy: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,143 @@
+"""Automatic segmentation: stage-2 time per slice against its SAM2 floor; generator and adapter costs.
+
+* ``per_slice_to_floor_ratio``: one slice through ``autosegment`` with two
+  refinement stages (generator, components, encoder, two SAM2 calls per
+  component, masks and boxes), against the floor: the encoder pass plus the
+  same SAM2 decoder calls with the same prompts, nothing else.  Goal ≤ 1.2.
+* ``generator_s_per_slice``: the prompt generator's inference on one slice.
+* ``adapter_click_ratio``: one click decoded with SAM2's adapters hooked on
+  (all places, rank 16) against plain SAM2 on the same embedding.  Goal ≤ 1.15.
+  ``adapter_encode_ratio`` is the same for the encoder (no goal).
+
+Every pair is timed interleaved (A B, B A, …); medians of the pairwise ratios.
+The generator is trained for a few epochs on the sample stack (or given with
+``--generator``); SAM2 has random weights.  Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _timing import interleaved, median_ratio  # noqa: E402
+
+from napari_rpsam2 import RPSAM2  # noqa: E402
+from napari_rpsam2.autoseg import (  # noqa: E402
+    GeneratorConfig,
+    GeneratorData,
+    GeneratorTrainConfig,
+    load_generator,
+    train_generator,
+)
+from napari_rpsam2.autoseg.refine import RefineOptions  # noqa: E402
+from napari_rpsam2.autoseg.run import autosegment  # noqa: E402
+from napari_rpsam2.model.adapters import SAM2Adapters  # noqa: E402
+from napari_rpsam2.model.coords import pixels_to_normalized  # noqa: E402
+from napari_rpsam2.model.image_adapter import encoder_picture  # noqa: E402
+from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
+
+
+def _generator(path: str | None, images: np.ndarray, labels: np.ndarray, epochs: int):
+    if path:
+        return load_generator(path)
+    data = GeneratorData([images], [(labels > 0).astype(np.int32)], ["instrument"], rgb=True)
+    return train_generator(data, GeneratorConfig(input_size=128), GeneratorTrainConfig(epochs=epochs,
+                                                                                      val_fraction=0)).generator
+
+
+def _stage2_and_floor(model, generator, image: np.ndarray, repeats: int) -> tuple[list, list, int]:
+    """Interleaved times of a full stage-2 slice and of its SAM2 floor (same prompts, re-encoded each time)."""
+    from napari_rpsam2.autoseg import components
+    from napari_rpsam2.autoseg.refine import _sam2_call, refine_component
+
+    options = RefineOptions(stages=2)
+    emb = model.embed(image)
+    prediction = generator.predict(image, 0)
+    calls = [c for comp in components(prediction) for c in
+             refine_component(model, emb, comp, prediction, options).calls]
+    picture = encoder_picture(image, None, 1.0, None)
+
+    def full() -> None:
+        model.cache.clear()
+        autosegment(model, generator, image, options=options)
+
+    def floor() -> None:
+        e = model.backbone.encode(picture)
+        with torch.inference_mode():
+            for call in calls:
+                _sam2_call(model, e, call.box, None, call.mask_input)
+
+    a, b = interleaved(full, floor, repeats)
+    return a, b, len(calls)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backbone", default="sam2.1_hiera_tiny")
+    p.add_argument("--repeats", type=int, default=4, help="interleaved pairs per measurement")
+    p.add_argument("--clicks", type=int, default=20, help="click pairs for the adapter ratio")
+    p.add_argument("--generator", default=None, help="a generator file (default: trained here on the sample)")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--encode-pairs", type=int, default=2, help="pairs for adapter_encode_ratio (0: skip)")
+    args = p.parse_args(argv)
+    model = RPSAM2.load(args.backbone, "random", device=args.device, seed=0)
+    images, labels = make_instrument_stack(n_slices=2)
+    generator = _generator(args.generator, images, labels, args.epochs)
+    print("stage 2 against its floor …", file=sys.stderr)
+    full, floor, n_calls = _stage2_and_floor(model, generator, images[1], args.repeats)
+    print("generator and adapters …", file=sys.stderr)
+    gen_times, _ = interleaved(lambda: generator.predict(images[1], 0), lambda: None, max(5, args.repeats))
+    emb = model.embed(images[1])
+    xy = torch.as_tensor(pixels_to_normalized(np.array([[128.0, 160.0]]), emb.image_hw), dtype=torch.float32)
+    adapters = SAM2Adapters(model.backbone.model)
+
+    def click(with_adapters: bool):
+        def run() -> None:
+            model.backbone.use_adapters(adapters if with_adapters else None)
+            with torch.inference_mode():
+                model.backbone.decode(emb, xy[None].to(model.device), torch.ones((1, 1), dtype=torch.int,
+                                                                              device=model.device), True)
+        return run
+
+    def encode(with_adapters: bool):
+        picture = encoder_picture(images[1], None, 1.0, None)
+
+        def run() -> None:
+            model.backbone.use_adapters(adapters if with_adapters else None)
+            model.backbone.encode(picture)
+        return run
+
+    click_a, click_p = interleaved(click(True), click(False), args.clicks)
+    enc_a, enc_p = interleaved(encode(True), encode(False), args.encode_pairs) if args.encode_pairs else ([], [])
+    model.backbone.use_adapters(None)
+    out = {
+        "benchmark": "autoseg", "device": str(model.device), "backbone": model.backbone.name,
+        "image_hw": list(images.shape[1:3]), "sam2_calls_per_slice": n_calls,
+        "per_slice_s": round(statistics.median(full), 4), "floor_s": round(statistics.median(floor), 4),
+        "per_slice_to_floor_ratio": round(median_ratio(full, floor), 3), "goal_ratio": 1.2,
+        "generator_s_per_slice": round(statistics.median(gen_times), 4),
+        "generator_parameters": generator.parameter_count(), "generator_input": generator.config.input_size,
+        "adapter_click_ratio": round(median_ratio(click_a, click_p), 3), "goal_adapter_click_ratio": 1.15,
+        "click_s": round(statistics.median(click_p), 5), "click_with_adapters_s": round(statistics.median(click_a), 5),
+        "adapter_encode_ratio": round(median_ratio(enc_a, enc_p), 3) if enc_a else None,
+        "adapter_parameters": adapters.parameter_count(),
+        "adapter_share": round(adapters.parameter_count() / model.backbone.parameter_count(), 5),
+        "repeats": args.repeats, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "conditions": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
+    }
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+    sys.exit(0)

@@ -1,0 +1,220 @@
+"""Light adapters for SAM2 (RFMedSAM 2): depth-wise convolution adapters, zero-initialised.
+
+One adapter after every Hiera block of the image encoder, every memory-attention
+layer and every two-way block of the mask decoder (on the image tokens), and a
+small CNN adapter after each lateral convolution of the FPN neck.  Each one adds
+its output to its input; the last convolution starts at zero, so an untrained
+adapter leaves SAM2's outputs bit-identical.  The adapters sit on SAM2's own
+modules as forward hooks, so the image predictor path, the video (memory) path
+and the training path all see them.  SAM2's own weights stay frozen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .._atomic import atomic_write, verify_safetensors
+from .checkpoint import CheckpointError
+
+__all__ = ["AdapterConfig", "DepthwiseAdapter", "NeckAdapter", "SAM2Adapters", "save_adapters", "load_adapters",
+           "read_adapter_header", "ADAPTER_FORMAT"]
+
+ADAPTER_FORMAT = "napari-rpsam2-sam2-adapters"
+_VERSION = 1
+_KEY = "rpsam2"
+
+
+@dataclass
+class AdapterConfig:
+    """Where adapters go and how wide they are (every place switchable)."""
+
+    rank: int = 16
+    encoder: bool = True
+    memory: bool = True
+    decoder: bool = True
+    neck: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError("adapter rank must be at least 1")
+        if not (self.encoder or self.memory or self.decoder or self.neck):
+            raise ValueError("switch on adapters in at least one place (encoder, memory, decoder, neck)")
+
+
+class DepthwiseAdapter(nn.Module):
+    """LayerNorm → linear → pointwise conv → 3×3 depth-wise conv → GELU → LayerNorm → pointwise conv (+ input).
+
+    Works on channels-last tokens laid out on a grid, ``(B, H, W, C)``.
+    """
+
+    def __init__(self, dim: int, rank: int) -> None:
+        super().__init__()
+        self.norm_in = nn.LayerNorm(dim)
+        self.down = nn.Linear(dim, rank)
+        self.point_in = nn.Conv2d(rank, rank, 1)
+        self.depthwise = nn.Conv2d(rank, rank, 3, padding=1, groups=rank)
+        self.norm_mid = nn.LayerNorm(rank)
+        self.point_out = nn.Conv2d(rank, dim, 1)
+        nn.init.zeros_(self.point_out.weight)
+        nn.init.zeros_(self.point_out.bias)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """What the adapter adds to ``x`` ``(B, H, W, C)``."""
+        h = self.down(self.norm_in(x)).permute(0, 3, 1, 2)
+        h = F.gelu(self.depthwise(self.point_in(h)))
+        h = self.norm_mid(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.point_out(h).permute(0, 2, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.delta(x).to(x.dtype)
+
+    def on_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The adapter on ``(B, H·W, C)`` tokens of a square grid."""
+        b, n, c = tokens.shape
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"adapter needs a square token grid, got {n} tokens")
+        return tokens + self.delta(tokens.reshape(b, side, side, c)).reshape(b, n, c).to(tokens.dtype)
+
+
+class NeckAdapter(nn.Module):
+    """A small CNN adapter on ``(B, C, H, W)`` maps: 3×3 depth-wise conv → GELU → two pointwise convs, residual."""
+
+    def __init__(self, dim: int, rank: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.down = nn.Conv2d(dim, rank, 1)
+        self.up = nn.Conv2d(rank, dim, 1)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.down(F.gelu(self.depthwise(x)))).to(x.dtype)
+
+
+def _sites(sam2: nn.Module, config: AdapterConfig) -> dict[str, tuple[nn.Module, str, int]]:
+    """``name → (SAM2 module, kind, channels)`` of every place an adapter goes."""
+    sites: dict[str, tuple[nn.Module, str, int]] = {}
+    if config.encoder:
+        for i, block in enumerate(sam2.image_encoder.trunk.blocks):
+            sites[f"encoder_{i}"] = (block, "grid", int(block.dim_out))
+    if config.neck:
+        for i, conv in enumerate(sam2.image_encoder.neck.convs):
+            sites[f"neck_{i}"] = (conv, "map", int(conv.conv.out_channels))
+    if config.memory:
+        for i, layer in enumerate(sam2.memory_attention.layers):
+            sites[f"memory_{i}"] = (layer, "sequence", int(layer.d_model))
+    if config.decoder:
+        dim = int(sam2.sam_mask_decoder.transformer_dim)
+        for i, layer in enumerate(sam2.sam_mask_decoder.transformer.layers):
+            sites[f"decoder_{i}"] = (layer, "keys", dim)
+    return sites
+
+
+class SAM2Adapters(nn.Module):
+    """All adapters for one SAM2 model; :meth:`attach` hooks them onto it."""
+
+    def __init__(self, sam2: nn.Module, config: AdapterConfig = AdapterConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.kinds: dict[str, str] = {}
+        self.adapters = nn.ModuleDict()
+        for name, (_, kind, dim) in _sites(sam2, config).items():
+            self.kinds[name] = kind
+            self.adapters[name] = NeckAdapter(dim, config.rank) if kind == "map" else DepthwiseAdapter(dim, config.rank)
+        self._handles: list = []
+
+    def parameter_count(self) -> int:
+        """Trainable adapter parameters."""
+        return sum(p.numel() for p in self.parameters())
+
+    def attach(self, sam2: nn.Module) -> "SAM2Adapters":
+        """Hook every adapter onto its SAM2 module (moved to SAM2's device); returns ``self``."""
+        self.detach()
+        self.to(next(sam2.parameters()).device)
+        for name, (module, kind, _) in _sites(sam2, self.config).items():
+            self._handles.append(module.register_forward_hook(self._hook(self.adapters[name], kind)))
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks: SAM2 is plain SAM2 again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    @staticmethod
+    def _hook(adapter: nn.Module, kind: str):
+        def hook(module, inputs, output):
+            if kind == "keys":  # a two-way block returns (queries, keys): adapt the image tokens
+                queries, keys = output
+                return queries, adapter.on_sequence(keys)
+            if kind == "sequence":
+                return adapter.on_sequence(output)
+            return adapter(output)
+
+        return hook
+
+    def digest(self) -> str:
+        """A short hash of the adapter weights (part of the embedding cache's key)."""
+        h = hashlib.sha256(json.dumps(asdict(self.config), sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def save_adapters(path: str | os.PathLike, adapters: SAM2Adapters, backbone: str, *,
+                  training: dict | None = None) -> Path:
+    """Write the adapters only (not SAM2) as safetensors with a header naming the backbone."""
+    from safetensors.torch import save_file
+
+    header = {"format": ADAPTER_FORMAT, "format_version": _VERSION, "backbone": backbone,
+              "config": asdict(adapters.config), "parameters": adapters.parameter_count(),
+              "training": training or {}}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in adapters.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_KEY: json.dumps(header)}),
+                        verify=verify_safetensors)
+
+
+def read_adapter_header(path: str | os.PathLike) -> dict:
+    """The header of an adapter file, or :class:`CheckpointError` naming the file and the problem."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"adapter file {path} does not exist")
+    try:
+        verify_safetensors(path)
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        header = json.loads(meta.get(_KEY, "null"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"adapter file {path} is damaged or not a safetensors file ({err})") from None
+    if not isinstance(header, dict) or header.get("format") != ADAPTER_FORMAT:
+        raise CheckpointError(f"{path} is not a SAM2 adapter file (make one with 'rpsam2 finetune')")
+    return header
+
+
+def load_adapters(path: str | os.PathLike, sam2: nn.Module, backbone: str) -> tuple[SAM2Adapters, dict]:
+    """Adapters from ``path`` built for ``sam2`` (not yet attached); the file must name ``backbone``."""
+    from safetensors.torch import load_file
+
+    header = read_adapter_header(path)
+    if header.get("backbone") != backbone:
+        raise CheckpointError(f"adapters {path} were trained for {header.get('backbone')}, not {backbone}; "
+                              f"use --backbone {header.get('backbone')}")
+    try:
+        adapters = SAM2Adapters(sam2, AdapterConfig(**header["config"]))
+        adapters.load_state_dict(load_file(str(path)), strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"adapter file {path} does not fit {backbone} ({err})") from None
+    return adapters, header
