@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from .support import UsageError, existing_file, existing_folder, make_model, model_options, output_file, run_job
