@@ -21,6 +21,8 @@ def predictor(model, frame0):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     pred = SAM2ImagePredictor(model.backbone.model)
+    e = model.backbone.embed_size  # the predictor's feature sizes are written for SAM2's 1024 input
+    pred._bb_feat_sizes = [(4 * e, 4 * e), (2 * e, 2 * e), (e, e)]
     with torch.inference_mode():
         pred.set_image(frame0[0])
     return pred
@@ -34,17 +36,21 @@ def _prediction_from(mask: np.ndarray) -> SlicePrediction:
     return SlicePrediction(logits, torch.softmax(torch.from_numpy(logits), 0).numpy(), ["instrument"])
 
 
-def _predictor_corners(box, image_hw) -> np.ndarray:
-    """Our (top, left, bottom, right) as the predictor's (x0, y0, x1, y1) encoding the same positions."""
+def _predictor_corners(box, image_hw, s: int) -> np.ndarray:
+    """Our (top, left, bottom, right) as the predictor's (x0, y0, x1, y1) encoding the same positions.
+
+    ``s`` is SAM2's input side (the half-pixel shift is half an input pixel, in image pixels).
+    """
     h, w = image_hw
     top, left, bottom, right = box
-    return np.array([left + 0.5 - w / 2048, top + 0.5 - h / 2048, right + 0.5 - w / 2048, bottom + 0.5 - h / 2048])
+    return np.array([left + 0.5 - w / (2 * s), top + 0.5 - h / (2 * s), right + 0.5 - w / (2 * s),
+                     bottom + 0.5 - h / (2 * s)])
 
 
-def _predictor_clicks(rc, image_hw) -> np.ndarray:
+def _predictor_clicks(rc, image_hw, s: int) -> np.ndarray:
     h, w = image_hw
     rc = np.asarray(rc, float)
-    return np.stack([rc[:, 1] + 0.5 - w / 2048, rc[:, 0] + 0.5 - h / 2048], axis=-1)
+    return np.stack([rc[:, 1] + 0.5 - w / (2 * s), rc[:, 0] + 0.5 - h / (2 * s)], axis=-1)
 
 
 @pytest.mark.parametrize("clicks", [False, True])
@@ -56,17 +62,18 @@ def test_each_stage_is_the_predictors_call_with_that_box_and_mask(model, frame0,
     assert len(obj.calls) == 2
     first, second = obj.calls
     np.testing.assert_array_equal(first.box, comp.box)  # stage 1: the component's box ...
-    torch.testing.assert_close(first.mask_input, low_res_mask_prompt(prediction.class_logits(1)))  # ... its logits
+    side = model.backbone.low_res_size
+    torch.testing.assert_close(first.mask_input, low_res_mask_prompt(prediction.class_logits(1), side))  # its logits
     stage1_mask = torch.nn.functional.interpolate(first.logits[None, None], size=emb.image_hw, mode="bilinear",
                                                   align_corners=False)[0, 0] > 0
     rows, cols = np.nonzero(stage1_mask.numpy())
     np.testing.assert_array_equal(second.box, [rows.min(), cols.min(), rows.max(), cols.max()])  # stage 2
     torch.testing.assert_close(second.mask_input[0, 0], first.logits)
     for call in obj.calls:
-        pts = _predictor_clicks(call.clicks, emb.image_hw) if clicks else None
+        pts = _predictor_clicks(call.clicks, emb.image_hw, predictor.model.image_size) if clicks else None
         with torch.inference_mode():
             _, ious, low = predictor.predict(point_coords=pts, point_labels=np.ones(len(pts)) if clicks else None,
-                                             box=_predictor_corners(call.box, emb.image_hw),
+                                             box=_predictor_corners(call.box, emb.image_hw, predictor.model.image_size),
                                              mask_input=call.mask_input[0].numpy(), multimask_output=False,
                                              return_logits=True)
         torch.testing.assert_close(call.logits.clamp(-32, 32), torch.as_tensor(low[0]), rtol=1e-5, atol=1e-5)

@@ -22,8 +22,12 @@ from napari_rpsam2.oneshot.retrieval import cell_cloud, earth_movers_distance
 POINTS, LABELS = np.array([[120.0, 150.0], [5.0, 5.0]]), np.array([1, 0])
 
 
-def _square_map(grid: int, rows=slice(40, 52), cols=slice(8, 20)) -> tuple[np.ndarray, np.ndarray]:
-    """A similarity map high on one square (far from the clicks), low and noisy elsewhere."""
+def _square_map(grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """A similarity map high on one square (far from the clicks), low and noisy elsewhere.
+
+    The square is rows 40–52, columns 8–20 of a 64-cell grid, scaled to the model's grid.
+    """
+    rows, cols = slice(grid * 40 // 64, grid * 52 // 64), slice(grid * 8 // 64, grid * 20 // 64)
     rng = np.random.default_rng(0)
     sim = 0.1 * rng.random((grid, grid)).astype(np.float32)
     region = np.zeros((grid, grid), bool)

@@ -62,7 +62,7 @@ def test_training_holds_one_batch_of_slices_at_a_time(model, frame0, monkeypatch
     monkeypatch.setattr(model.backbone, "encode", lambda *a, **k: encodes.append(1) or real_encode(*a, **k))
     temp = set(Path(tempfile.gettempdir()).glob("rpsam2-train-*"))
     torch.manual_seed(0)
-    fresh = RPSAM2(model.backbone, cache=model.cache)
+    fresh = RPSAM2(model.backbone, cache=EmbeddingCache())  # its own cache: the encoder must run once
     with tempfile.TemporaryDirectory() as out:
         result = train_shift_block(fresh, stack, Path(out) / "b.safetensors",
                                    TrainConfig(epochs=2, batch_size=2, clicks_per_object=1, grid_stride=48))

@@ -79,15 +79,15 @@ class RefinedObject:
     calls: list[StageCall] = field(default_factory=list)
 
 
-def low_res_mask_prompt(logits_hw: np.ndarray) -> torch.Tensor:
-    """Image-size logits ``(H, W)`` as SAM2's mask prompt ``(1, 1, 256, 256)``.
+def low_res_mask_prompt(logits_hw: np.ndarray, size: int = LOW_RES) -> torch.Tensor:
+    """Image-size logits ``(H, W)`` as SAM2's mask prompt ``(1, 1, size, size)`` (the backbone's low-res side).
 
     SAM2's image encoder stretches the image to its square input, so the
     low-res frame covers the whole image: a plain bilinear resize (antialiased
     when shrinking) maps one onto the other.
     """
     x = torch.as_tensor(np.ascontiguousarray(logits_hw, dtype=np.float32))[None, None]
-    return resize(x, (LOW_RES, LOW_RES))
+    return resize(x, (size, size))
 
 
 def _sam2_call(model, emb, box: np.ndarray, clicks_xy: torch.Tensor | None,
@@ -124,7 +124,8 @@ def refine_component(model, emb, comp: Component, prediction: SlicePrediction,
         return RefinedObject(comp.class_index, comp.mask.copy(), comp.score, comp)
     clicks_xy, clicks_rc = _click(model, emb, comp, options)
     box = comp.box
-    prior = low_res_mask_prompt(prediction.class_logits(comp.class_index)) if options.mask_prompt else None
+    prior = (low_res_mask_prompt(prediction.class_logits(comp.class_index), model.backbone.low_res_size)
+             if options.mask_prompt else None)
     calls: list[StageCall] = []
     mask = comp.mask
     for _ in range(options.stages):
