@@ -11,12 +11,12 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from qtpy.QtWidgets import QCheckBox, QLabel, QPushButton, QScrollArea  # noqa: E402
+from gui_forms import click, type_into
+from gui_input import show_viewer
+from qtpy.QtWidgets import QCheckBox, QLabel, QPushButton, QScrollArea
 
-from gui_forms import click, type_into  # noqa: E402
-from gui_input import show_viewer  # noqa: E402
-from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
-from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
+from napari_rpsam2._widgets._workspace import workspace_for
+from napari_rpsam2.sample_data import make_instrument_stack
 
 ENTRIES = ("Click segmentation", "Click-sensitivity heatmap", "Train shift block", "Propagate through stack",
            "Segment the stack from this slice")
