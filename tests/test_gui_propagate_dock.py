@@ -9,6 +9,7 @@ The masks of random weights mean nothing, so the tests check where labels go
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -128,6 +129,44 @@ def test_cancel_mid_run_leaves_the_labels_untouched(make_napari_viewer, qtbot, m
     wait_done(qtbot, dock)
     assert "Cancelled" in dock.status.text(), dock.status.text()
     assert np.array_equal(target.data, before)
+    assert plugin_layers(viewer, "propagating") == []
+    assert not dock.undo_button.isEnabled()
+
+
+def test_cancel_on_a_long_run_acts_within_a_frame(make_napari_viewer, qtbot, model, monkeypatch):
+    """A 16-frame run (several seconds): Cancel pressed after a few frames; at most 2 more are tracked."""
+    image, truth = make_instrument_stack(16, shape=(128, 160), seed=11)  # frames no other test has encoded
+    reported: list[tuple[float, int]] = []  # (when, frame count) as the run reports it, before the dock
+    propagate = PropagationRun.propagate
+
+    def counted(self, prompts, options, **kwargs):
+        shown = kwargs["progress"]
+
+        def progress(stage, done, total):
+            if stage == "frames":
+                reported.append((time.monotonic(), done))
+            shown(stage, done, total)
+
+        return propagate(self, prompts, options, **{**kwargs, "progress": progress})
+
+    monkeypatch.setattr(PropagationRun, "propagate", counted)
+    viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
+    target = click_and_commit(qtbot, viewer, clicks, inside(truth[0], 1))
+    before = target.data.copy()
+    dock = open_dock(viewer)
+    choose(qtbot, dock.source_picker, target.name)
+    choose(qtbot, dock.target_picker, target.name)
+    click_button(qtbot, dock.run_button)
+    qtbot.waitUntil(lambda: dock.progress.value() >= 3, timeout=TIMEOUT)  # three frames shown as done
+    assert dock.running and dock.progress.maximum() == 16
+    pressed = time.monotonic()
+    click_button(qtbot, dock.cancel_button)
+    wait_done(qtbot, dock)
+    after = [done for when, done in reported if when > pressed]
+    assert len(after) <= 2, f"frames tracked after Cancel: {after}"
+    assert max(done for _, done in reported) < 8, "the run went on well past the press"
+    assert "Cancelled" in dock.status.text(), dock.status.text()
+    assert np.array_equal(target.data, before), "a cancelled run wrote into the target"
     assert plugin_layers(viewer, "propagating") == []
     assert not dock.undo_button.isEnabled()
 
