@@ -1,4 +1,4 @@
-"""Screenshots of "Segment the stack from this slice", one per method: ``xvfb-run -a python docs/make_oneshot_screenshots.py``.
+"""Screenshots of "One-shot segmentation", one per method: ``xvfb-run -a python docs/make_oneshot_screenshots.py``.
 
 A 1280×800 window on the sample stack with the objects painted on slice 0
 only.  For each method the script picks it in the dock, presses Run, steps to
@@ -32,7 +32,7 @@ viewer.layers.remove(sample_labels)
 annotation = viewer.add_labels(painted, name="annotation (slice 0)")
 viewer.window._qt_window.resize(1280, 800)
 workspace_for(viewer).set_model(RPSAM2.load("sam2.1_hiera_tiny", "random", device="cpu", seed=0))
-_, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Segment the stack from this slice")
+_, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "One-shot segmentation")
 dock.image_picker.set_layer(image)
 dock.labels_picker.set_layer(annotation)
 dock.form.warp_steps.value = WARP_STEPS

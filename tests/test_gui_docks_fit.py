@@ -19,7 +19,7 @@ from napari_rpsam2._widgets._workspace import workspace_for
 from napari_rpsam2.sample_data import make_instrument_stack
 
 ENTRIES = ("Click segmentation", "Click-sensitivity heatmap", "Train shift block", "Propagate through stack",
-           "Segment the stack from this slice")
+           "One-shot segmentation")
 
 
 def _open_from_menu(qtbot, viewer, entry: str):
@@ -39,10 +39,13 @@ def _open_from_menu(qtbot, viewer, entry: str):
 
 
 def _cut(dock_widget) -> list[str]:
-    """What of the dock's visible text is cut at its right edge, or elided."""
+    """What of the dock's visible text (its title included) is cut at its right edge, or elided."""
     scroll = dock_widget.findChild(QScrollArea)
     viewport = scroll.viewport()
     problems = []
+    title = dock_widget.title.title  # napari's title bar: "<display name> (RP-SAM2)"
+    if title.sizeHint().width() > title.width():
+        problems.append(f"title {title.text()!r} needs {title.sizeHint().width()} px, has {title.width()}")
     for kind in (QLabel, QPushButton, QCheckBox):
         for w in scroll.widget().findChildren(kind):
             if not w.isVisible() or not w.text():

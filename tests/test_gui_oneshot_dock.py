@@ -1,4 +1,4 @@
-"""'Segment the stack from this slice' driven as a person does: combo box, Run, Cancel, Undo, canvas edits, Re-run."""
+"""'One-shot segmentation' driven as a person does: combo box, Run, Cancel, Undo, canvas edits, Re-run."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from napari_rpsam2._widgets._oneshot_clicks import COLORS, ROLE
 from napari_rpsam2._widgets._views import plugin_role
 from napari_rpsam2._widgets._workspace import workspace_for
 
-WIDGET = "Segment the stack from this slice"
+WIDGET = "One-shot segmentation"
 PATCH = (slice(0, 30), slice(0, 40))  # what the person painted on slice 1 before running
 
 

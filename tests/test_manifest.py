@@ -12,7 +12,7 @@ WIDGETS = {
     "Click-sensitivity heatmap": "HeatmapWidget",
     "Train shift block": "TrainingWidget",
     "Propagate through stack": "PropagateWidget",
-    "Segment the stack from this slice": "OneShotWidget",
+    "One-shot segmentation": "OneShotWidget",
 }
 
 

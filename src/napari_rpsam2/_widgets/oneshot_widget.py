@@ -1,4 +1,4 @@
-""""Segment the stack from this slice": a view over :mod:`napari_rpsam2.app.oneshot` and its re-run helpers.
+""""One-shot segmentation": a view over :mod:`napari_rpsam2.app.oneshot` and its re-run helpers.
 
 The person paints one slice of a stack, picks a method and presses Run; a
 worker segments every other slice (``propagate_from_slice``), the masks go
