@@ -8,9 +8,9 @@ import pathlib
 import sys
 
 import napari
+from _gui_script import grab, press, type_into, wait
 from napari.settings import get_settings
 
-from _gui_script import grab, press, type_into, wait
 from napari_rpsam2._widgets._workspace import workspace_for
 
 OUT = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "stacked_docks.png")  # a check by eye, not in the docs
@@ -22,10 +22,10 @@ viewer = napari.Viewer(show=True)
 viewer.window._qt_window.resize(1280, 800)
 viewer.open_sample("napari-rpsam2", "instruments")
 viewer.layers[1].visible = False
-menu = [a for a in viewer.window._qt_window.menuBar().actions() if a.text().replace("&", "") == "Plugins"][0]
-plugin = [a for a in menu.menu().actions() if a.text().replace("&", "").startswith("RP-SAM2")][0]
+menu = next(a for a in viewer.window._qt_window.menuBar().actions() if a.text().replace("&", "") == "Plugins")
+plugin = next(a for a in menu.menu().actions() if a.text().replace("&", "").startswith("RP-SAM2"))
 for name in ENTRIES:
-    [a for a in plugin.menu().actions() if a.text().replace("&", "").startswith(name)][0].trigger()
+    next(a for a in plugin.menu().actions() if a.text().replace("&", "").startswith(name)).trigger()
     wait(lambda: True)
 (click_dock,) = [w for w in viewer.window.dock_widgets.values() if type(w).__name__ == "ClickWidget"]
 type_into(click_dock.settings.weights, "random")
@@ -33,4 +33,5 @@ press(click_dock.settings.load_button)
 wait(lambda: workspace_for(viewer).model is not None)
 viewer.reset_view()
 grab(viewer, OUT)
+wait(lambda: not click_dock.embedder.running)  # the background embedder done: closing while it runs aborts at exit
 viewer.close()
