@@ -4,7 +4,9 @@ A headless napari viewer (run under ``xvfb-run -a``) opens the video through
 the plugin's reader; the click dock and the Propagate dock are docked; the
 click dock's *Load model* builds SAM2.1 tiny with random weights at a 256
 input (``NAPARI_RPSAM2_IMAGE_SIZE``); objects are clicked on the canvas and
-committed on scattered slices; then the Propagate dock's button tracks the
+committed on scattered slices (the click dock's background embedding
+unticked first, unless asked: with the encoder stubbed it would fill the
+embedding cache up to its budget within seconds); then the Propagate dock's button tracks the
 first slice's object forward over ``--propagate-frames`` frames.  The image
 encoder is stubbed (a fixed random embedding per frame, of the right shapes);
 the memory attention, memory encoder and mask decoder are SAM2's own.  Input
@@ -82,7 +84,7 @@ def object_at(t: int, height: int, width: int) -> tuple[float, float]:
     return float((t * 3) % (height - 60) + 30), float((t * 5) % (width - 80) + 40)
 
 
-def journey(video: str, clicks: int, propagate_frames: int) -> dict:
+def journey(video: str, clicks: int, propagate_frames: int, background: bool = False) -> dict:
     """Run the journey (see the module); the JSON fields."""
     import napari
     from _gui_script import BOT, click, press, settle, type_into, wait
@@ -113,6 +115,9 @@ def journey(video: str, clicks: int, propagate_frames: int) -> dict:
     n, height, width = int(image.data.shape[0]), int(image.data.shape[1]), int(image.data.shape[2])
     _, click_dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Click segmentation")
     _, prop_dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Propagate through stack")
+    if click_dock.precompute_box.isChecked() != background:  # the person unticks background embedding
+        from gui_forms import tick
+        tick(BOT, click_dock.precompute_box)
     settle()
     viewer.reset_view()
     settle()
@@ -120,6 +125,7 @@ def journey(video: str, clicks: int, propagate_frames: int) -> dict:
     press(click_dock.settings.load_button)
     wait(lambda: workspace_for(viewer).model is not None, 600)
     slices = sorted({0, *np.linspace(0, n - 1, clicks).round().astype(int).tolist()})[:clicks]
+    stages = {"loaded": rss.now() - rss.base}
     click_seconds = []
     for t in slices:
         viewer.dims.set_current_step(0, t)
@@ -129,6 +135,7 @@ def journey(video: str, clicks: int, propagate_frames: int) -> dict:
         wait(lambda: not click_dock.busy and "mask of" in click_dock.status.text(), 600)
         click_seconds.append(time.perf_counter() - begin)
         press(click_dock.commit_button)
+        stages.setdefault("first_commit", rss.now() - rss.base)
     labels = [ly for ly in viewer.layers if ly.__class__.__name__ == "Labels" and "preview" not in ly.name]
     target = labels[0].name
     rss_after_clicks = rss.added()
@@ -146,11 +153,14 @@ def journey(video: str, clicks: int, propagate_frames: int) -> dict:
     wait(lambda: not prop_dock.running, 3600)
     propagate_seconds = time.perf_counter() - begin
     status = prop_dock.status.text()
+    stages["clicks"] = rss_after_clicks
+    stages["propagated"] = rss.now() - rss.base
+    print("rss by stage (MiB):", {k: round(v, 1) for k, v in stages.items()}, file=sys.stderr)
     per_frame = np.diff(frame_times)
     k = min(100, len(per_frame) // 2)
     first, last = float(np.mean(per_frame[:k])), float(np.mean(per_frame[-k:]))
     result = {
-        "frames": n, "open_seconds": round(open_seconds, 3), "clicked_slices": len(slices),
+        "frames": n, "background_embedding": background, "open_seconds": round(open_seconds, 3), "clicked_slices": len(slices),
         "click_seconds_median": round(float(np.median(click_seconds)), 3),
         "rss_after_clicks_mib": round(rss_after_clicks, 1), "journey_peak_rss_mib": round(rss.added(), 1),
         "rss_base_mib": round(rss.base, 1),
@@ -165,4 +175,4 @@ def journey(video: str, clicks: int, propagate_frames: int) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(journey(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
+    print(json.dumps(journey(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:5] == ["background"])))

@@ -20,7 +20,8 @@ The dock journey (``benchmarks/_dock_journey.py``; needs a display: run
 ``--short-frames`` one (200) each opened in a fresh process's viewer, the click
 and Propagate docks docked, a random-weight SAM2.1 tiny loaded at a 256 input
 with the image encoder stubbed, objects clicked on ``--clicks`` scattered
-slices, a ``--propagate-frames`` propagation from the Propagate dock.  Adds
+slices (background embedding off unless ``--background``), a
+``--propagate-frames`` propagation (all frames of a shorter video) from the Propagate dock.  Adds
 ``journey`` (both runs' numbers), ``rss_growth_2000_over_200`` (peak memory
 added by the journey, long video over short) and
 ``per_frame_seconds_last_100_over_first_100`` (the long run's propagation).
@@ -125,10 +126,11 @@ def measure(path: Path, reads: int, viewer: bool, seed: int) -> dict:
             "rss_after_reads_mib": round(after - before, 1), "reads": reads, "viewer": viewer}
 
 
-def run_journey(video: Path, clicks: int, propagate_frames: int) -> dict:
+def run_journey(video: Path, clicks: int, propagate_frames: int, background: bool) -> dict:
     """The dock journey on ``video`` in a fresh Python process (its JSON line)."""
     script = Path(__file__).with_name("_dock_journey.py")
-    done = subprocess.run([sys.executable, str(script), str(video), str(clicks), str(propagate_frames)],
+    done = subprocess.run([sys.executable, str(script), str(video), str(clicks), str(propagate_frames),
+                           *(["background"] if background else [])],
                           capture_output=True, text=True, timeout=7200)
     if done.returncode:
         raise RuntimeError(f"the journey on {video.name} failed:\n{done.stderr[-3000:]}")
@@ -141,7 +143,7 @@ def journeys(long_video: Path, tmp: Path, args: argparse.Namespace) -> dict:
     make_video(short, args.short_frames, args.width, args.height, args.gop)
     runs = {}
     for name, path in (("short", short), ("long", long_video)):
-        runs[name] = run_journey(path, args.clicks, args.propagate_frames)
+        runs[name] = run_journey(path, args.clicks, args.propagate_frames, args.background)
         print(f"journey on {runs[name]['frames']} frames: {runs[name]}", file=sys.stderr)
     growth = runs["long"]["journey_peak_rss_mib"] / runs["short"]["journey_peak_rss_mib"]
     return {"journey": runs,
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-journey", action="store_true", help="skip the dock journey (needs a display)")
     p.add_argument("--short-frames", type=int, default=200, help="frames of the journey's short video")
     p.add_argument("--clicks", type=int, default=20, help="slices clicked in the journey")
+    p.add_argument("--background", action="store_true",
+                   help="leave the click dock's background embedding on (it fills the cache to its budget)")
     p.add_argument("--propagate-frames", type=int, default=500, help="frames propagated in the journey")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
