@@ -31,8 +31,8 @@ from pathlib import Path
 os.environ.setdefault("NAPARI_RPSAM2_IMAGE_SIZE", "256")
 os.environ["NAPARI_RPSAM2_CACHE_DIR"] = "off"  # stub embeddings must never reach the user's disk cache
 
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
+import numpy as np
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -131,7 +131,7 @@ def run_journey(video: Path, clicks: int, propagate_frames: int, background: boo
     script = Path(__file__).with_name("_dock_journey.py")
     done = subprocess.run([sys.executable, str(script), str(video), str(clicks), str(propagate_frames),
                            *(["background"] if background else [])],
-                          capture_output=True, text=True, timeout=7200)
+                          check=False, capture_output=True, text=True, timeout=7200)
     if done.returncode:
         raise RuntimeError(f"the journey on {video.name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
