@@ -15,6 +15,18 @@ of stdout):
   keyframe seek and a decode forward) and ``next_frame_ms`` (reading on);
 * ``rss_after_reads_mib``: memory added after all reads (a few cached frames).
 
+The dock journey (``benchmarks/_dock_journey.py``; needs a display: run
+``xvfb-run -a python benchmarks/bench_long_stack.py``): the same video and a
+``--short-frames`` one (200) each opened in a fresh process's viewer, the click
+and Propagate docks docked, a random-weight SAM2.1 tiny loaded at a 256 input
+with the image encoder stubbed, objects clicked on ``--clicks`` scattered
+slices (background embedding off unless ``--background``), a
+``--propagate-frames`` propagation (all frames of a shorter video) from the Propagate dock.  Adds
+``journey`` (both runs' numbers), ``rss_growth_2000_over_200`` (peak memory
+added by the journey, long video over short) and
+``per_frame_seconds_last_100_over_first_100`` (the long run's propagation).
+``--no-journey`` skips it.
+
 Timings are noisy on a shared machine.  ``--video PATH`` opens an existing
 video instead of generating one.
 """
@@ -25,6 +37,7 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -113,6 +126,33 @@ def measure(path: Path, reads: int, viewer: bool, seed: int) -> dict:
             "rss_after_reads_mib": round(after - before, 1), "reads": reads, "viewer": viewer}
 
 
+def run_journey(video: Path, clicks: int, propagate_frames: int, background: bool) -> dict:
+    """The dock journey on ``video`` in a fresh Python process (its JSON line)."""
+    script = Path(__file__).with_name("_dock_journey.py")
+    done = subprocess.run([sys.executable, str(script), str(video), str(clicks), str(propagate_frames),
+                           *(["background"] if background else [])],
+                          check=False, capture_output=True, text=True, timeout=7200)
+    if done.returncode:
+        raise RuntimeError(f"the journey on {video.name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def journeys(long_video: Path, tmp: Path, args: argparse.Namespace) -> dict:
+    """The journey on the long video and on a ``--short-frames`` one; the ratios the issue asks for."""
+    short = tmp / "short.mp4"
+    make_video(short, args.short_frames, args.width, args.height, args.gop)
+    runs = {}
+    for name, path in (("short", short), ("long", long_video)):
+        runs[name] = run_journey(path, args.clicks, args.propagate_frames, args.background)
+        print(f"journey on {runs[name]['frames']} frames: {runs[name]}", file=sys.stderr)
+    growth = runs["long"]["journey_peak_rss_mib"] / runs["short"]["journey_peak_rss_mib"]
+    return {"journey": runs,
+            "rss_growth_2000_over_200": round(growth, 3),
+            "per_frame_seconds_last_100_over_first_100": runs["long"]["per_frame_seconds_last_100_over_first_100"],
+            "journey_model": "SAM2.1 hiera-tiny, random weights, 256 input (NAPARI_RPSAM2_IMAGE_SIZE), "
+                             "image encoder stubbed (fixed random embedding per frame)"}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, default=2000)
@@ -123,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video", default=None, help="open this video instead of generating one")
     p.add_argument("--viewer", action="store_true", help="open in a headless napari viewer (viewer.open)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-journey", action="store_true", help="skip the dock journey (needs a display)")
+    p.add_argument("--short-frames", type=int, default=200, help="frames of the journey's short video")
+    p.add_argument("--clicks", type=int, default=20, help="slices clicked in the journey")
+    p.add_argument("--background", action="store_true",
+                   help="leave the click dock's background embedding on (it fills the cache to its budget)")
+    p.add_argument("--propagate-frames", type=int, default=500, help="frames propagated in the journey")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         encode_seconds = None
@@ -134,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         result.update({"video_mib": round(path.stat().st_size / 2**20, 1), "encode_seconds": encode_seconds,
                        "gop": args.gop if args.video is None else None, "python": platform.python_version(),
                        "machine": platform.machine(), "note": "timings are noisy on a shared machine"})
+        if not args.no_journey:
+            result.update(journeys(path, Path(tmp), args))
     print(json.dumps(result))
     return 0
 

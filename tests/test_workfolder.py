@@ -84,6 +84,31 @@ for k in range(1, 100000):
 """
 
 
+class _LazyStack:
+    """A long stack read one slice at a time that fails if anyone converts it whole (e.g. a video)."""
+
+    shape, dtype = (400, 240, 320, 3), np.dtype(np.uint8)
+
+    def __init__(self) -> None:
+        self.read: list[int] = []
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        self.read.append(int(i))
+        return np.full(self.shape[1:], i % 251, np.uint8)
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole stack was read")
+
+
+def test_the_signature_of_a_long_lazy_stack_reads_a_few_slices_and_tells_stacks_apart():
+    stack = _LazyStack()
+    signature = image_signature(stack)
+    assert 0 < len(stack.read) <= 8  # a few sampled slices, not the 400 of the stack (nor a decode of all)
+    other = _LazyStack()
+    other.shape = (401, 240, 320, 3)
+    assert image_signature(other) != signature
+
+
 def test_kill_9_while_writing_leaves_a_readable_folder_with_everything_written_before(tmp_path):
     folder, _ = _folder(tmp_path)
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}

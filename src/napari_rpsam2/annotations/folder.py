@@ -60,7 +60,8 @@ def image_signature(image) -> str:
     slices of the first axis (enough to tell two images apart, without
     reading hours of video).
     """
-    shape, dtype = tuple(np.shape(image)), np.dtype(getattr(image, "dtype", np.asarray(image).dtype))
+    shape, dtype = tuple(np.shape(image)), getattr(image, "dtype", None)
+    dtype = np.dtype(dtype if dtype is not None else np.asarray(image).dtype)  # never read a lazy stack whole
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{shape}|{dtype.str}".encode())
     if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize <= _WHOLE_BYTES or len(shape) < 3:
