@@ -132,19 +132,19 @@ class LabelChange:
                   after: np.ndarray) -> LabelChange:
         """From full-dimensional fancy indices into an image of ``shape`` and the values there."""
         index = tuple(np.asarray(i, np.intp) for i in index)
+        before, after = np.asarray(before), np.asarray(after)
+        dtype = np.result_type(before, after)  # the planes hold the values as given: no recast afterwards
         lead = np.stack(index[:-2], axis=1) if len(index) > 2 else np.zeros((index[-1].size, 0), np.intp)
         planes = []
         for key in sorted({tuple(int(v) for v in row) for row in lead}):
             on = np.all(lead == np.asarray(key, np.intp), axis=1) if key else np.ones(index[-1].size, bool)
-            old = np.zeros(shape[-2:], np.int64)
+            old = np.zeros(shape[-2:], dtype)
             new = old.copy()
             rows, cols = index[-2][on], index[-1][on]
-            old[rows, cols] = np.asarray(before)[on]
-            new[rows, cols] = np.asarray(after)[on]
+            old[rows, cols] = before[on]
+            new[rows, cols] = after[on]
             planes.append((key, old, new))
-        change = cls.of_planes(planes)
-        return cls([SliceChange(s.index, s.box, s.bits, _cast(s.before, before), _cast(s.after, after))
-                    for s in change.slices])
+        return cls.of_planes(planes)
 
     def __iter__(self) -> Iterator[SliceChange]:
         return iter(self.slices)
@@ -177,6 +177,3 @@ class LabelChange:
         """Write the new values again where the old ones are still there (in place)."""
         return [s.index for s in self.slices if s.apply(target, "before", "after")]
 
-
-def _cast(runs: tuple[np.ndarray, np.ndarray], like: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return runs[0].astype(np.asarray(like).dtype), runs[1]
