@@ -122,5 +122,50 @@ def test_a_one_shot_run_keeps_its_reference_mask_method_and_generated_clicks(mod
     assert saved["method"] == "persam" and saved["reference_slice"] == 0 and saved["model"]["method"] == "sam2"
     assert saved["generated"][0]["clicks"] == [[5.0, 6.0]] and saved["slices"] == [[2]]
     np.testing.assert_array_equal(folder.load_array(event["arrays"]["reference"]), reference)
-    assert [o.note for o in wf.rerun(folder, model, np.zeros((3, 16, 20), np.uint8))] == [
-        "oneshot runs are not re-run yet"]
+
+
+@pytest.mark.parametrize("method, options", [("persam", {"guided_attention": True, "semantic_prompt": True}),
+                                             ("p2sam", {"negative_rule": "medical", "negatives": (1, 2)})])
+def test_a_one_shot_run_is_rerun_to_the_same_masks_and_a_changed_reference_is_caught(model, instrument_stack,
+                                                                                      tmp_path, method, options):
+    from napari_rpsam2.app.oneshot import propagate_from_slice
+
+    image, truth = instrument_stack
+    labels = np.zeros(truth.shape, np.int32)
+    folder = wf.open_for_image(image, labels.shape, folder=tmp_path / f"{method}.rpsam2")
+    outcome = propagate_from_slice(model, image, 0, truth[0], labels, method=method, method_options=options)
+    assert outcome.edit.size > 0
+    wf.record_oneshot(folder, outcome, 0, truth[0], labels, model=model, refine=False,
+                      options={"method_options": options, "object_ids": None})
+    np.testing.assert_array_equal(wf.restore(folder).labels, labels)
+    outcomes = wf.rerun(folder, model, image)
+    assert sorted((o.kind, o.object_id, o.reproduced) for o in outcomes) == [("oneshot", 1, True),
+                                                                             ("oneshot", 2, True)]
+    assert all(o.new_pixels == o.saved_pixels > 0 for o in outcomes)
+
+    reference = folder.load_array(folder.restore().events[0]["arrays"]["reference"])
+    reference[reference == 1] = 0  # the saved reference no longer says where object 1 is
+    import tifffile
+
+    tifffile.imwrite(folder.path / folder.restore().events[0]["arrays"]["reference"], reference)
+    again = {o.object_id: o for o in wf.rerun(folder, model, image)}
+    assert not again[1].reproduced and again[1].note
+
+
+def test_labels_export_as_nifti_keeps_the_volume_affine(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    from napari_rpsam2.io import open_images
+
+    volume = (np.arange(4 * 6 * 5).reshape(4, 6, 5) % 50).astype(np.int16)
+    affine = np.array([[0.0, 0.0, -2.5, 10.0], [0.0, 0.8, 0.0, -4.0], [0.7, 0.0, 0.0, 3.0], [0, 0, 0, 1.0]])
+    nib.save(nib.Nifti1Image(np.transpose(volume, (2, 1, 0)), affine), tmp_path / "ct.nii.gz")
+    source = open_images(tmp_path / "ct.nii.gz")
+    labels = np.zeros(source.shape[:3], np.int32)
+    labels[1, 2:4, 1:3] = 7
+    folder = wf.open_for_image(source.data, labels.shape, image_path=tmp_path / "ct.nii.gz")
+    folder.record("commit", {"objects": [7], "prompts": []}, labels=labels, slices=[(1,)])
+    assert wf.input_form_name(wf.open_source(folder)) == "labels.nii.gz"
+    wf.export(folder, labels=tmp_path / "out.nii.gz", source=wf.open_source(folder))
+    back = nib.load(tmp_path / "out.nii.gz")
+    np.testing.assert_allclose(back.affine, source.affine)
+    np.testing.assert_array_equal(np.transpose(np.asarray(back.dataobj), (2, 1, 0)), labels)

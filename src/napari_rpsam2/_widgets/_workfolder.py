@@ -1,14 +1,21 @@
-"""The click dock's work-folder row: "Save to work folder", where it is, and restoring it when an image opens.
+"""The work folder of each image, as every dock of a viewer sees it, and the click dock's row for it.
 
-For an image opened from a file (``layer.source.path``) every commit and
-undo is written to ``<name>.rpsam2/`` next to the file (or a folder the
-person picks) through :mod:`napari_rpsam2.app.workfolder`.  When the dock
+For an image opened from a file (``layer.source.path``) every commit, propagation,
+one-shot run and re-run, and their undos, is written to ``<name>.rpsam2/`` next
+to the file (or a folder the person picks) through :mod:`napari_rpsam2.app.workfolder`.
+One :class:`ImageWorkFolder` per image (kept in the viewer's workspace) holds
+where the folder is, whether saving is on and which Labels layer it keeps;
+the click dock's :class:`WorkFolderPanel` shows it, and the Propagate and
+one-shot docks call :func:`save_run` and :func:`save_undo`.  When the click dock
 meets an image whose work folder exists, the saved labels come back in a
-Labels layer and every object's saved clicks and boxes in a Points layer.
+Labels layer (each object's source and method on its features), the saved
+clicks in a Points layer and the saved boxes in a Shapes layer.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +25,18 @@ from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushBut
 from ..app import workfolder as wf
 from ._slicing import full_resolution, layer_shape
 from ._views import METADATA_KEY
+from ._workspace import workspace_for
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["WorkFolderPanel", "RESTORED_KEY", "SAVED_PROMPTS_ROLE", "class_names", "source_path"]
+__all__ = ["WorkFolderPanel", "ImageWorkFolder", "image_folder", "save_run", "save_undo", "RESTORED_KEY",
+           "SAVED_PROMPTS_ROLE", "SAVED_BOXES_ROLE", "class_names", "source_path"]
 
 RESTORED_KEY = "napari_rpsam2_workfolder"
 """Metadata of a Labels layer restored from a work folder: the folder's path (the layer stays pickable)."""
 SAVED_PROMPTS_ROLE = "saved prompts"
+SAVED_BOXES_ROLE = "saved boxes"
 POSITIVE, NEGATIVE = (0.2, 0.9, 0.2, 1.0), (1.0, 0.25, 0.25, 1.0)
 
 
@@ -44,6 +54,90 @@ def class_names(layer: Any) -> dict[int, str] | None:
     return {int(i): str(c) for i, c in zip(features["index"], features["class"]) if int(i) != 0}
 
 
+class ImageWorkFolder:
+    """One image's work folder for all docks of a viewer: where, whether saving is on, the folder once open.
+
+    The folder keeps one Labels layer of the image (tagged ``metadata[RESTORED_KEY]``):
+    the restored one, or the first one a dock wrote into while saving.
+    """
+
+    def __init__(self, location: Path | None) -> None:
+        self.location = location
+        self.saving = location is not None
+        self.folder: wf.WorkFolder | None = None
+        self._events: list[tuple[weakref.ref, int]] = []
+
+    def open(self, image: Any) -> wf.WorkFolder:
+        """The folder (made on the first write); raises WorkFolderError or OSError."""
+        if self.folder is None:
+            self.folder = wf.open_for_image(full_resolution(image), layer_shape(image),
+                                            image_path=source_path(image), folder=self.location)
+        return self.folder
+
+    def other_layer(self, viewer: Any, target: Any) -> str | None:
+        """``None`` when the folder keeps ``target`` (it does from now on if it keeps none); else that layer's name."""
+        kept = [ly for ly in viewer.layers if ly.metadata.get(RESTORED_KEY) == str(self.location)]
+        if any(ly is target for ly in kept):
+            return None
+        if kept:
+            return kept[0].name
+        target.metadata[RESTORED_KEY] = str(self.location)
+        return None
+
+    def remember(self, change: Any, seq: int) -> None:
+        """Event ``seq`` recorded the write ``change`` (an undo record of a dock)."""
+        self._events = [(r, s) for r, s in self._events if r() is not None] + [(weakref.ref(change), int(seq))]
+
+    def seq_of(self, change: Any) -> int | None:
+        """The event that recorded ``change``, if it was recorded in this viewer."""
+        return next((s for r, s in reversed(self._events) if r() is change), None)
+
+
+def image_folder(viewer: Any, image: Any) -> ImageWorkFolder:
+    """The work-folder state of ``image`` in ``viewer`` (next to its file by default; none if not from a file)."""
+    folders = workspace_for(viewer).work_folders
+    state = folders.get(image.unique_id)
+    if state is None:
+        source = source_path(image)
+        state = folders[image.unique_id] = ImageWorkFolder(None if source is None else wf.default_location(source))
+    return state
+
+
+def save_run(viewer: Any, image: Any, target: Any, change: Any,
+             record: Callable[[wf.WorkFolder, Any], dict]) -> str:
+    """Record one write of a dock with ``record(folder, labels)``; returns a sentence for the dock's status.
+
+    Nothing is recorded when saving is off, or when the folder keeps another
+    Labels layer of the image (the sentence says which).
+    """
+    state = image_folder(viewer, image)
+    if not state.saving or state.location is None:
+        return ""
+    other = state.other_layer(viewer, target)
+    if other is not None:
+        return f" Not saved to the work folder: it keeps '{other}' (write into that layer to save)."
+    try:
+        event = record(state.open(image), full_resolution(target))
+    except (wf.WorkFolderError, OSError, ValueError) as err:
+        return f" Not saved to the work folder: {err}"
+    state.remember(change, event["seq"])
+    return f" Saved to {state.location.name}."
+
+
+def save_undo(viewer: Any, target: Any, change: Any) -> str:
+    """Record the undo of the write ``change`` when it was recorded; returns a sentence for the dock's status."""
+    for state in workspace_for(viewer).work_folders.values():
+        seq = state.seq_of(change)
+        if seq is None or state.folder is None or not state.saving:
+            continue
+        try:
+            wf.record_undo(state.folder, seq, full_resolution(target), change.slice_indices)
+        except (OSError, ValueError) as err:
+            return f" The undo was not saved to the work folder: {err}"
+        return " Saved to the work folder."
+    return ""
+
+
 class WorkFolderPanel(QWidget):
     """A checkbox, the folder's path and a button to choose another folder; records commits and undos."""
 
@@ -57,12 +151,11 @@ class WorkFolderPanel(QWidget):
         self.path_label.setWordWrap(True)
         self.choose_button = QPushButton("Choose folder…")
         self.export_button = QPushButton("Export…")
-        self.export_button.setToolTip("Write the saved labels (labels.tif), the prompts CSV of 'rpsam2 propagate'\n"
-                                      "(prompts.csv) and COCO JSON with RLE masks (coco.json) into a folder")
+        self.export_button.setToolTip("Write the saved labels (labels.tif, and labels.nii.gz for a volume or labels/\n"
+                                      "PNGs for a video), the prompts CSV of 'rpsam2 propagate' (prompts.csv) and\n"
+                                      "COCO JSON with RLE masks (coco.json) into a folder")
         self.image: Any = None
-        self.location: Path | None = None
-        self._folder: wf.WorkFolder | None = None
-        self._chosen: dict[Any, Path] = {}
+        self.state: ImageWorkFolder | None = None
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
@@ -73,15 +166,29 @@ class WorkFolderPanel(QWidget):
         lay.addWidget(self.path_label)
         self.choose_button.clicked.connect(self._choose)
         self.export_button.clicked.connect(self._export)
+        self.save_box.toggled.connect(self._on_save_box)
+
+    @property
+    def location(self) -> Path | None:
+        """Where the image's work folder is (``None``: not from a file and no folder chosen)."""
+        return None if self.state is None else self.state.location
+
+    @property
+    def _folder(self) -> wf.WorkFolder | None:
+        return None if self.state is None else self.state.folder
+
+    def _on_save_box(self, checked: bool) -> None:
+        if self.state is not None:
+            self.state.saving = bool(checked)
 
     # ------------------------------------------------------------------ where
     def attach(self, image: Any) -> Any:
         """Follow ``image``: find its work folder, restore it if it holds objects; returns a restored Labels layer."""
-        self.image, self._folder = image, None
+        self.image, self.state = image, None
         source = source_path(image)
-        chosen = self._chosen.get(image.unique_id)
-        self.location = chosen or (wf.default_location(source) if source is not None else None)
-        self.save_box.setChecked(self.location is not None)
+        state = image_folder(self.viewer, image)
+        self.save_box.setChecked(state.saving)
+        self.state = state
         self.save_box.setEnabled(self.location is not None)
         self.path_label.setText(f"Work folder: {self.location}" if self.location is not None else
                                 "Work folder: – (the image was not opened from a file; choose a folder to save)")
@@ -93,7 +200,8 @@ class WorkFolderPanel(QWidget):
         """Save into ``folder`` (the work folder itself) from now on; restores it when it holds objects."""
         if self.image is None:
             return None
-        self._chosen[self.image.unique_id] = Path(folder)
+        state = image_folder(self.viewer, self.image)
+        state.location, state.folder, state.saving = Path(folder), None, True
         return self.attach(self.image)
 
     def _choose(self) -> None:
@@ -103,17 +211,15 @@ class WorkFolderPanel(QWidget):
 
     def folder(self) -> wf.WorkFolder | None:
         """The work folder to write to (made on the first write), or ``None`` when saving is off or failed."""
-        if not self.save_box.isChecked() or self.location is None or self.image is None:
+        state = self.state
+        if state is None or not state.saving or state.location is None:
             return None
-        if self._folder is None:
-            try:
-                self._folder = wf.open_for_image(full_resolution(self.image), layer_shape(self.image),
-                                                 image_path=source_path(self.image), folder=self.location)
-            except (wf.WorkFolderError, OSError) as err:
-                self.save_box.setChecked(False)
-                self.report(f"Not saving to the work folder: {err}")
-                return None
-        return self._folder
+        try:
+            return state.open(self.image)
+        except (wf.WorkFolderError, OSError) as err:
+            self.save_box.setChecked(False)
+            self.report(f"Not saving to the work folder: {err}")
+            return None
 
     def _export(self) -> None:
         out = QFileDialog.getExistingDirectory(self, "Folder for the exported files")
@@ -122,6 +228,10 @@ class WorkFolderPanel(QWidget):
 
     def export_to(self, out: str | Path, labels_layer: Any = None) -> bool:
         """Write ``labels.tif``, ``prompts.csv`` and ``coco.json`` of the work folder into the folder ``out``.
+
+        The labels also go out in the image's own form when that is not a TIFF
+        stack: ``labels.nii.gz`` (a volume, with its affine) or ``labels/``
+        (per-frame PNGs named after the frames of a video or frame folder).
 
         Class names come from ``labels_layer.features`` (columns ``index`` and ``class``) when it has them.
         """
@@ -132,15 +242,17 @@ class WorkFolderPanel(QWidget):
             self.report("Nothing to export: commit an object first (with Save to work folder on).")
             return False
         out = Path(out)
+        source = wf.open_source(folder)
+        in_form = wf.input_form_name(source)  # labels.nii.gz of a volume, labels/ PNGs of a video or frames
         try:
-            summary = wf.export(folder, labels=out / "labels.tif", prompts=out / "prompts.csv",
-                                coco=out / "coco.json",
+            summary = wf.export(folder, labels=[out / "labels.tif", *([out / in_form] if in_form else [])],
+                                prompts=out / "prompts.csv", coco=out / "coco.json", source=source,
                                 class_names=class_names(labels_layer if labels_layer is not None else self.target()))
         except (OSError, ValueError) as err:
             self.report(f"Export failed: {err}")
             return False
-        self.report(f"Exported {summary['objects']} object(s) to {out} (labels.tif, prompts.csv, coco.json).",
-                    level="info")
+        names = ", ".join(["labels.tif", *([in_form] if in_form else []), "prompts.csv", "coco.json"])
+        self.report(f"Exported {summary['objects']} object(s) to {out} ({names}).", level="info")
         return True
 
     # ------------------------------------------------------------------ restore
@@ -149,9 +261,9 @@ class WorkFolderPanel(QWidget):
             if layer.metadata.get(RESTORED_KEY) == str(self.location):
                 return layer
         try:
-            self._folder = wf.open_for_image(full_resolution(self.image), layer_shape(self.image),
-                                             image_path=source, folder=self.location, create=False)
-            restored = wf.restore(self._folder)
+            self.state.folder = wf.open_for_image(full_resolution(self.image), layer_shape(self.image),
+                                                  image_path=source, folder=self.location, create=False)
+            restored = wf.restore(self.state.folder)
         except (wf.WorkFolderError, OSError) as err:
             self.save_box.setChecked(False)
             self.report(f"Work folder not restored: {err}")
@@ -160,7 +272,8 @@ class WorkFolderPanel(QWidget):
             return None
         image = self.image
         labels = self.viewer.add_labels(restored.labels, name=f"{image.name} objects", scale=image.scale,
-                                        translate=image.translate, metadata={RESTORED_KEY: str(self.location)})
+                                        translate=image.translate, metadata={RESTORED_KEY: str(self.location)},
+                                        features=_object_table(restored))
         self._add_prompts(restored)
         skipped = f"; {restored.skipped} damaged journal line(s) skipped" if restored.skipped else ""
         self.report(f"Restored {len(restored.objects)} object(s) and their prompts from {self.location}{skipped}.",
@@ -168,48 +281,83 @@ class WorkFolderPanel(QWidget):
         return labels
 
     def _add_prompts(self, restored: wf.Restored) -> None:
-        rows, objects, positive = [], [], []
-        for oid, events in sorted(restored.objects.items()):
-            for event in events:
-                for prompt in event.get("prompts", ()):
-                    if int(prompt.get("object", -1)) != oid:
-                        continue
-                    for (r, c), lab in zip(prompt.get("clicks") or [], prompt.get("labels") or []):
-                        rows.append([*prompt["slice"], r, c])
-                        objects.append(oid)
-                        positive.append(bool(lab))
+        rows, objects, positive, boxes, box_objects = [], [], [], [], []
+        for oid, prompt in _object_prompts(restored):
+            for (r, c), lab in zip(prompt.get("clicks") or [], prompt.get("labels") or []):
+                rows.append([*prompt["slice"], r, c])
+                objects.append(oid)
+                positive.append(bool(lab))
+            if prompt.get("box") is not None:
+                top, left, bottom, right = prompt["box"]
+                lead = list(prompt["slice"])
+                boxes.append(np.array([lead + [top, left], lead + [top, right], lead + [bottom, right],
+                                       lead + [bottom, left]], float))
+                box_objects.append(oid)
         image = self.image
         nd = len(layer_shape(image))
+        meta = {"image": image.unique_id, "folder": str(self.location)}
         data = np.array(rows, float).reshape(-1, nd)
         self.viewer.add_points(data, ndim=nd, name=f"{image.name} saved prompts", scale=image.scale,
                                translate=image.translate, size=max(6.0, 0.035 * min(layer_shape(image)[-2:])),
                                features={"object": np.array(objects, int), "positive": np.array(positive, bool)},
                                face_color=[POSITIVE if p else NEGATIVE for p in positive] or "white",
-                               metadata={METADATA_KEY: {"role": SAVED_PROMPTS_ROLE, "image": image.unique_id,
-                                                        "folder": str(self.location)}})
+                               metadata={METADATA_KEY: {"role": SAVED_PROMPTS_ROLE, **meta}})
+        if boxes:
+            self.viewer.add_shapes(boxes, ndim=nd, shape_type="rectangle", name=f"{image.name} saved boxes",
+                                   scale=image.scale, translate=image.translate, edge_color="yellow",
+                                   face_color="transparent", features={"object": np.array(box_objects, int)},
+                                   metadata={METADATA_KEY: {"role": SAVED_BOXES_ROLE, **meta}})
 
     # ------------------------------------------------------------------ record
     def committed(self, record: Any, preview: Any, box: Any, target: Any, model: Any) -> None:
         """Save one commit (its slice, clicks, refined clicks, box, model) to the work folder."""
-        folder = self.folder()
-        if folder is None or record is None or preview is None or model is None:
+        if record is None or preview is None or model is None or self.state is None or self.folder() is None:
             return
         image = self.image
-        if RESTORED_KEY not in target.metadata:  # a reopened dock finds this layer instead of restoring again
-            target.metadata[RESTORED_KEY] = str(self.location)
-        try:
-            wf.record_commit(folder, record.label_id, record.change, preview.result, target.data, model=model,
-                             refine=preview.refine, box=box, contrast_limits=image.contrast_limits,
-                             gamma=image.gamma, rgb=bool(image.rgb))
-        except (OSError, ValueError) as err:
-            self.report(f"The commit is in the layer but was not saved to the work folder: {err}")
+
+        def write(folder: wf.WorkFolder, labels: Any) -> dict:
+            return wf.record_commit(folder, record.label_id, record.change, preview.result, labels, model=model,
+                                    refine=preview.refine, box=box, contrast_limits=image.contrast_limits,
+                                    gamma=image.gamma, rgb=bool(image.rgb))
+
+        note = save_run(self.viewer, image, target, record.change, write)
+        if note.startswith(" Not saved"):
+            self.report(f"The commit is in the layer. {note.strip()}")
 
     def undone(self, record: Any, target: Any) -> None:
         """Save the undo of a commit."""
         folder = self.folder()
         if folder is None or record is None:
             return
-        try:
+        if self.state.seq_of(record.change) is not None:
+            note = save_undo(self.viewer, target, record.change)
+            if "not saved" in note:
+                self.report(note.strip())
+            return
+        try:  # a commit of an earlier session of this viewer's dock
             wf.undo_object(folder, "commit", record.label_id, target.data, record.change.slice_indices)
         except (OSError, ValueError) as err:
             self.report(f"The undo was not saved to the work folder: {err}")
+
+
+def _object_prompts(restored: wf.Restored):
+    """``(object id, prompt)`` of every saved prompt of every object still in effect."""
+    for oid, events in sorted(restored.objects.items()):
+        for event in events:
+            for prompt in event.get("prompts", ()):
+                if int(prompt.get("object", -1)) == oid:
+                    yield oid, prompt
+
+
+def _object_table(restored: wf.Restored) -> dict:
+    """Features of the restored Labels layer: per object, what made it, with which method, from which slices."""
+    index, made_by, method, slices = [0], ["background"], [""], [""]
+    for oid, events in sorted(restored.objects.items()):
+        last = events[-1]
+        index.append(oid)
+        made_by.append(last["kind"])
+        method.append(last.get("method") if last["kind"].startswith("oneshot") else last["model"]["method"])
+        where = sorted({tuple(p["slice"]) for e in events for p in e.get("prompts", ())
+                        if int(p.get("object", -1)) == oid})
+        slices.append(", ".join(":".join(str(v) for v in w) for w in where))
+    return {"index": index, "made_by": made_by, "method": method, "prompt_slices": slices}

@@ -36,6 +36,7 @@ from ._slicing import SliceError, image_slice, labels_plane, layer_shape
 from ._torch_import import import_torch_compiler
 from ._views import StatusLabel, scrolling_dock
 from ._workers import error_text, start_worker
+from ._workfolder_runs import oneshot_saved, save_undo, slice_rerun_saved
 from ._workspace import unwrap
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ class OneShotWidget(JobDock):
         self.history_target: Any = None
         self.last_outcome: OneShotOutcome | None = None
         self._image: Any = None  # the image of the last run
+        self._saving: dict = {}  # what the work folder records of the running job
         self._bridge.message.connect(self._progress)
 
         v = self.viewer
@@ -270,6 +272,8 @@ class OneShotWidget(JobDock):
         self.status.info(f"Segmenting {n_targets} slice(s) from slice {got['ref']} with "
                          f"{self.method.native.currentText()}… the viewer stays usable.")
         send, data = self._bridge.send, image.data
+        self._saving = {"reference": got["plane"], "model": model, "refine": bool(self.form.refine.value),
+                        "options": {"method_options": options, "object_ids": got["ids"]}}  # for the work folder
         # merged in the GUI thread, against the layer as it is then (no scratch volume)
         start_worker(_propagate_job, model, data, got["ref"], got["plane"], None, method=method,
                      refine=bool(self.form.refine.value), object_ids=got["ids"], method_options=options,
@@ -319,9 +323,10 @@ class OneShotWidget(JobDock):
         target.refresh()
         self.viewer.layers.selection.active = layer  # ready for corrections
         self.last_outcome, self._image = outcome, image
+        saved = oneshot_saved(self.viewer, image, target, outcome, edit, ref, self._saving)  # the work folder
         self.status.info(f"{len(outcome.results)} slice(s) segmented from slice {ref}: {edit.size} pixels written "
                          f"into '{target.name}' (existing labels untouched). Correct any click on "
-                         f"'{layer.name}' and press Re-run on that slice; Undo reverts the run.")
+                         f"'{layer.name}' and press Re-run on that slice; Undo reverts the run.{saved}")
 
     # ------------------------------------------------------------------ corrections
     def rerun(self) -> None:
@@ -346,6 +351,7 @@ class OneShotWidget(JobDock):
             self.status.error(f"No clicks on slice {index}: add some on '{layer.name}' (or go to a segmented slice).")
             return
         flag = self._begin_job()
+        self._saving = {"clicks": got, "model": model}  # for the work folder
         self.status.info(f"Re-running slice {index} from its {len(got.points)} click(s)…")
         start_worker(slice_masks, model, sl.plane, got.points, got.labels, got.object_ids, key=sl.key, rgb=sl.rgb,
                      contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
@@ -359,8 +365,10 @@ class OneShotWidget(JobDock):
         edit = rerun_slice(target.data, index, masks, self.history.written(target.data, index))
         self.history.push(edit, None)
         target.refresh()
+        saved = slice_rerun_saved(self.viewer, self._image, target, index, self._saving["clicks"], edit,
+                                  self._saving["model"], self.last_outcome.method)
         self.status.info(f"Slice {index} re-segmented from its clicks ({edit.size} pixels changed); "
-                         "other slices unchanged.")
+                         f"other slices unchanged.{saved}")
 
     def undo(self) -> None:
         """Revert the newest run or re-run: its labels, and for a run the clicks it showed."""
@@ -372,11 +380,13 @@ class OneShotWidget(JobDock):
             self.history = RunHistory()
             self._buttons()
             return
+        edit = self.history.edits[-1][0]
         state = self.history.undo(target.data)
         target.refresh()
+        saved = save_undo(self.viewer, target, edit)  # recorded in the work folder when the run was
         if state is not None:
             layer, points = state
             if layer in self.viewer.layers:
                 clicks_ui.restore(layer, points)
         self._buttons()
-        self.status.info(f"Undone; {len(self.history)} more step(s) can be undone.")
+        self.status.info(f"Undone; {len(self.history)} more step(s) can be undone.{saved}")

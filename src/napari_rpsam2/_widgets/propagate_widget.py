@@ -49,6 +49,7 @@ from ._propagate_prompts import UsedPrompts, box_prompts, click_prompt, mask_pro
 from ._slicing import SliceError, full_resolution, image_slice, layer_shape, slice_cache_key
 from ._views import METADATA_KEY, StatusLabel, mark_plugin_layer, plugin_layers, scrolling_dock
 from ._workers import error_text, start_worker
+from ._workfolder_runs import propagation_saved, save_undo
 from ._workspace import unwrap
 
 if TYPE_CHECKING:
@@ -248,6 +249,7 @@ class PropagateWidget(JobDock):
                                      bool(opts.refine.value), int(opts.stop_after.value) or None)
         flag = self._begin_job()
         self._job = job
+        job.options = options
         live = self._live_layer(job.image, create=True)
         live.data = np.zeros(layer_shape(job.image), np.int32)
         self.status.info(f"{'Correcting' if job.objects else 'Propagating'} {job.what}…")
@@ -390,9 +392,10 @@ class PropagateWidget(JobDock):
         moved = "".join(f"; object {old} is {new} (id {old} was labelled meanwhile)" for old, new in renamed.items())
         verb = "Corrected object" if job.objects else "Propagated objects"
         ids = job.objects or result.object_ids
+        saved = propagation_saved(self.viewer, job, target, result, record, renamed)  # the image's work folder
         self.status.info(f"{verb} {', '.join(map(str, ids))} through "
                          f"{int(result.tracked.sum())} slices: {record.pixels} px changed in '{target.name}' "
-                         f"on slices {record.slices}{stopped}{moved}.")
+                         f"on slices {record.slices}{stopped}{moved}.{saved}")
 
     def undo(self) -> None:
         """Take the last propagation back (its pixels that still hold its ids go back to 0)."""
@@ -407,8 +410,9 @@ class PropagateWidget(JobDock):
             return
         record.undo(full_resolution(target))
         target.refresh()
+        saved = save_undo(self.viewer, target, record.change)  # recorded in the work folder when the run was
         self.status.info(f"Undid the propagation ({record.pixels} px on slices {record.slices}); "
-                         "the next Propagate starts a new run.")
+                         f"the next Propagate starts a new run.{saved}")
 
 
 @dataclass
@@ -430,3 +434,4 @@ class _Job:
     what: str
     used: UsedPrompts
     objects: tuple[int, ...] = ()
+    options: PropagationOptions | None = None

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["WorkFolder", "WorkFolderError", "Restored", "default_location", "open_for_image", "model_provenance",
            "record_commit", "record_propagation", "record_oneshot", "record_undo", "undo_object", "restore",
-           "RerunOutcome", "rerun", "export", "frame_names", "SUFFIX"]
+           "record_slice_rerun", "RerunOutcome", "rerun", "export", "open_source", "input_form_name", "frame_names",
+           "SUFFIX"]
 
 SUFFIX = ".rpsam2"
 
@@ -125,9 +126,28 @@ def record_propagation(folder: WorkFolder, prompts: Iterable[FramePrompt], resul
     return folder.record("propagation", payload, labels=labels, slices=change.slice_indices, arrays=arrays)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as JSON can hold it: dataclasses (a warping config) become dicts, tuples lists."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def record_oneshot(folder: WorkFolder, outcome, reference_index: int, reference_labels: np.ndarray, labels, *,
-                   model: RPSAM2, refine: bool, options: Mapping[str, Any] | None = None) -> dict:
-    """Record one one-shot run: the reference slice and mask, the method and the clicks it generated."""
+                   model: RPSAM2, refine: bool, options: Mapping[str, Any] | None = None,
+                   contrast_limits=None, gamma: float = 1.0, rgb: bool | None = None) -> dict:
+    """Record one one-shot run: the reference slice and mask, the method and the clicks it generated.
+
+    ``options``: ``method_options`` (the method's settings), ``object_ids``
+    and ``targets`` as given to :func:`~napari_rpsam2.app.oneshot.propagate_from_slice`;
+    ``rpsam2 rerun`` runs the method again with them.
+    """
     objects = sorted({int(o.object_id) for r in outcome.results.values() for o in r.objects})
     generated = [{"slice": [int(i)], "object": int(o.object_id), "clicks": _points(o.points),
                   "labels": [int(v) for v in np.asarray(o.labels).ravel()], "mask": mask_digest(o.mask)}
@@ -136,9 +156,24 @@ def record_oneshot(folder: WorkFolder, outcome, reference_index: int, reference_
                 "mask": "reference"} for oid in objects]
     payload = {"objects": objects, "method": outcome.method, "reference_slice": int(reference_index),
                "prompts": prompts, "generated": generated, "model": model_provenance(model, refine),
-               "options": dict(options or {}), "written_pixels": int(outcome.edit.size)}
+               "mapping": _mapping(contrast_limits, gamma, rgb), "options": _plain(dict(options or {})),
+               "written_pixels": int(outcome.edit.size)}
     return folder.record("oneshot", payload, labels=labels, slices=outcome.edit.slice_indices,
                          arrays={"reference": np.asarray(reference_labels)})
+
+
+def record_slice_rerun(folder: WorkFolder, index: int, points, point_labels, object_ids, change: LabelChange,
+                       labels, *, model: RPSAM2, method: str) -> dict:
+    """Record a one-shot slice re-segmented from its (edited) clicks: per object, the clicks it got."""
+    points = np.asarray(points, float).reshape(-1, 2)
+    point_labels, object_ids = np.asarray(point_labels).ravel(), np.asarray(object_ids).ravel()
+    objects = sorted({int(o) for o in object_ids})
+    prompts = [{"slice": [int(index)], "object": oid, "clicks": _points(points[object_ids == oid]),
+                "labels": [int(v) for v in point_labels[object_ids == oid]], "box": None, "mask": None}
+               for oid in objects]
+    payload = {"objects": objects, "method": method, "prompts": prompts, "model": model_provenance(model, False),
+               "written_pixels": int(change.size)}
+    return folder.record("oneshot-slice", payload, labels=labels, slices=change.slice_indices)
 
 
 def record_undo(folder: WorkFolder, seq: int, labels, slices: Iterable[Sequence[int]]) -> dict:
@@ -225,27 +260,65 @@ def _rerun_propagation(folder: WorkFolder, event: Mapping, model: RPSAM2, image,
     return outcomes
 
 
+def _rerun_oneshot(folder: WorkFolder, event: Mapping, model: RPSAM2, image, cancel) -> list[RerunOutcome]:
+    from ..oneshot import WarpConfig
+    from .oneshot import propagate_from_slice
+
+    options = dict(event.get("options") or {})
+    method_options = dict(options.get("method_options") or {})
+    if isinstance(method_options.get("config"), Mapping):
+        method_options["config"] = WarpConfig(**method_options["config"])
+    mapping = event.get("mapping", {})
+    reference = folder.load_array(event["arrays"]["reference"])
+    outcome = propagate_from_slice(model, image, int(event["reference_slice"]), reference, None,
+                                   method=event["method"], refine=event["model"]["method"] == "rpsam2",
+                                   object_ids=options.get("object_ids"), targets=options.get("targets"),
+                                   method_options=method_options, rgb=mapping.get("rgb"),
+                                   contrast_limits=mapping.get("contrast_limits"), gamma=mapping.get("gamma", 1.0),
+                                   cancel=cancel)
+    saved: dict[int, dict[str, str]] = {}
+    for g in event.get("generated", ()):
+        saved.setdefault(int(g["object"]), {})[str(g["slice"][0])] = g["mask"]
+    outcomes = []
+    for oid in event.get("objects", ()):
+        now = {str(i): mask_digest(o.mask) for i, r in outcome.results.items() for o in r.objects
+               if int(o.object_id) == int(oid)}
+        same = now == saved.get(int(oid), {})
+        outcomes.append(RerunOutcome(int(event["seq"]), "oneshot", int(oid), (), same, len(saved.get(int(oid), {})),
+                                     len(now), "" if same else _same_model(event, model) or "masks differ"))
+    return outcomes
+
+
+def _not_rerun(event: Mapping, why: str) -> list[RerunOutcome]:
+    return [RerunOutcome(int(event["seq"]), event["kind"], int(oid), (), False, 0, 0, why)
+            for oid in event.get("objects", ())]
+
+
 def rerun(folder: WorkFolder, model: RPSAM2, image, *, progress: jobs.Progress | None = None,
           cancel: jobs.Cancel | None = None) -> list[RerunOutcome]:
-    """Segment every saved commit and propagation again from its saved prompts; compare the masks exactly.
+    """Segment every saved commit, propagation and one-shot run again from its saved prompts; compare exactly.
 
     ``image`` is the folder's image (checked against its signature first).
-    For a propagation, ``saved_pixels`` / ``new_pixels`` count the slices
-    holding the object.  One-shot runs are listed with ``note`` saying they
-    are not re-run here.
+    For a propagation or one-shot run, ``saved_pixels`` / ``new_pixels``
+    count the slices holding the object.  Corrections of a propagation and
+    one-shot slice re-runs are listed with ``note`` saying they are not re-run.
     """
     folder.check_image(folder.shape, image_signature(image))
     events = folder.live_events()[0]
     outcomes = []
     for done, event in enumerate(events):
         jobs.check(cancel, "re-run")
-        if event.get("kind") == "commit":
+        kind = event.get("kind")
+        if kind == "commit":
             outcomes += _rerun_commit(event, model, image)
-        elif event.get("kind") == "propagation":
+        elif kind == "propagation" and (event.get("options") or {}).get("correction"):
+            outcomes += _not_rerun(event, "corrections of a propagation are not re-run yet")
+        elif kind == "propagation":
             outcomes += _rerun_propagation(folder, event, model, image, cancel)
+        elif kind == "oneshot":
+            outcomes += _rerun_oneshot(folder, event, model, image, cancel)
         else:
-            outcomes += [RerunOutcome(int(event["seq"]), event["kind"], int(oid), (), False, 0, 0,
-                                      f"{event['kind']} runs are not re-run yet") for oid in event.get("objects", ())]
+            outcomes += _not_rerun(event, f"{kind} runs are not re-run yet")
         if progress is not None:
             progress("re-run", done + 1, len(events))
     return outcomes
@@ -273,15 +346,55 @@ def frame_names(folder: WorkFolder) -> list[str]:
     return [f"{stem}_{i:04d}.png" for i in range(n)]
 
 
-def export(folder: WorkFolder, *, labels: str | os.PathLike | None = None, prompts: str | os.PathLike | None = None,
-           coco: str | os.PathLike | None = None, class_names: Mapping[int, str] | None = None) -> dict:
-    """Write the folder's labels (TIFF stack), prompts CSV and COCO JSON where paths are given; returns counts."""
-    from ..annotations import coco_json, prompt_rows, write_coco, write_labels, write_prompts_csv
+def _write_labels_in_form(folder: WorkFolder, labels: np.ndarray, out: str | os.PathLike, source) -> Path:
+    """``labels`` in the form of ``out``: a .tif stack, NIfTI with ``source``'s affine, or per-frame PNGs."""
+    from ..io import output_form, write_labels
+    from ..io.writers import write_png_folder
+
+    stack = labels[None] if labels.ndim == 2 else labels
+    meta = {"work_folder": str(folder.path)}
+    if output_form(out) == "png" and (source is None or len(source.names) != len(stack)):
+        names = [Path(n).stem for n in frame_names(folder)]
+        return write_png_folder(stack, out, names, meta)
+    return write_labels(stack if output_form(out) != "tiff" else labels, out, source, meta)
+
+
+def open_source(folder: WorkFolder):
+    """The folder's image as the reader opens it (frame names, a volume's affine), or ``None`` when it is gone."""
+    from ..io import InputError, open_images
+
+    path = folder.meta.get("image")
+    if not path or not Path(path).exists():
+        return None
+    try:
+        return open_images(path)
+    except (InputError, OSError, ValueError):
+        return None
+
+
+def input_form_name(source) -> str | None:
+    """Export name of the labels in ``source``'s own form: ``labels.nii.gz``, ``labels`` (PNGs), or None (TIFF)."""
+    from ..io import default_form
+
+    form = None if source is None else default_form(source)
+    return {"nifti": "labels.nii.gz", "png": "labels"}.get(form)
+
+
+def export(folder: WorkFolder, *, labels=None, prompts: str | os.PathLike | None = None,
+           coco: str | os.PathLike | None = None, class_names: Mapping[int, str] | None = None,
+           source=None) -> dict:
+    """Write the folder's labels, prompts CSV and COCO JSON where paths are given; returns counts.
+
+    ``labels`` (a path or several) takes the form of its path (see :func:`napari_rpsam2.io.write_labels`): a ``.tif`` stack, a
+    ``.nii.gz`` volume with the affine of ``source`` (the image as :func:`napari_rpsam2.io.open_images`
+    opens it), or a folder of per-frame PNGs named after the frames.
+    """
+    from ..annotations import coco_json, prompt_rows, write_coco, write_prompts_csv
 
     restored = folder.restore()
     summary = {"objects": len(restored.objects), "skipped_lines": restored.skipped}
-    if labels is not None:
-        write_labels(labels, restored.labels)
+    for out in [] if labels is None else [labels] if isinstance(labels, (str, os.PathLike)) else labels:
+        _write_labels_in_form(folder, restored.labels, out, source)
     if prompts is not None:
         rows, left_out = prompt_rows(restored.events)
         write_prompts_csv(prompts, rows)

@@ -92,6 +92,8 @@ class Workspace:
         self.candidates = CandidateCache()
         self.click_sessions: dict = {}
         """Click session of each image (by the image layer's id), kept while a dock is closed and reopened."""
+        self.work_folders: dict = {}
+        """Work-folder state of each image (by the image layer's id), one for all docks of the viewer."""
         self._model: RPSAM2 | None = None
         self._lock = threading.Lock()
 

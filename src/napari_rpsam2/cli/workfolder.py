@@ -2,7 +2,8 @@
 
 ``rerun`` segments every saved object again from its saved prompts and says
 whether the mask is the same, pixel for pixel (exit status 1 when one is
-not).  ``export`` writes the labels (TIFF stack), the prompts CSV that
+not).  ``export`` writes the labels in the input's form (TIFF stack, NIfTI with the
+volume's affine, per-frame PNGs named after the frames), the prompts CSV that
 ``rpsam2 propagate --prompts`` reads and COCO-style JSON.
 """
 
@@ -19,6 +20,8 @@ import numpy as np
 from .support import UsageError, existing_file, make_model, output_file, run_job
 
 __all__ = ["add_parsers", "cmd_rerun", "cmd_export"]
+
+CHECKED = ("commit", "propagation", "oneshot")
 
 
 def _open(path: str):
@@ -64,7 +67,7 @@ def cmd_rerun(args: argparse.Namespace, base=None) -> int:
     for o in outcomes:
         where = f"object {o.object_id} ({o.kind} #{o.seq}" + (f", slice {list(o.slice)})" if o.slice else ")")
         unit = "px" if o.kind == "commit" else "slices"
-        if o.kind not in ("commit", "propagation"):
+        if o.kind not in CHECKED or "not re-run" in o.note:
             print(f"{where}: skipped, {o.note}")
         elif o.reproduced:
             print(f"{where}: reproduced ({o.new_pixels} {unit})")
@@ -72,7 +75,7 @@ def cmd_rerun(args: argparse.Namespace, base=None) -> int:
             failed += 1
             print(f"{where}: NOT reproduced: saved {o.saved_pixels} {unit}, now {o.new_pixels} {unit}"
                   + (f" ({o.note})" if o.note else ""))
-    checked = sum(o.kind in ("commit", "propagation") for o in outcomes)
+    checked = sum(o.kind in CHECKED and "not re-run" not in o.note for o in outcomes)
     print(f"{checked - failed} of {checked} objects reproduced")
     return 1 if failed else 0
 
@@ -88,18 +91,43 @@ def _class_map(path: str | None) -> dict[int, str] | None:
         raise UsageError(f"class map {file} must be a JSON object {{\"object id\": \"class name\"}}") from None
 
 
+def _labels_output(path: str):
+    """``--labels``: a .tif stack, a .nii/.nii.gz volume or a folder of PNGs (checked writable first)."""
+    from ..io import InputError, check_output
+
+    try:
+        return check_output(path, "--labels")
+    except InputError as err:
+        raise UsageError(str(err)) from None
+
+
+def _source(folder, given: str | None, form: str):
+    """The image as the reader opens it (frame names, a volume's affine), when the labels' form needs it."""
+    from .support import open_input
+
+    path = given or folder.meta.get("image")
+    if given is None and (form == "tiff" or not path or not Path(path).exists()):
+        if form == "nifti":
+            raise UsageError(f"the image of {folder.path} ({path or 'not named'}) is not there to take the "
+                             "NIfTI affine from; give it with --images")
+        return None  # a TIFF stack needs no source; PNGs are named after the frames the folder knows
+    return open_input(str(path), what="--images")
+
+
 def cmd_export(args: argparse.Namespace, base=None) -> int:
     """Run ``rpsam2 export``."""
     from ..app.workfolder import export
 
     if not (args.labels or args.prompts or args.coco):
-        raise UsageError("nothing to export: give --labels out.tif, --prompts out.csv and/or --coco out.json")
-    labels = output_file(args.labels, ".tif") if args.labels else None
+        raise UsageError("nothing to export: give --labels out.tif (or .nii.gz, or a folder), --prompts "
+                         "out.csv and/or --coco out.json")
+    labels, form = _labels_output(args.labels) if args.labels else (None, None)
     prompts = output_file(args.prompts, ".csv") if args.prompts else None
     coco = output_file(args.coco, ".json") if args.coco else None
     classes = _class_map(args.class_map)
     folder = _open(args.workfolder)
-    summary = export(folder, labels=labels, prompts=prompts, coco=coco, class_names=classes)
+    source = _source(folder, args.images, form) if labels is not None else None
+    summary = export(folder, labels=labels, prompts=prompts, coco=coco, class_names=classes, source=source)
     print(f"{summary['objects']} objects" + "".join(f", wrote {p}" for p in (labels, prompts, coco) if p))
     if summary.get("prompts_left_out"):
         print(f"rpsam2: {summary['prompts_left_out']} mask prompt(s) have no CSV form and were left out of "
@@ -120,7 +148,11 @@ def add_parsers(subparsers, common: Callable[[argparse.ArgumentParser], None]) -
     sp.set_defaults(func=cmd_rerun)
     ex = subparsers.add_parser("export", help="labels (.tif), prompts CSV and COCO JSON of a work folder")
     ex.add_argument("workfolder", help="the work folder (<image>.rpsam2)")
-    ex.add_argument("--labels", default=None, help="label stack to write (.tif)")
+    ex.add_argument("--labels", default=None,
+                    help="labels to write, in the form of the name: a .tif stack, a .nii.gz volume (the image's "
+                         "affine) or a folder of per-frame PNGs named after the frames (a name without extension)")
+    ex.add_argument("--images", default=None,
+                    help="the image, for frame names and a volume's affine (default: the path saved in the folder)")
     ex.add_argument("--prompts", default=None, help="prompts to write (.csv, as 'rpsam2 propagate' reads)")
     ex.add_argument("--coco", default=None, help="COCO-style JSON to write (.json; instance masks as RLE)")
     ex.add_argument("--class-map", default=None, help="JSON file {\"object id\": \"class name\"} for --coco")
