@@ -105,3 +105,46 @@ def test_bad_input_gives_one_line_and_exit_2(capsys, model, made, tmp_path, case
     }[case]
     code, _, err = run(capsys, args, model=model)
     assert_one_line_error(code, err, *words)
+
+
+def test_rerun_reproduces_a_saved_one_shot_run_and_exits_0(capsys, model, instrument_stack, tmp_path):
+    from napari_rpsam2.app.oneshot import propagate_from_slice
+
+    image, truth = instrument_stack
+    tifffile.imwrite(tmp_path / "stack.tif", image, photometric="rgb")
+    labels = np.zeros(truth.shape, np.int32)
+    folder = wf.open_for_image(image, labels.shape, image_path=tmp_path / "stack.tif")
+    options = {"guided_attention": True, "semantic_prompt": False}
+    outcome = propagate_from_slice(model, image, 1, truth[1], labels, method="persam", method_options=options,
+                                   targets=[0, 2])
+    wf.record_oneshot(folder, outcome, 1, truth[1], labels, model=model, refine=False,
+                      options={"method_options": options, "targets": [0, 2]})
+    code, out, err = run(capsys, ["rerun", str(folder.path), "--sam2-weights", "random", "--quiet"], model=model)
+    assert code == 0, out + err
+    assert "object 1 (oneshot #1): reproduced (2 slices)" in out and "2 of 2 objects reproduced" in out
+
+
+def test_export_writes_a_video_as_pngs_named_after_its_frames_and_a_volume_as_nifti_with_its_affine(capsys,
+                                                                                                      tmp_path):
+    import nibabel as nib
+    from io_samples import AFFINE, make_nifti, make_video
+
+    from napari_rpsam2.io import open_images, read_label_plane
+
+    for path in (make_video(tmp_path / "clip.mp4", n=6), make_nifti(tmp_path / "ct.nii.gz")):
+        source = open_images(path)
+        labels = np.zeros(source.shape[:3], np.int32)
+        labels[2, 3:9, 4:12], labels[4, 1:5, 2:6] = 3, 5
+        folder = wf.open_for_image(source.data, labels.shape, image_path=path)
+        folder.record("commit", {"objects": [3, 5], "prompts": []}, labels=labels, slices=[(2,), (4,)])
+        out = tmp_path / ("frames" if path.suffix == ".mp4" else "labels.nii.gz")
+        code, stdout, err = run(capsys, ["export", str(folder.path), "--labels", str(out)])
+        assert code == 0, err
+        if path.suffix == ".mp4":
+            assert sorted(p.stem for p in out.glob("*.png")) == sorted(source.names)
+            for i, name in enumerate(source.names):
+                np.testing.assert_array_equal(read_label_plane(out / f"{name}.png"), labels[i])
+        else:
+            back = nib.load(out)
+            np.testing.assert_allclose(back.affine, AFFINE)
+            np.testing.assert_array_equal(np.transpose(np.asarray(back.dataobj), (2, 1, 0)), labels)
