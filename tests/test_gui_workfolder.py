@@ -102,3 +102,62 @@ def test_commits_survive_closing_napari_and_come_back_with_their_prompts(make_na
         frame = coco.imgs[ann["image_id"]]["frame_index"]
         np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), saved[frame] == ann["object_id"])
     assert "Exported 2 object(s)" in dock.status.text()
+
+
+def test_commits_a_propagation_and_a_one_shot_run_come_back_with_their_prompts(make_napari_viewer, qtbot, model,
+                                                                               instrument_stack, tmp_path):
+    """Commit two objects, propagate a third and run one-shot on the first (Undo, Run again); close; reopen."""
+    import tifffile
+    from gui_forms import choose, type_into
+
+    frames, truth = instrument_stack
+    path = tmp_path / "clip.tif"
+    tifffile.imwrite(path, frames, photometric="rgb")
+    viewer, dock, image = _open_file(qtbot, make_napari_viewer, model, path)
+    press_key(qtbot, viewer, Qt.Key.Key_Left)  # napari opens the middle slice: slice 0
+    clicks = dock.layers()["prompts"]
+    for oid in (1, 2):
+        click_canvas(qtbot, viewer, clicks, inside(truth[0], oid))
+        _wait_mask(qtbot, dock)
+        click_button(qtbot, dock.commit_button)
+    target = dock.session.target
+    third = inside(truth[0], 0)  # a click on the background, not committed: the Propagate dock's object
+    click_canvas(qtbot, viewer, clicks, third)
+    _wait_mask(qtbot, dock)
+
+    _, prop = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Propagate through stack")
+    choose(qtbot, prop.target_picker, target.name)  # into the layer the work folder keeps
+    click_button(qtbot, prop.run_button)
+    qtbot.waitUntil(lambda: not prop.running, timeout=120_000)
+    assert "Propagated objects 3" in prop.status.text() and "Saved to clip.rpsam2" in prop.status.text(), \
+        prop.status.text()
+    assert (np.asarray(target.data)[1:] == 3).any()
+
+    _, one = viewer.window.add_plugin_dock_widget("napari-rpsam2", "One-shot segmentation")
+    choose(qtbot, one.labels_picker, target.name)
+    choose(qtbot, one.target_picker, target.name)
+    type_into(qtbot, one.form.object_ids, "1")
+    for button in (one.run_button, one.undo_button, one.run_button):  # a run, its undo, the run again
+        click_button(qtbot, button)
+        qtbot.waitUntil(lambda: not one.running, timeout=240_000)
+        assert "Saved to" in one.status.text(), one.status.text()
+    saved = np.asarray(target.data).copy()
+    journal = [json.loads(line) for line in (tmp_path / "clip.rpsam2" / "objects.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in journal] == ["commit", "commit", "propagation", "oneshot", "undo", "oneshot"]
+    assert journal[4]["undoes"] == journal[3]["seq"]
+    viewer.close()
+
+    viewer, dock, image = _open_file(qtbot, make_napari_viewer, model, path)
+    (restored,) = [ly for ly in viewer.layers if isinstance(ly, Labels) and "napari_rpsam2" not in ly.metadata]
+    np.testing.assert_array_equal(np.asarray(restored.data), saved)
+    assert "Restored 3 object(s)" in dock.status.text()
+    table = restored.features.set_index("index")
+    assert table.loc[1, "made_by"] == "commit + oneshot" and table.loc[1, "method"] == "rpsam2 + persam"
+    assert table.loc[2, "made_by"] == "commit" and table.loc[3, "made_by"] == "propagation"
+    assert table.loc[1, "prompt_slices"] == "0"  # its click and the one-shot run's reference slice
+    (prompts,) = [ly for ly in viewer.layers if isinstance(ly, Points)
+                  and ly.metadata.get("napari_rpsam2", {}).get("role") == "saved prompts"]
+    got = sorted(zip(prompts.features["object"].tolist(), prompts.data.tolist()))
+    want = [(1, [0.0, *inside(truth[0], 1)]), (2, [0.0, *inside(truth[0], 2)]), (3, [0.0, *third])]
+    assert [g[0] for g in got] == [1, 2, 3]
+    np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], atol=1.0)

@@ -353,10 +353,10 @@ def _object_table(restored: wf.Restored) -> dict:
     """Features of the restored Labels layer: per object, what made it, with which method, from which slices."""
     index, made_by, method, slices = [0], ["background"], [""], [""]
     for oid, events in sorted(restored.objects.items()):
-        last = events[-1]
         index.append(oid)
-        made_by.append(last["kind"])
-        method.append(last.get("method") if last["kind"].startswith("oneshot") else last["model"]["method"])
+        made_by.append(" + ".join(e["kind"] for e in events))
+        method.append(" + ".join(e["method"] if e["kind"].startswith("oneshot") else
+                                 e.get("model", {}).get("method", "") for e in events))
         where = sorted({tuple(p["slice"]) for e in events for p in e.get("prompts", ())
                         if int(p.get("object", -1)) == oid})
         slices.append(", ".join(":".join(str(v) for v in w) for w in where))
