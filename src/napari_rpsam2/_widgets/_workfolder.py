@@ -74,13 +74,26 @@ class ImageWorkFolder:
                                             image_path=source_path(image), folder=self.location)
         return self.folder
 
-    def other_layer(self, viewer: Any, target: Any) -> str | None:
-        """``None`` when the folder keeps ``target`` (it does from now on if it keeps none); else that layer's name."""
+    def refusal(self, viewer: Any, target: Any) -> str | None:
+        """Why a write into ``target`` is not saved, or ``None``: the folder keeps ``target`` (from now on, if none).
+
+        Refused: a write into another Labels layer than the one the folder
+        keeps, and the first write of a viewer that has not restored the
+        objects already in the folder (its planes would drop them).
+        """
         kept = [ly for ly in viewer.layers if ly.metadata.get(RESTORED_KEY) == str(self.location)]
         if any(ly is target for ly in kept):
             return None
         if kept:
-            return kept[0].name
+            return f"it keeps '{kept[0].name}' (write into that layer to save)"
+        if self.folder is None and (self.location / wf.WorkFolder.META).exists():
+            try:
+                earlier = bool(wf.WorkFolder.open(self.location).live_events()[0])
+            except wf.WorkFolderError as err:
+                return str(err)
+            if earlier:
+                return ("it holds objects not restored in this viewer; open the click dock on this image to "
+                        "restore them, then write into the restored layer")
         target.metadata[RESTORED_KEY] = str(self.location)
         return None
 
@@ -113,9 +126,9 @@ def save_run(viewer: Any, image: Any, target: Any, change: Any,
     state = image_folder(viewer, image)
     if not state.saving or state.location is None:
         return ""
-    other = state.other_layer(viewer, target)
-    if other is not None:
-        return f" Not saved to the work folder: it keeps '{other}' (write into that layer to save)."
+    refused = state.refusal(viewer, target)
+    if refused is not None:
+        return f" Not saved to the work folder: {refused}."
     try:
         event = record(state.open(image), full_resolution(target))
     except (wf.WorkFolderError, OSError, ValueError) as err:
