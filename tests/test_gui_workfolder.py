@@ -106,7 +106,7 @@ def test_commits_survive_closing_napari_and_come_back_with_their_prompts(make_na
 
 def test_commits_a_propagation_and_a_one_shot_run_come_back_with_their_prompts(make_napari_viewer, qtbot, model,
                                                                                instrument_stack, tmp_path):
-    """Commit two objects, propagate a third and run one-shot on the first (Undo, Run again); close; reopen."""
+    """Commit two objects, propagate a third, run one-shot on the first (Undo, Run again, Re-run a slice); reopen."""
     import tifffile
     from gui_forms import choose, type_into
 
@@ -141,10 +141,15 @@ def test_commits_a_propagation_and_a_one_shot_run_come_back_with_their_prompts(m
         click_button(qtbot, button)
         qtbot.waitUntil(lambda: not one.running, timeout=240_000)
         assert "Saved to" in one.status.text(), one.status.text()
+    press_key(qtbot, viewer, Qt.Key.Key_Right)  # slice 1: re-run it from the clicks the run generated there
+    click_button(qtbot, one.rerun_button)
+    qtbot.waitUntil(lambda: not one.running, timeout=120_000)
+    assert "Slice 1 re-segmented" in one.status.text() and "Saved to" in one.status.text(), one.status.text()
     saved = np.asarray(target.data).copy()
     journal = [json.loads(line) for line in (tmp_path / "clip.rpsam2" / "objects.jsonl").read_text().splitlines()]
-    assert [e["kind"] for e in journal] == ["commit", "commit", "propagation", "oneshot", "undo", "oneshot"]
-    assert journal[4]["undoes"] == journal[3]["seq"]
+    assert [e["kind"] for e in journal] == ["commit", "commit", "propagation", "oneshot", "undo", "oneshot",
+                                            "oneshot-slice"]
+    assert journal[4]["undoes"] == journal[3]["seq"] and journal[6]["prompts"][0]["slice"] == [1]
     viewer.close()
 
     viewer, dock, image = _open_file(qtbot, make_napari_viewer, model, path)
@@ -152,12 +157,16 @@ def test_commits_a_propagation_and_a_one_shot_run_come_back_with_their_prompts(m
     np.testing.assert_array_equal(np.asarray(restored.data), saved)
     assert "Restored 3 object(s)" in dock.status.text()
     table = restored.features.set_index("index")
-    assert table.loc[1, "made_by"] == "commit + oneshot" and table.loc[1, "method"] == "rpsam2 + persam"
+    assert table.loc[1, "made_by"] == "commit + oneshot + oneshot-slice"
+    assert table.loc[1, "method"] == "rpsam2 + persam + persam"
     assert table.loc[2, "made_by"] == "commit" and table.loc[3, "made_by"] == "propagation"
-    assert table.loc[1, "prompt_slices"] == "0"  # its click and the one-shot run's reference slice
+    assert table.loc[1, "prompt_slices"] == "0, 1"  # its click, the run's reference slice, the re-run slice
     (prompts,) = [ly for ly in viewer.layers if isinstance(ly, Points)
                   and ly.metadata.get("napari_rpsam2", {}).get("role") == "saved prompts"]
-    got = sorted(zip(prompts.features["object"].tolist(), prompts.data.tolist()))
+    got = sorted((o, p) for o, p in zip(prompts.features["object"].tolist(), prompts.data.tolist()) if p[0] == 0)
     want = [(1, [0.0, *inside(truth[0], 1)]), (2, [0.0, *inside(truth[0], 2)]), (3, [0.0, *third])]
+    rerun_clicks = journal[6]["prompts"][0]["clicks"]  # the re-run slice's clicks come back on slice 1
+    assert sorted(p[1:] for o, p in zip(prompts.features["object"], prompts.data.tolist()) if p[0] == 1) == \
+        sorted(rerun_clicks)
     assert [g[0] for g in got] == [1, 2, 3]
     np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], atol=1.0)
