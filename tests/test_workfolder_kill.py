@@ -10,11 +10,10 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import tifffile
+from small_sam2 import drifting_discs
 
 from napari_rpsam2.app import workfolder as wf
-from small_sam2 import drifting_discs
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

@@ -385,9 +385,11 @@ def export(folder: WorkFolder, *, labels=None, prompts: str | os.PathLike | None
            source=None) -> dict:
     """Write the folder's labels, prompts CSV and COCO JSON where paths are given; returns counts.
 
-    ``labels`` (a path or several) takes the form of its path (see :func:`napari_rpsam2.io.write_labels`): a ``.tif`` stack, a
-    ``.nii.gz`` volume with the affine of ``source`` (the image as :func:`napari_rpsam2.io.open_images`
-    opens it), or a folder of per-frame PNGs named after the frames.
+    ``labels`` (a path or several) takes the form of its path (see
+    :func:`napari_rpsam2.io.write_labels`): a ``.tif`` stack, a ``.nii.gz``
+    volume with the affine of ``source`` (the image as
+    :func:`napari_rpsam2.io.open_images` opens it), or a folder of per-frame
+    PNGs named after the frames.
     """
     from ..annotations import coco_json, prompt_rows, write_coco, write_prompts_csv
 
