@@ -124,13 +124,21 @@ def test_a_one_shot_run_keeps_its_reference_mask_method_and_generated_clicks(mod
     np.testing.assert_array_equal(folder.load_array(event["arrays"]["reference"]), reference)
 
 
+def _warp_options() -> dict:
+    from napari_rpsam2.oneshot import WarpConfig
+
+    return {"config": WarpConfig(steps=2, retrain_epochs=1), "rounds": 0}  # saved as JSON, rebuilt for the re-run
+
+
 @pytest.mark.parametrize("method, options", [("persam", {"guided_attention": True, "semantic_prompt": True}),
-                                             ("p2sam", {"negative_rule": "medical", "negatives": (1, 2)})])
+                                             ("p2sam", {"negative_rule": "medical", "negatives": (1, 2)}),
+                                             ("medpersam", "warp")])
 def test_a_one_shot_run_is_rerun_to_the_same_masks_and_a_changed_reference_is_caught(model, instrument_stack,
                                                                                       tmp_path, method, options):
     from napari_rpsam2.app.oneshot import propagate_from_slice
 
     image, truth = instrument_stack
+    options = _warp_options() if options == "warp" else options
     labels = np.zeros(truth.shape, np.int32)
     folder = wf.open_for_image(image, labels.shape, folder=tmp_path / f"{method}.rpsam2")
     outcome = propagate_from_slice(model, image, 0, truth[0], labels, method=method, method_options=options)
