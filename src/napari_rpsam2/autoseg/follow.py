@@ -30,7 +30,8 @@ from .. import jobs
 from .components import Component, mask_box
 from .generator import PromptGenerator
 
-__all__ = ["FollowOptions", "KeySlice", "stack_class_maps", "key_slices", "follow_objects"]
+__all__ = ["FollowOptions", "KeySlice", "FollowedObject", "stack_class_maps", "key_slices", "find_key_slices",
+           "follow_key_slices", "follow_objects"]
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class FollowedObject:
     slices: tuple[int, int]
 
 
-def _refined_masks(model, generator, stack, norm, keys, options, embed, progress, cancel) -> list:
+def _refined_masks(model, generator, norm, keys, options, embed, progress, cancel) -> list:
     """Each key slice's cross-section refined there (``None`` where the refinement came back empty)."""
     from .refine import refine_component
 
@@ -179,25 +180,35 @@ def _refined_masks(model, generator, stack, norm, keys, options, embed, progress
     return masks
 
 
-def follow_objects(model, generator: PromptGenerator, stack, norm: np.ndarray, labels: np.ndarray,
-                   classes: np.ndarray, span: range, options, follow: FollowOptions = FollowOptions(), *,
-                   rgb: bool, contrast_limits: Sequence[float] | None = None, gamma: float = 1.0,
-                   key: Hashable | None = None, progress: jobs.Progress | None = None,
-                   cancel: jobs.Cancel | None = None) -> list[FollowedObject]:
-    """Find, refine and follow every object over the slices ``span``; write into ``labels``/``classes``.
+def find_key_slices(generator: PromptGenerator, norm: np.ndarray, span: range, *, min_area: int = 16,
+                    progress: jobs.Progress | None = None, cancel: jobs.Cancel | None = None) -> list[KeySlice]:
+    """The generator over the slices ``span`` of a normalised stack, then one key slice per 3D component.
 
-    ``labels`` and ``classes`` ``(Z, H, W)`` are written in place (only where
-    ``labels`` is 0); ``options`` is the run's :class:`.refine.RefineOptions`.
-    Returns the objects written, in the order they were followed.
+    A front end may show the key slices' boxes (``component.box``) for review
+    and pass the kept ones, with edited boxes, to :func:`follow_key_slices`.
+    """
+    cmaps, conf = stack_class_maps(generator, norm, span, progress=progress, cancel=cancel)
+    return key_slices(cmaps, conf, len(generator.classes), min_area=min_area, first=span.start)
+
+
+def follow_key_slices(model, generator: PromptGenerator, stack, norm: np.ndarray, keys: Sequence[KeySlice],
+                      labels: np.ndarray, classes: np.ndarray, span: range, options,
+                      follow: FollowOptions = FollowOptions(), *, rgb: bool,
+                      contrast_limits: Sequence[float] | None = None, gamma: float = 1.0,
+                      key: Hashable | None = None, progress: jobs.Progress | None = None,
+                      cancel: jobs.Cancel | None = None) -> list[FollowedObject]:
+    """Refine each key slice's object there and follow it over ``span``; write into ``labels``/``classes``.
+
+    ``keys`` are followed in their order (most confident first from
+    :func:`key_slices`).  ``labels`` and ``classes`` ``(Z, H, W)`` are written
+    in place, only where ``labels`` is 0; ``options`` is the run's
+    :class:`.refine.RefineOptions`.  Returns the objects written, in order.
     """
     from ..model.prompts import FramePrompt
     from ..model.propagation import PropagationSession
 
-    cmaps, conf = stack_class_maps(generator, norm, span, progress=progress, cancel=cancel)
-    keys = key_slices(cmaps, conf, len(generator.classes), min_area=options.min_area, first=span.start)
-    del cmaps, conf
     session = PropagationSession(model, stack, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb, key=key)
-    refined = _refined_masks(model, generator, stack, norm, keys, options, session.embedding, progress, cancel)
+    refined = _refined_masks(model, generator, norm, keys, options, session.embedding, progress, cancel)
     chosen = [(i + 1, ks, *r) for i, (ks, r) in enumerate(zip(keys, refined)) if r is not None]
     if not chosen:
         return []
@@ -224,3 +235,15 @@ def follow_objects(model, generator: PromptGenerator, stack, norm: np.ndarray, l
     jobs.check(cancel, "automatic segmentation")
     jobs.report(progress, "objects", len(chosen), len(chosen))
     return written
+
+
+def follow_objects(model, generator: PromptGenerator, stack, norm: np.ndarray, labels: np.ndarray,
+                   classes: np.ndarray, span: range, options, follow: FollowOptions = FollowOptions(), *,
+                   rgb: bool, contrast_limits: Sequence[float] | None = None, gamma: float = 1.0,
+                   key: Hashable | None = None, progress: jobs.Progress | None = None,
+                   cancel: jobs.Cancel | None = None) -> list[FollowedObject]:
+    """:func:`find_key_slices` then :func:`follow_key_slices`: every object found, refined and followed."""
+    keys = find_key_slices(generator, norm, span, min_area=options.min_area, progress=progress, cancel=cancel)
+    return follow_key_slices(model, generator, stack, norm, keys, labels, classes, span, options, follow, rgb=rgb,
+                             contrast_limits=contrast_limits, gamma=gamma, key=key, progress=progress,
+                             cancel=cancel)

@@ -113,14 +113,13 @@ def autosegment(
         raise ValueError(f"slice {bad[0]} is outside the stack (0–{z_count - 1})")
     classes = np.zeros(stack.shape[:3], np.int32)
     norm = normalise_stack(stack, rgb)
-    if options.follow:
-        span = range(min(chosen), max(chosen) + 1)
-        done = follow_objects(model, generator, stack, norm, labels, classes, span, options, follow, rgb=rgb,
-                              contrast_limits=contrast_limits, gamma=gamma, key=key, progress=progress,
-                              cancel=cancel)
-        found = [AutosegObject(o.key.slice_index, o.label, generator.classes[o.key.class_index - 1], o.score,
-                               o.area, o.slices) for o in done]
-        return AutosegResult(labels, classes, generator.classes, found)
+    if options.follow and chosen:
+        followed = follow_objects(model, generator, stack, norm, labels, classes, range(min(chosen), max(chosen) + 1),
+                                  options, follow, rgb=rgb, contrast_limits=contrast_limits, gamma=gamma, key=key,
+                                  progress=progress, cancel=cancel)
+        return AutosegResult(labels, classes, generator.classes, [
+            AutosegObject(o.key.slice_index, o.label, generator.classes[o.key.class_index - 1], o.score, o.area,
+                          o.slices) for o in followed])
     next_id = int(labels.max(initial=0)) + 1
     found: list[AutosegObject] = []
     for done, z in enumerate(chosen):
