@@ -112,6 +112,30 @@ def test_following_gives_each_object_one_id_and_never_writes_over_existing_label
     assert seen[-1] == ("objects", 2, 2)
 
 
+def test_what_the_tracker_follows_is_written_with_one_id_per_object_on_every_slice(sam2, monkeypatch):
+    """A tracker that follows each disc exactly (random SAM2 cannot): the labels are the discs, one id each."""
+    from napari_rpsam2.model.propagation import PropagationResult
+
+    frames, truth = _discs()
+    disc_at_key = {4: 1, 7: 2}
+
+    def perfect(self, direction, start, stop, *, from_slice, objects, **_):
+        (oid,) = objects
+        labels = np.where(truth == disc_at_key[from_slice], oid, 0).astype(np.int32)
+        return PropagationResult(labels, np.zeros((N, 1), np.float32), (oid,), np.ones(N, bool))
+
+    monkeypatch.setattr(PropagationSession, "run", perfect)
+    target = np.zeros((N, SIZE, SIZE), np.int32)
+    target[5, :32] = 7  # a person's object over A on slice 5
+    result = autosegment(sam2, _generator(), frames, options=RefineOptions(stages=0, follow=True), target=target,
+                         rgb=False)
+    want = np.where(target > 0, 7, np.where(truth == 1, 8, np.where(truth == 2, 9, 0)))
+    assert (result.labels == want).all()
+    assert [(o.slice_index, o.label, o.slices) for o in result.objects] == [(4, 8, (1, 4)), (7, 9, (5, 9))]
+    assert [o.area for o in result.objects] == [int((want == 8).sum()), int((truth == 2).sum())]
+    assert (result.classes == (want > 7)).all()
+
+
 def test_an_object_already_labelled_on_its_key_slice_is_not_followed(sam2):
     frames, truth = _discs()
     target = np.where(truth[7] == 2, 4, 0)[None].repeat(N, 0).astype(np.int32)  # B labelled by a person
