@@ -9,7 +9,9 @@ val/'s size (not val/'s own files), the
 adapters are fine-tuned on train/, everything is measured on test/.  Writes
 ``protocol.json``, ``protocol.csv`` and ``protocol.png`` into ``--out``.
 With random SAM2 weights (the default here) only the generator's row means
-something: random SAM2 refines nothing.
+something: random SAM2 refines nothing.  ``--follow`` adds the row "2 + follow"
+(test/'s images taken as the frames of one stack, each object followed from
+its key slice with SAM2's memory).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--epochs", type=int, default=60, help="generator epochs")
     p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--follow", action="store_true", help="also the row '2 + follow' (test/ is one stack)")
     p.add_argument("--adapter-places", default="decoder", help="comma-separated: encoder,memory,decoder,neck")
     args = p.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
@@ -91,7 +94,7 @@ def main(argv=None) -> dict:
     test = (data / "test" / "images", data / "test" / "labels")
     runs = {}
     start = time.perf_counter()
-    runs["plain"] = evaluate_folder(model, generator, *test, stages=(0, 1, 2))
+    runs["plain"] = evaluate_folder(model, generator, *test, stages=(0, 1, 2), follow=args.follow)
     times["evaluate_plain_s"] = round(time.perf_counter() - start, 1)
     places = {k: k in args.adapter_places.split(",") for k in ("encoder", "memory", "decoder", "neck")}
     start = time.perf_counter()
@@ -100,7 +103,7 @@ def main(argv=None) -> dict:
                                     adapter_config=AdapterConfig(**places))
     times["finetune_s"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
-    runs["adapters"] = evaluate_folder(model, generator, *test, stages=(0, 1, 2))
+    runs["adapters"] = evaluate_folder(model, generator, *test, stages=(0, 1, 2), follow=args.follow)
     times["evaluate_adapters_s"] = round(time.perf_counter() - start, 1)
     report = {
         "title": f"{data.name}: generator, +stage 1, +stage 2 (SAM2 {args.sam2_weights})",

@@ -23,12 +23,14 @@ from ..autoseg import (
     save_generator,
     train_generator,
 )
+from ..autoseg.follow import FollowOptions
 from ..autoseg.refine import RefineOptions
 from ..autoseg.run import AutosegResult, autosegment
 from ..training.data import DataError
 
-__all__ = ["read_image", "read_labels", "image_files", "class_table", "generator_data_from_folders",
-           "train_generator_from_folders", "FolderRun", "run_folder", "evaluate_folder"]
+__all__ = ["read_image", "read_labels", "image_files", "read_folder_stack", "class_table",
+           "generator_data_from_folders", "train_generator_from_folders", "FolderRun", "run_folder",
+           "evaluate_folder", "check_stack_files"]
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -50,6 +52,42 @@ def image_files(folder: str | os.PathLike, role: str = "images") -> list[Path]:
     from ..training.data import list_image_files
 
     return list_image_files(folder, role)
+
+
+def _mismatch(path: Path, hw: tuple[int, int], first: Path, first_hw: tuple[int, int]) -> DataError:
+    return DataError(f"{path.name} is {hw[0]}×{hw[1]} but {first.name} is {first_hw[0]}×{first_hw[1]}; "
+                     "following objects needs the frames of one stack, all of one size")
+
+
+def check_stack_files(files: Sequence[Path]) -> None:
+    """Refuse, from the file headers only, image files that are not all of one size (before a long run)."""
+    from PIL import Image
+
+    sizes = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                sizes.append((im.height, im.width))
+        except OSError:
+            sizes.append(read_image(path).shape[:2])
+        if sizes[-1] != sizes[0]:
+            raise _mismatch(path, sizes[-1], files[0], sizes[0])
+
+
+def read_folder_stack(files: Sequence[Path], rgb: bool = False) -> np.ndarray:
+    """The image files as one stack ``(Z, H, W[, 3])`` in their order (frames of one video or volume).
+
+    Grey images become RGB when ``rgb`` or when any of them is RGB; images of
+    another size than the first are refused with both names.
+    """
+    images = [read_image(p) for p in files]
+    first = images[0].shape[:2]
+    for path, im in zip(files, images):
+        if im.shape[:2] != first:
+            raise _mismatch(path, im.shape[:2], files[0], first)
+    if rgb or any(im.ndim == 3 for im in images):
+        images = [_as_rgb(im) for im in images]
+    return np.stack(images)
 
 
 def _pairs(images_dir, labels_dir) -> list[tuple[Path, Path]]:
@@ -139,8 +177,13 @@ class FolderRun:
 
 
 def _segment_files(model, generator: PromptGenerator, files: Sequence[Path], options: RefineOptions,
-                   progress, cancel) -> list[AutosegResult]:
+                   progress, cancel, tracking: FollowOptions = FollowOptions()) -> list[AutosegResult]:
     rgb = generator.config.channels_per_slice == 3
+    if options.follow:  # the files are the slices of one stack
+        stack = read_folder_stack(files, rgb)
+        whole = autosegment(model, generator, stack, options=options, follow=tracking, rgb=stack.ndim == 4,
+                            progress=progress, cancel=cancel)
+        return [_one_slice(whole, z) for z in range(len(files))]
     results = []
     for i, path in enumerate(files):
         jobs.check(cancel, "automatic segmentation")
@@ -153,23 +196,39 @@ def _segment_files(model, generator: PromptGenerator, files: Sequence[Path], opt
     return results
 
 
+def _one_slice(result: AutosegResult, z: int) -> AutosegResult:
+    """Slice ``z`` of a stack's result as a one-image result (objects listed on their key slice)."""
+    return AutosegResult(result.labels[z:z + 1], result.classes[z:z + 1], result.class_names,
+                         [o for o in result.objects if o.slice_index == z])
+
+
 def run_folder(model, generator: PromptGenerator, images_dir, out_dir: str | os.PathLike,
-               options: RefineOptions = RefineOptions(), *, progress=None, cancel=None) -> FolderRun:
+               options: RefineOptions = RefineOptions(), *, tracking: FollowOptions = FollowOptions(),
+               progress=None, cancel=None) -> FolderRun:
     """Segment every image of a folder; write ``<out>/<name>.tif`` (instances) and ``<out>/classes/<name>.tif``.
 
-    Nothing is written until every image is done (a cancelled run writes nothing);
-    each file is written atomically, with ``objects.csv`` listing every object.
+    With ``options.follow`` the images are the slices of one stack (in name
+    order) and each object is followed through them from its key slice: it
+    keeps its id on every slice, and ``objects.csv`` lists it once, on its key
+    slice's file, with the first and last file it reached.  Nothing is written
+    until every image is done (a cancelled run writes nothing); each file is
+    written atomically, with ``objects.csv`` listing every object.  ``tracking``:
+    direction and stop rule of the following.
     """
     files = image_files(images_dir)
-    results = _segment_files(model, generator, files, options, progress, cancel)
+    results = _segment_files(model, generator, files, options, progress, cancel, tracking)
     out = Path(out_dir)
     (out / "classes").mkdir(parents=True, exist_ok=True)
     rows = []
+    extra_header = ("first", "last") if options.follow else ()
     for path, res in zip(files, results):
         _write_tif(out / f"{path.stem}.tif", res.labels[0])
         _write_tif(out / "classes" / f"{path.stem}.tif", res.classes[0].astype(np.uint16))
-        rows += [(path.name, o.label, o.class_name, f"{o.score:.4f}", o.area) for o in res.objects]
-    _write_csv(out / "objects.csv", ("file", "label", "class", "score", "area"), rows)
+        for o in res.objects:
+            extra = (files[o.slices[0]].name, files[o.slices[1]].name) if extra_header else ()
+            rows.append((path.name, o.label, o.class_name, f"{o.score:.4f}", o.area, *extra))
+    header = ("file", "label", "class", "score", "area", *extra_header)
+    _write_csv(out / "objects.csv", header, rows)
     return FolderRun([p.name for p in files], results)
 
 
@@ -195,18 +254,40 @@ def _write_csv(path: Path, header: Sequence[str], rows: list[tuple]) -> None:
     atomic_write(path, write)
 
 
+def _class_scores(results: Sequence[AutosegResult], truth: Sequence[np.ndarray], classes: Sequence[str],
+                  hd95_convention: str) -> dict:
+    """Per class Dice (%) and HD95 (px), mean over the images where it is in the truth or the prediction."""
+    from ..evaluation.metrics import dice, hd95
+
+    per_class = {}
+    for k, name in enumerate(classes, start=1):
+        d, h = [], []
+        for res, gt in zip(results, truth):
+            p, g = res.classes[0] == k, gt == k
+            if p.any() or g.any():
+                d.append(100 * dice(p, g))
+                h.append(hd95(p, g, hd95_convention))
+        per_class[name] = {"dice": float(np.mean(d)) if d else None, "hd95": float(np.mean(h)) if h else None,
+                           "images": len(d)}
+    scored = [v for v in per_class.values() if v["dice"] is not None]
+    return {"per_class": per_class,
+            "mean_dice": float(np.mean([v["dice"] for v in scored])) if scored else None,
+            "mean_hd95": float(np.mean([v["hd95"] for v in scored])) if scored else None}
+
+
 def evaluate_folder(model, generator: PromptGenerator, images_dir, labels_dir, *, class_map=None,
                     stages: Sequence[int] = (0, 1, 2), options: RefineOptions = RefineOptions(),
+                    follow: bool = False, tracking: FollowOptions = FollowOptions(),
                     hd95_convention: str = "pooled", progress=None, cancel=None) -> dict:
     """Dice (%) and HD95 (px) per class of the class maps, for each number of refinement stages.
 
     The truth is read as for training (``class_map`` names label ids; without it ids are
     matched to the generator's class names, a single value to its only class).
     Per class, the mean over the images where the class is in the truth or the prediction.
+    With ``follow`` one more row, ``"<most stages> + follow"``: the images as the
+    slices of one stack, each object followed from its key slice (``RefineOptions.follow``).
     """
     from dataclasses import replace
-
-    from ..evaluation.metrics import dice, hd95
 
     data, files = generator_data_from_folders(images_dir, labels_dir, class_map)
     unknown = [c for c in data.classes if c not in generator.classes]
@@ -217,24 +298,12 @@ def evaluate_folder(model, generator: PromptGenerator, images_dir, labels_dir, *
               for i, c in enumerate(data.classes)}
     truth = [_class_ids(m[0], rename) for m in data.class_maps]
     report: dict = {"files": files, "classes": generator.classes, "hd95_convention": hd95_convention, "stages": {}}
-    for n, stage in enumerate(stages):
-        results = _segment_files(model, generator, [Path(images_dir) / f for f in files],
-                                 replace(options, stages=int(stage)), progress, cancel)
-        jobs.report(progress, "stages", n + 1, len(stages))
-        per_class = {}
-        for k, name in enumerate(generator.classes, start=1):
-            d, h = [], []
-            for res, gt in zip(results, truth):
-                p, g = res.classes[0] == k, gt == k
-                if p.any() or g.any():
-                    d.append(100 * dice(p, g))
-                    h.append(hd95(p, g, hd95_convention))
-            per_class[name] = {"dice": float(np.mean(d)) if d else None, "hd95": float(np.mean(h)) if h else None,
-                               "images": len(d)}
-        scored = [v for v in per_class.values() if v["dice"] is not None]
-        report["stages"][str(stage)] = {
-            "per_class": per_class,
-            "mean_dice": float(np.mean([v["dice"] for v in scored])) if scored else None,
-            "mean_hd95": float(np.mean([v["hd95"] for v in scored])) if scored else None,
-        }
+    rows = [(str(s), replace(options, stages=int(s), follow=False)) for s in stages]
+    if follow:
+        rows.append((f"{max(stages)} + follow", replace(options, stages=int(max(stages)), follow=True)))
+    for n, (name, row_options) in enumerate(rows):
+        results = _segment_files(model, generator, [Path(images_dir) / f for f in files], row_options,
+                                 progress, cancel, tracking)
+        jobs.report(progress, "stages", n + 1, len(rows))
+        report["stages"][name] = _class_scores(results, truth, generator.classes, hd95_convention)
     return report

@@ -42,6 +42,9 @@ class RefineOptions:
         Move that click with the model's shift block (identity when none was trained).
     min_area : int
         Components smaller than this many pixels are dropped.
+    follow : bool
+        Stacks: refine each object on its key slice only and follow it through
+        the stack with SAM2's memory (:mod:`.follow`); off: every slice on its own.
     """
 
     stages: int = 2
@@ -49,6 +52,7 @@ class RefineOptions:
     clicks: bool = False
     refine_clicks: bool = True
     min_area: int = 16
+    follow: bool = False
 
     def __post_init__(self) -> None:
         if self.stages not in (0, 1, 2):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import jobs
+from .follow import FollowOptions, follow_objects
 from .generator import PromptGenerator, as_stack, normalise_stack
 from .refine import RefineOptions, refine_slice
 
@@ -16,13 +17,23 @@ __all__ = ["AutosegObject", "AutosegResult", "autosegment"]
 
 @dataclass
 class AutosegObject:
-    """One object written by a run."""
+    """One object written by a run.
+
+    ``slice_index`` is the slice it was found on (its key slice when followed);
+    ``area`` counts its pixels over all slices; ``slices`` is the first and last
+    slice it was written on.
+    """
 
     slice_index: int
     label: int
     class_name: str
     score: float
     area: int
+    slices: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.slices is None:
+            self.slices = (self.slice_index, self.slice_index)
 
 
 @dataclass
@@ -53,6 +64,7 @@ def autosegment(
     stack: np.ndarray,
     *,
     options: RefineOptions = RefineOptions(),
+    follow: FollowOptions = FollowOptions(),
     target: np.ndarray | None = None,
     slices: Sequence[int] | None = None,
     rgb: bool | None = None,
@@ -71,11 +83,15 @@ def autosegment(
     generator : PromptGenerator
     stack : array ``(Z, H, W[, 3])`` or one image
     options : RefineOptions
-        Stages, mask prompt, clicks, minimum area.
+        Stages, mask prompt, clicks, minimum area; ``options.follow`` follows each
+        object through the stack from its key slice instead (:mod:`.follow`).
+    follow : FollowOptions
+        Direction and stop rule of the following (used only with ``options.follow``).
     target : int array like the stack's labels, optional
         Existing labels: kept as they are, new objects fill only its zeros with fresh ids.
     slices : list of int, optional
-        Slices to segment (default all).
+        Slices to segment (default all); when following, objects are found and
+        followed over the slices from the first to the last of them.
     rgb, contrast_limits, gamma, key
         How SAM2 sees the slices (as the other use cases pass them); ``key`` names the stack
         for the embedding cache (slice ``z`` is ``(key, z)``).
@@ -87,6 +103,8 @@ def autosegment(
     generator.check_stack(stack, rgb)
     if options.stages and model is None:
         raise ValueError("SAM2 refinement (stages 1 or 2) needs a model; use stages 0 for the generator alone")
+    if options.follow and model is None:
+        raise ValueError("following objects through the stack needs SAM2: load a model, or switch following off")
     z_count = stack.shape[0]
     labels = _check_target(target, stack.shape[:3])
     chosen = list(range(z_count)) if slices is None else [int(z) for z in slices]
@@ -95,6 +113,13 @@ def autosegment(
         raise ValueError(f"slice {bad[0]} is outside the stack (0–{z_count - 1})")
     classes = np.zeros(stack.shape[:3], np.int32)
     norm = normalise_stack(stack, rgb)
+    if options.follow and chosen:
+        followed = follow_objects(model, generator, stack, norm, labels, classes, range(min(chosen), max(chosen) + 1),
+                                  options, follow, rgb=rgb, contrast_limits=contrast_limits, gamma=gamma, key=key,
+                                  progress=progress, cancel=cancel)
+        return AutosegResult(labels, classes, generator.classes, [
+            AutosegObject(o.key.slice_index, o.label, generator.classes[o.key.class_index - 1], o.score, o.area,
+                          o.slices) for o in followed])
     next_id = int(labels.max(initial=0)) + 1
     found: list[AutosegObject] = []
     for done, z in enumerate(chosen):

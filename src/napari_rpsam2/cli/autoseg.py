@@ -73,7 +73,24 @@ def _options(args: argparse.Namespace):
 
     _positive(args, "min_area")
     return RefineOptions(stages=args.stages, mask_prompt=not args.no_mask_prompt, clicks=args.clicks,
-                         min_area=args.min_area)
+                         min_area=args.min_area, follow=getattr(args, "follow", False))
+
+
+def _tracking(args: argparse.Namespace, images):
+    """``--follow``'s settings (refused without ``--follow``); its images must be one stack's frames."""
+    from ..app.autoseg import check_stack_files, image_files
+    from ..autoseg.follow import FollowOptions
+
+    given = [f"--{n.replace('_', '-')}" for n in ("stop_after", "direction") if getattr(args, n) is not None]
+    if not args.follow:
+        if given:
+            raise UsageError(f"{given[0]} sets how objects are followed; add --follow")
+        return FollowOptions()
+    if args.stop_after is not None and args.stop_after < 0:
+        raise UsageError("--stop-after must be 0 (never stop) or more slices")
+    check_stack_files(image_files(images))
+    stop_after = 2 if args.stop_after is None else (args.stop_after or None)
+    return FollowOptions(direction=args.direction or "both", stop_after=stop_after)
 
 
 def _load(args: argparse.Namespace, base):
@@ -82,7 +99,7 @@ def _load(args: argparse.Namespace, base):
     generator = load_generator(existing_file(args.generator, "prompt generator"))
     if args.shift_block is not None:
         existing_file(args.shift_block, "shift-block checkpoint")
-    model = make_model(args, base) if args.stages > 0 else None
+    model = make_model(args, base) if args.stages > 0 or args.follow else None
     return generator, model
 
 
@@ -97,12 +114,14 @@ def cmd_run(args: argparse.Namespace, base=None) -> int:
         raise UsageError(f"the folder {out.parent} for --out does not exist; create it first")
     options = _options(args)
     image_files(images)  # no images: say so before loading anything
+    tracking = _tracking(args, images)
     generator, model = _load(args, base)
-    done = run_job(lambda progress, cancel: run_folder(model, generator, images, out, options, progress=progress,
-                                                       cancel=cancel), quiet=args.quiet, stage="images",
-                   what="automatic segmentation")
+    done = run_job(lambda progress, cancel: run_folder(model, generator, images, out, options, tracking=tracking,
+                                                       progress=progress, cancel=cancel),
+                   quiet=args.quiet, stage="images", what="automatic segmentation")
     n = sum(len(r.objects) for r in done.results)
-    print(f"wrote {len(done.files)} label files with {n} objects to {out} (class maps in {out / 'classes'})")
+    how = " followed through the stack" if args.follow else ""
+    print(f"wrote {len(done.files)} label files with {n} objects{how} to {out} (class maps in {out / 'classes'})")
     return 0
 
 
@@ -117,11 +136,14 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
         existing_file(args.class_map, "class map")
     if any(s not in (0, 1, 2) for s in args.stages):
         raise UsageError("--stages takes 0, 1 and/or 2")
-    options = _options(argparse.Namespace(**{**vars(args), "stages": max(args.stages)}))
-    generator, model = _load(argparse.Namespace(**{**vars(args), "stages": max(args.stages)}), base)
+    tracking = _tracking(args, images)
+    widest = argparse.Namespace(**{**vars(args), "stages": max(args.stages), "follow": False})
+    options = _options(widest)
+    generator, model = _load(argparse.Namespace(**{**vars(widest), "follow": args.follow}), base)
     report = run_job(lambda progress, cancel: evaluate_folder(
         model, generator, images, labels, class_map=args.class_map, stages=args.stages, options=options,
-        progress=progress, cancel=cancel), quiet=args.quiet, stage="stages", what="evaluation")
+        follow=args.follow, tracking=tracking, progress=progress, cancel=cancel),
+        quiet=args.quiet, stage="stages", what="evaluation")
     report["sam2"] = None if model is None else model.backbone.weights_signature
     write_json(report, out)
     _write_csv(report, out.with_suffix(".csv"))
@@ -147,6 +169,13 @@ def _refine_args(sp: argparse.ArgumentParser) -> None:
                     "pixel (moved by --shift-block when given)")
     sp.add_argument("--no-mask-prompt", action="store_true", help="give SAM2 boxes only, not the logits")
     sp.add_argument("--shift-block", default=None, help="shift-block checkpoint for --clicks")
+    sp.add_argument("--follow", action="store_true", help="the images are the frames of one stack: refine each "
+                    "object on the slice where the generator is most confident and follow it through the stack "
+                    "with SAM2's memory")
+    sp.add_argument("--stop-after", type=int, default=None, help="with --follow: drop an object unseen for this "
+                    "many slices in a row (default 2; 0: never)")
+    sp.add_argument("--direction", choices=("forward", "backward", "both"), default=None,
+                    help="with --follow: from the key slice on (default both)")
 
 
 def add_parser(sub) -> None:
@@ -186,6 +215,7 @@ def add_parser(sub) -> None:
     ev.add_argument("--labels", required=True)
     ev.add_argument("--class-map", default=None, help="JSON {\"label id\": \"class name\"}")
     ev.add_argument("--out", required=True, help="report (.json; a .csv is written beside it)")
-    ev.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2])
+    ev.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2],
+                    help="rows to measure (--follow adds a row '<most stages> + follow')")
     _refine_args(ev)
     ev.set_defaults(func=cmd_evaluate)
