@@ -189,27 +189,71 @@ class WorkFolderPanel(QWidget):
                                                         "folder": str(self.location)}})
 
     # ------------------------------------------------------------------ record
-    def committed(self, record: Any, preview: Any, box: Any, target: Any, model: Any) -> None:
-        """Save one commit (its slice, clicks, refined clicks, box, model) to the work folder."""
+    def committed(self, record: Any, preview: Any, box: Any, target: Any, model: Any) -> dict | None:
+        """Save one commit (its slice, clicks, refined clicks, box, model) to the work folder; returns its event."""
         folder = self.folder()
         if folder is None or record is None or preview is None or model is None:
-            return
+            return None
         image = self.image
         if RESTORED_KEY not in target.metadata:  # a reopened dock finds this layer instead of restoring again
             target.metadata[RESTORED_KEY] = str(self.location)
         try:
-            wf.record_commit(folder, record.label_id, record.change, preview.result, target.data, model=model,
-                             refine=preview.refine, box=box, contrast_limits=image.contrast_limits,
-                             gamma=image.gamma, rgb=bool(image.rgb))
+            return wf.record_commit(folder, record.label_id, record.change, preview.result, target.data, model=model,
+                                    refine=preview.refine, box=box, contrast_limits=image.contrast_limits,
+                                    gamma=image.gamma, rgb=bool(image.rgb))
         except (OSError, ValueError) as err:
             self.report(f"The commit is in the layer but was not saved to the work folder: {err}")
+            return None
 
-    def undone(self, record: Any, target: Any) -> None:
-        """Save the undo of a commit."""
+    def undone(self, record: Any, target: Any) -> dict | None:
+        """Save the undo of a commit; returns the undo's event."""
         folder = self.folder()
         if folder is None or record is None:
+            return None
+        return _save_undo(folder, record, target, self.report)
+
+    def follow(self, step: Any, record: Any, target: Any) -> None:
+        """Save the undo and the redo of the commit ``step`` to this work folder, whichever way they come.
+
+        The step of the layer's history (:mod:`._label_history`) may be undone
+        by any dock's Undo or by Ctrl-Z on the layer, also after this dock closed.
+        """
+        folder = self.folder()
+        if folder is None or step is None or record is None:
             return
+        report, undo_event = _Report(self.report), {}
+
+        def on_undo(_step: Any) -> None:
+            undo_event["event"] = _save_undo(folder, record, target, report)
+
+        def on_redo(_step: Any) -> None:  # an undo of the undo: the commit is in effect again
+            event = undo_event.pop("event", None)
+            if event is not None:
+                try:
+                    wf.record_undo(folder, int(event["seq"]), target.data, record.change.slice_indices)
+                except (OSError, ValueError) as err:
+                    report(f"The redo was not saved to the work folder: {err}")
+
+        step.on_undo.append(on_undo)
+        step.on_redo.append(on_redo)
+
+
+class _Report:
+    """A dock's report function that stays harmless once the dock is gone."""
+
+    def __init__(self, report) -> None:
+        self._report = report
+
+    def __call__(self, text: str, level: str = "error") -> None:
         try:
-            wf.undo_object(folder, "commit", record.label_id, target.data, record.change.slice_indices)
-        except (OSError, ValueError) as err:
-            self.report(f"The undo was not saved to the work folder: {err}")
+            self._report(text, level=level)
+        except RuntimeError:  # the dock's widgets were deleted
+            pass
+
+
+def _save_undo(folder: wf.WorkFolder, record: Any, target: Any, report) -> dict | None:
+    try:
+        return wf.undo_object(folder, "commit", record.label_id, target.data, record.change.slice_indices)
+    except (OSError, ValueError) as err:
+        report(f"The undo was not saved to the work folder: {err}")
+        return None

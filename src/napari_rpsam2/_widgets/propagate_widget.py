@@ -44,6 +44,7 @@ from ..jobs import CancelFlag
 from ..model.prompts import FramePrompt
 from ..model.propagation import DIRECTIONS
 from ._job_dock import JobDock
+from ._label_history import UndoControl, history_for
 from ._layer_picker import LayerPicker
 from ._propagate_prompts import UsedPrompts, box_prompts, click_prompt, mask_prompts
 from ._slicing import SliceError, full_resolution, image_slice, layer_shape, slice_cache_key
@@ -63,7 +64,7 @@ class PropagateWidget(JobDock):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
-        self._undo: list[tuple[Any, PropagationUndo, Any]] = []
+        self._written: Any = None  # the Labels layer of the last run (Undo's layer when "Write into" is new)
         self._runs: dict[Any, _KeptRun] = {}  # image unique_id -> the run corrections continue
         self.last_result: PropagationResult | None = None
         self._bridge.progress.connect(self._progress)
@@ -91,7 +92,7 @@ class PropagateWidget(JobDock):
         self.run_button = QPushButton("Propagate")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.undo_button = QPushButton("Undo propagation")
+        self.undo_button = QPushButton("Undo")
         self.undo_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setFormat("frames %v/%m")
@@ -102,6 +103,9 @@ class PropagateWidget(JobDock):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.undo_button.clicked.connect(self.undo)
+        self.undo_control = UndoControl(self.viewer, self.undo_button, self._undo_layer,
+                                        lambda level, text: getattr(self.status, level)(text))
+        self.target_picker.currentIndexChanged.connect(self.undo_control.update)
         self.image_picker.currentIndexChanged.connect(self._on_image)
         self.viewer.layers.events.removed.connect(self._on_removed)
         self._job: _Job | None = None
@@ -139,6 +143,7 @@ class PropagateWidget(JobDock):
         for picker in (self.image_picker, self.source_picker, self.target_picker):
             picker.disconnect_viewer()
         self.viewer.layers.events.removed.disconnect(self._on_removed)
+        self.undo_control.disconnect()
 
     def _on_image(self, *_: Any) -> None:
         image = self.image_picker.layer()
@@ -383,8 +388,7 @@ class PropagateWidget(JobDock):
             self._runs.pop(job.image.unique_id, None)
         else:
             self._runs[job.image.unique_id] = job.kept
-        self._undo.append((target, record, job.image.unique_id))
-        self.undo_button.setEnabled(True)
+        self._record_undo(target, record, job, result)
         used.forget()
         stopped = "".join(f"; object {oid} stopped at slice {s[0]}" for oid, s in result.stopped.items())
         moved = "".join(f"; object {old} is {new} (id {old} was labelled meanwhile)" for old, new in renamed.items())
@@ -394,21 +398,29 @@ class PropagateWidget(JobDock):
                          f"{int(result.tracked.sum())} slices: {record.pixels} px changed in '{target.name}' "
                          f"on slices {record.slices}{stopped}{moved}.")
 
+    def _record_undo(self, target: Any, record: PropagationUndo, job: "_Job", result: Any) -> None:
+        """The run is one step of the layer's history: the Undo button and Ctrl-Z on the layer take it back."""
+        runs, image_id = self._runs, job.image.unique_id
+        what = (f"correction of object {', '.join(map(str, job.objects))}" if job.objects else
+                f"propagation of object(s) {', '.join(map(str, result.object_ids))}")
+        self._written = target
+        history_for(self.viewer, target).push(  # SAM2's state still holds what is undone: the next run starts afresh
+            record.change, f"{what} ({record.pixels} px)", owner="propagate",
+            on_undo=lambda step: runs.pop(image_id, None))
+
+    def _undo_layer(self) -> Any:
+        target = self.target_picker.layer()
+        if target is None and self._written is not None and self._written in self.viewer.layers:
+            target = self._written
+        return target
+
     def undo(self) -> None:
-        """Take the last propagation back (its pixels that still hold its ids go back to 0)."""
-        if not self._undo:
-            self.status.error("No propagation to undo.")
-            return
-        target, record, image_id = self._undo.pop()
-        self.undo_button.setEnabled(bool(self._undo))
-        self._runs.pop(image_id, None)  # SAM2's state still holds what is undone: the next run starts afresh
-        if target not in self.viewer.layers:
-            self.status.error(f"The Labels layer '{target.name}' was deleted; nothing undone.")
-            return
-        record.undo(full_resolution(target))
-        target.refresh()
-        self.status.info(f"Undid the propagation ({record.pixels} px on slices {record.slices}); "
-                         "the next Propagate starts a new run.")
+        """Undo the latest change to the 'Write into' layer (the last run, or anything written into it since).
+
+        One history per Labels layer, the same as Ctrl-Z on it; undoing a run
+        makes the next Propagate start a new run.
+        """
+        self.undo_control.undo()
 
 
 @dataclass
