@@ -146,8 +146,8 @@ class UndoControl:
 
     def update(self, *_: Any) -> None:
         """Enable the button and name the step it would undo."""
-        layer = self.layer()
         try:
+            layer = self.layer()
             self.button.setEnabled(can_undo(layer) and self.enabled())
             self.button.setToolTip(describe_undo(layer))
         except RuntimeError:  # the dock's widgets were deleted

@@ -383,9 +383,9 @@ class ClickWidget(DockView):
         self.session.undo()
 
     def _show_undo(self, *_: Any) -> None:
-        layer = self.target_picker.layer() if self.session is None or self.session.target is None \
-            else self.session.target
         try:
+            layer = self.target_picker.layer() if self.session is None or self.session.target is None \
+                else self.session.target
             self.undo_button.setToolTip(describe_undo(layer))
         except RuntimeError:  # the dock is gone
             REGISTRY.changed.disconnect(self._show_undo)
