@@ -12,15 +12,15 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from napari.layers import Labels  # noqa: E402
-from qtpy.QtCore import Qt  # noqa: E402
+from gui_forms import choose
+from gui_input import click_button, click_canvas, drag_canvas, press_key, show_viewer
+from gui_scenes import clicks_layer, inside
+from napari.layers import Labels
+from qtpy.QtCore import Qt
 
-from gui_forms import choose  # noqa: E402
-from gui_input import click_button, click_canvas, drag_canvas, press_key, show_viewer  # noqa: E402
-from gui_scenes import clicks_layer, inside  # noqa: E402
-from napari_rpsam2 import RPSAM2  # noqa: E402
-from napari_rpsam2._widgets._label_history import history_for  # noqa: E402
-from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
+from napari_rpsam2 import RPSAM2
+from napari_rpsam2._widgets._label_history import history_for
+from napari_rpsam2._widgets._workspace import workspace_for
 
 TIMEOUT = 120_000
 CTRL, CTRL_SHIFT = Qt.KeyboardModifier.ControlModifier, (Qt.KeyboardModifier.ControlModifier

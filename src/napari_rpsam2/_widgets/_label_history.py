@@ -30,7 +30,8 @@ from ._workspace import unwrap
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["UNDO_KEY", "REDO_KEY", "HistoryRegistry", "describe_undo", "history_for", "undo_latest"]
+__all__ = ["REDO_KEY", "REGISTRY", "UNDO_KEY", "HistoryRegistry", "UndoControl", "can_undo", "describe_undo",
+           "history_for", "undo_latest"]
 
 UNDO_KEY = KeyMod.CtrlCmd | KeyCode.KeyZ
 REDO_KEY = KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ
@@ -49,7 +50,7 @@ class HistoryRegistry:
         """The history of ``layer`` if one was made."""
         return self._histories.get(unwrap(layer))
 
-    def history_for(self, viewer: "napari.viewer.Viewer", layer: Any) -> LabelHistory:
+    def history_for(self, viewer: napari.viewer.Viewer, layer: Any) -> LabelHistory:
         """The history of the Labels layer ``layer`` of ``viewer`` (made, and Ctrl-Z bound, on first use)."""
         layer, viewer = unwrap(layer), unwrap(viewer)
         found = self._histories.get(layer)
@@ -92,7 +93,7 @@ def _make_history(layer: Any) -> LabelHistory:
 REGISTRY = HistoryRegistry()
 
 
-def history_for(viewer: "napari.viewer.Viewer", layer: Any) -> LabelHistory:
+def history_for(viewer: napari.viewer.Viewer, layer: Any) -> LabelHistory:
     """The one undo history of a Labels layer: every dock's writes, napari's painting, Ctrl-Z (see module doc)."""
     return REGISTRY.history_for(viewer, layer)
 
@@ -106,7 +107,7 @@ def describe_undo(layer: Any) -> str:
     return f"Undo the latest change to '{layer.name}': the {step.description} (Ctrl-Z on the layer does the same)"
 
 
-def undo_latest(viewer: "napari.viewer.Viewer", layer: Any) -> Step | None:
+def undo_latest(viewer: napari.viewer.Viewer, layer: Any) -> Step | None:
     """Undo the newest step of ``layer``'s history, whichever dock (or napari's brush) made it."""
     if layer is None or unwrap(layer) not in unwrap(viewer).layers:
         return None

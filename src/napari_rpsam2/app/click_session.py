@@ -352,7 +352,7 @@ class ClickSession:
         except CommitError as err:
             self._say("error", f"Cannot commit: {err}")
             return None
-        self.history_of(self.target).apply(
+        (self.history_of(self.target) or self._history_of(self.target)).apply(
             record.change, f"commit of object {record.label_id} ({record.size} px)", owner="click", payload=record,
             on_undo=lambda step: self.events.undone.emit(step.payload),
             on_redo=lambda step: self.events.redone.emit(step.payload))
