@@ -22,7 +22,7 @@ from ._views import METADATA_KEY
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["WorkFolderPanel", "RESTORED_KEY", "SAVED_PROMPTS_ROLE", "class_names", "source_path"]
+__all__ = ["WorkFolderPanel", "RESTORED_KEY", "SAVED_PROMPTS_ROLE", "class_names", "save_undo_and_redo", "source_path"]
 
 RESTORED_KEY = "napari_rpsam2_workfolder"
 """Metadata of a Labels layer restored from a work folder: the folder's path (the layer stays pickable)."""
@@ -212,30 +212,46 @@ class WorkFolderPanel(QWidget):
             return None
         return _save_undo(folder, record, target, self.report)
 
-    def follow(self, step: Any, record: Any, target: Any) -> None:
-        """Save the undo and the redo of the commit ``step`` to this work folder, whichever way they come.
+    def follow(self, step: Any, event: dict, target: Any, slices: Any) -> None:
+        """Save the undo and the redo of ``step`` (the history step of the saved ``event``) to this work folder.
 
-        The step of the layer's history (:mod:`._label_history`) may be undone
-        by any dock's Undo or by Ctrl-Z on the layer, also after this dock closed.
+        The step may be undone by any dock's Undo or by Ctrl-Z on the layer,
+        also after this dock closed (see :func:`save_undo_and_redo`).
         """
         folder = self.folder()
-        if folder is None or step is None or record is None:
-            return
-        report, undo_event = _Report(self.report), {}
+        if folder is not None:
+            save_undo_and_redo(step, folder, event, target, slices, self.report)
 
-        def on_undo(_step: Any) -> None:
-            undo_event["event"] = _save_undo(folder, record, target, report)
 
-        def on_redo(_step: Any) -> None:  # an undo of the undo: the commit is in effect again
-            event = undo_event.pop("event", None)
-            if event is not None:
-                try:
-                    wf.record_undo(folder, int(event["seq"]), target.data, record.change.slice_indices)
-                except (OSError, ValueError) as err:
-                    report(f"The redo was not saved to the work folder: {err}")
+def save_undo_and_redo(step: Any, folder: wf.WorkFolder, event: dict, target: Any, slices: Any, report) -> None:
+    """Record in ``folder`` every undo of the history ``step`` that wrote ``event``, and every redo of it.
 
-        step.on_undo.append(on_undo)
-        step.on_redo.append(on_redo)
+    An undo is an ``undo`` event of ``event``; a redo is an ``undo`` of that
+    undo, which puts ``event`` back in effect.  ``slices`` are the slices the
+    step changed (saved as they are after each undo or redo).  For any dock
+    that saves its writes: a commit, a propagation, a one-shot or automatic run.
+    """
+    if step is None or event is None:
+        return
+    report, slices, undone = _Report(report), [tuple(s) for s in slices], []
+
+    def save(seq: int, what: str) -> dict | None:
+        try:
+            return wf.record_undo(folder, seq, target.data, slices)
+        except (OSError, ValueError) as err:
+            report(f"The {what} was not saved to the work folder: {err}")
+            return None
+
+    def on_undo(_step: Any) -> None:
+        undone.append(save(int(event["seq"]), "undo"))
+
+    def on_redo(_step: Any) -> None:
+        last = undone.pop() if undone else None
+        if last is not None:
+            save(int(last["seq"]), "redo")
+
+    step.on_undo.append(on_undo)
+    step.on_redo.append(on_redo)
 
 
 class _Report:

@@ -83,8 +83,9 @@ class ClickWidget(DockView):
         self.clear_button = QPushButton(f"Clear ({KEYS['clear']})")
         self.clear_button.setToolTip("Remove the clicks of this slice and the preview")
         self.undo_button = QPushButton("Undo")
-        self.undo_button.setToolTip("Undo the latest change to the Labels layer committed into (a commit sets its "
-                                    "pixels back to 0; pixels edited since are kept). Ctrl-Z on the layer does the same.")
+        self.undo_button.setToolTip("Undo the latest change to the Labels layer committed into (a commit sets "
+                                    "its pixels back to 0;\npixels edited since are kept). Ctrl-Z on the layer "
+                                    "does the same.")
         self.status = StatusLabel("Load a model, pick an image and click on an object.")
         self.workfolder = WorkFolderPanel(self.viewer, self._report, target=self.target_picker.layer)
         self.embedder = BackgroundEmbedder(on_error=self.status.error)
@@ -364,7 +365,8 @@ class ClickWidget(DockView):
         target = self.session.target
         event = self.workfolder.committed(record, preview, box, target, self.model)  # when saving is on
         if event is not None:  # its undo and redo are saved too, whether by a button or Ctrl-Z
-            self.workfolder.follow(history_for(self.viewer, target).latest, record, target)
+            self.workfolder.follow(history_for(self.viewer, target).latest, event, target,
+                                   record.change.slice_indices)
         self._layers.activate()  # a new Labels layer took the focus: the next canvas click must still count
 
     def undo(self) -> None:

@@ -366,8 +366,8 @@ class OneShotWidget(JobDock):
         self.status.info(f"Slice {index} re-segmented from its clicks ({edit.size} pixels changed); "
                          "other slices unchanged.")
 
-    def _push(self, target: Any, edit: Any, description: str, layer: Any) -> None:
-        """A run or re-run is one step of the layer's history: Undo and Ctrl-Z on the layer revert it.
+    def _push(self, target: Any, edit: Any, description: str, layer: Any) -> Any:
+        """A run or re-run is one step of the layer's history (returned): Undo and Ctrl-Z on the layer revert it.
 
         Undoing a run also puts back the clicks shown before it (``layer``);
         redoing it shows the run's clicks again.
@@ -388,7 +388,8 @@ class OneShotWidget(JobDock):
             if "clicks" in shown and layer in self.viewer.layers:
                 clicks_ui.restore(layer, shown.pop("clicks"))
 
-        history_for(self.viewer, target).push(edit, description, owner="one-shot", on_undo=on_undo, on_redo=on_redo)
+        return history_for(self.viewer, target).push(edit, description, owner="one-shot", on_undo=on_undo,
+                                                      on_redo=on_redo)
 
     def _undo_layer(self) -> Any:
         target = self.history_target

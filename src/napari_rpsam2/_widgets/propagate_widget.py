@@ -398,13 +398,14 @@ class PropagateWidget(JobDock):
                          f"{int(result.tracked.sum())} slices: {record.pixels} px changed in '{target.name}' "
                          f"on slices {record.slices}{stopped}{moved}.")
 
-    def _record_undo(self, target: Any, record: PropagationUndo, job: "_Job", result: Any) -> None:
-        """The run is one step of the layer's history: the Undo button and Ctrl-Z on the layer take it back."""
+    def _record_undo(self, target: Any, record: PropagationUndo, job: "_Job", result: Any) -> Any:
+        """The run is one step of the layer's history (returned): the Undo button and Ctrl-Z take it back."""
         runs, image_id = self._runs, job.image.unique_id
         what = (f"correction of object {', '.join(map(str, job.objects))}" if job.objects else
                 f"propagation of object(s) {', '.join(map(str, result.object_ids))}")
         self._written = target
-        history_for(self.viewer, target).push(  # SAM2's state still holds what is undone: the next run starts afresh
+        # SAM2's state still holds what is undone: after an undo the next run starts afresh
+        return history_for(self.viewer, target).push(
             record.change, f"{what} ({record.pixels} px)", owner="propagate",
             on_undo=lambda step: runs.pop(image_id, None))
 
