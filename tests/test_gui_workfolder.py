@@ -88,6 +88,17 @@ def test_commits_survive_closing_napari_and_come_back_with_their_prompts(make_na
     journal = [json.loads(line) for line in (tmp_path / "clip.rpsam2" / "objects.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in journal] == ["commit", "commit", "commit", "undo"]
     assert journal[-1]["undoes"] == journal[-2]["seq"] and journal[1]["prompts"][0]["labels"] == [1, 0]
+    # Ctrl-Shift-Z / Ctrl-Z on the layer are saved too: a redo is an undo of the undo, then the commit is undone again
+    viewer.layers.selection.active = restored
+    ctrl = Qt.KeyboardModifier.ControlModifier
+    press_key(qtbot, viewer, "Z", ctrl | Qt.KeyboardModifier.ShiftModifier)
+    assert (np.asarray(restored.data) == 3).any()
+    assert 3 in dock.workfolder.folder().restore().objects
+    press_key(qtbot, viewer, "Z", ctrl)
+    assert not (np.asarray(restored.data) == 3).any() and 3 not in dock.workfolder.folder().restore().objects
+    journal = [json.loads(line) for line in (tmp_path / "clip.rpsam2" / "objects.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in journal] == ["commit", "commit", "commit", "undo", "undo", "undo"]
+    assert journal[4]["undoes"] == journal[3]["seq"] and journal[5]["undoes"] == journal[2]["seq"]
 
     # Export… (the folder dialog answered with tmp_path/"out"): labels, prompts CSV and COCO with the layer's classes
     from pycocotools.coco import COCO

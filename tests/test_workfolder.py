@@ -57,6 +57,24 @@ def test_restore_gives_labels_and_prompts_and_an_undo_removes_its_write(tmp_path
     assert back.objects[1][0]["seq"] == first["seq"]
 
 
+def test_a_redo_in_the_viewer_an_undo_of_the_undo_puts_the_commit_back_and_a_second_undo_removes_it(tmp_path):
+    folder, _ = _folder(tmp_path)
+    labels = np.zeros(folder.shape, np.int32)
+    labels[2, 20:30, 0:3] = 2
+    commit = _commit(folder, labels, 2, 2, [[25.0, 1.0]])
+    labels[2] = 0
+    undo = folder.record("undo", {"undoes": commit["seq"]}, labels=labels, slices=[(2,)])
+    assert WorkFolder.open(folder.path).restore().objects == {}
+    labels[2, 20:30, 0:3] = 2  # Ctrl-Shift-Z
+    folder.record("undo", {"undoes": undo["seq"]}, labels=labels, slices=[(2,)])
+    back = WorkFolder.open(folder.path).restore()
+    assert sorted(back.objects) == [2] and (back.labels == 2).sum() == 30
+    labels[2] = 0  # Ctrl-Z again
+    folder.record("undo", {"undoes": commit["seq"]}, labels=labels, slices=[(2,)])
+    back = WorkFolder.open(folder.path).restore()
+    assert back.objects == {} and not back.labels.any()
+
+
 def test_a_folder_of_another_image_is_refused_with_one_line(tmp_path):
     folder, image = _folder(tmp_path)
     other = image.copy()

@@ -34,11 +34,31 @@ def test_the_folder_keeps_one_labels_layer_and_refuses_to_drop_objects_it_holds(
     assert RESTORED_KEY not in fresh.metadata
 
 
-def test_an_undo_is_matched_to_the_event_that_saved_its_write():
+def test_undo_and_redo_of_a_saved_step_are_recorded_by_its_history_and_not_while_saving_is_off(tmp_path):
+    from napari_rpsam2._widgets._workfolder import save_undo_and_redo
     from napari_rpsam2.app.label_changes import LabelChange
+    from napari_rpsam2.app.label_history import LabelHistory
 
-    state = ImageWorkFolder(None)
-    a, b = LabelChange(), LabelChange()  # equal, but two writes
-    state.remember(a, 4)
-    state.remember(b, 7)
-    assert state.seq_of(a) == 4 and state.seq_of(b) == 7 and state.seq_of(LabelChange()) is None
+    labels = np.zeros((2, 8, 8), np.int32)
+    layer = SimpleNamespace(data=labels)
+    history = LabelHistory(lambda: labels)
+    folder = wf.open_for_image(np.zeros((2, 8, 8), np.uint8), labels.shape, folder=tmp_path / "clip.rpsam2")
+    old = labels.copy()
+    labels[1, 2:5, 2:5] = 4  # a propagation wrote object 4 on slice 1
+    change = LabelChange.of_planes([((i,), old[i], labels[i]) for i in range(2)])
+    step = history.push(change, "propagation of object(s) 4", owner="propagate")
+    event = folder.record("propagation", {"objects": [4], "prompts": []}, labels=labels, slices=[(1,)])
+    saving, reports = [True], []
+    save_undo_and_redo(step, folder, event, layer, change.slice_indices, lambda text, level: reports.append(text),
+                       active=lambda: saving[0])
+
+    history.undo()  # Ctrl-Z on the layer, or any dock's Undo
+    assert not labels.any() and wf.restore(folder).objects == {} and not wf.restore(folder).labels.any()
+    history.redo()  # Ctrl-Shift-Z: an undo of the undo
+    back = wf.restore(folder)
+    assert sorted(back.objects) == [4] and (back.labels == 4).sum() == 9
+    saving[0] = False  # "Save to work folder" turned off: the folder is left as it was
+    history.undo()
+    assert sorted(wf.restore(folder).objects) == [4]
+    kinds = [e["kind"] for e in folder.read_events()[0]]
+    assert kinds == ["propagation", "undo", "undo"] and reports == []

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._layer_picker import LayerPicker
+from ._objects_layer import objects_metadata
 from ._slicing import layer_shape
 from ._workspace import unwrap
 
@@ -21,12 +22,14 @@ def commit_target(viewer: "napari.viewer.Viewer", picker: LayerPicker, image: An
 
     The new layer is the real layer (not napari's public-only proxy), so the
     picker finds it and the next commit goes into the same layer.  It is put
-    just under the layer ``below`` (the preview), so it never hides the next preview.
+    just under the layer ``below`` (the preview), so it never hides the next preview.  It is marked as the
+    image's objects layer, so the Propagate and one-shot docks write into it by default.
     """
     target = picker.layer()
     if target is None:
         target = unwrap(viewer.add_labels(np.zeros(layer_shape(image), np.int32), name=f"{image.name} objects",
-                                          scale=image.scale, translate=image.translate))
+                                          scale=image.scale, translate=image.translate,
+                                          metadata=objects_metadata(image)))
         picker.set_layer(target)
         if below is not None and below in viewer.layers:
             viewer.layers.move(viewer.layers.index(target), viewer.layers.index(below))

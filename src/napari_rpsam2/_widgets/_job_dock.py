@@ -86,3 +86,7 @@ class JobDock(DockView):
 
     def _buttons(self) -> None:
         """Enable the dock's buttons for :attr:`running` (override)."""
+
+    def _report(self, text: str, level: str = "error") -> None:
+        """Say ``text`` in the status line (``level``: "info" or "error")."""
+        (self.status.error if level == "error" else self.status.info)(text)

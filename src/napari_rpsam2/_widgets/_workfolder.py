@@ -1,20 +1,21 @@
 """The work folder of each image, as every dock of a viewer sees it, and the click dock's row for it.
 
 For an image opened from a file (``layer.source.path``) every commit, propagation,
-one-shot run and re-run, and their undos, is written to ``<name>.rpsam2/`` next
-to the file (or a folder the person picks) through :mod:`napari_rpsam2.app.workfolder`.
+one-shot run and re-run is written to ``<name>.rpsam2/`` next to the file (or a
+folder the person picks) through :mod:`napari_rpsam2.app.workfolder`, and so is
+each undo and redo of it, whether from a dock's Undo or Ctrl-Z / Ctrl-Shift-Z on
+the layer (through the callbacks of its step in the layer's history).
 One :class:`ImageWorkFolder` per image (kept in the viewer's workspace) holds
 where the folder is, whether saving is on and which Labels layer it keeps;
-the click dock's :class:`WorkFolderPanel` shows it, and the Propagate and
-one-shot docks call :func:`save_run` and :func:`save_undo`.  When the click dock
-meets an image whose work folder exists, the saved labels come back in a
-Labels layer (each object's source and method on its features), the saved
-clicks in a Points layer and the saved boxes in a Shapes layer.
+the click dock's :class:`WorkFolderPanel` shows it, and every dock calls
+:func:`save_run`.  When the click dock meets an image whose work folder exists,
+the saved labels come back in a Labels layer (each object's source and method
+on its features), the saved clicks in a Points layer and the saved boxes in a
+Shapes layer.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..app import workfolder as wf
+from ._objects_layer import RESTORED_KEY, objects_metadata
 from ._slicing import full_resolution, layer_shape
 from ._views import METADATA_KEY
 from ._workspace import workspace_for
@@ -30,11 +32,9 @@ from ._workspace import workspace_for
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["WorkFolderPanel", "ImageWorkFolder", "image_folder", "save_run", "save_undo", "RESTORED_KEY",
+__all__ = ["WorkFolderPanel", "ImageWorkFolder", "image_folder", "save_run", "save_undo_and_redo", "RESTORED_KEY",
            "SAVED_PROMPTS_ROLE", "SAVED_BOXES_ROLE", "class_names", "source_path"]
 
-RESTORED_KEY = "napari_rpsam2_workfolder"
-"""Metadata of a Labels layer restored from a work folder: the folder's path (the layer stays pickable)."""
 SAVED_PROMPTS_ROLE = "saved prompts"
 SAVED_BOXES_ROLE = "saved boxes"
 POSITIVE, NEGATIVE = (0.2, 0.9, 0.2, 1.0), (1.0, 0.25, 0.25, 1.0)
@@ -65,7 +65,6 @@ class ImageWorkFolder:
         self.location = location
         self.saving = location is not None
         self.folder: wf.WorkFolder | None = None
-        self._events: list[tuple[weakref.ref, int]] = []
 
     def open(self, image: Any) -> wf.WorkFolder:
         """The folder (made on the first write); raises WorkFolderError or OSError."""
@@ -97,14 +96,6 @@ class ImageWorkFolder:
         target.metadata[RESTORED_KEY] = str(self.location)
         return None
 
-    def remember(self, change: Any, seq: int) -> None:
-        """Event ``seq`` recorded the write ``change`` (an undo record of a dock)."""
-        self._events = [(r, s) for r, s in self._events if r() is not None] + [(weakref.ref(change), int(seq))]
-
-    def seq_of(self, change: Any) -> int | None:
-        """The event that recorded ``change``, if it was recorded in this viewer."""
-        return next((s for r, s in reversed(self._events) if r() is change), None)
-
 
 def image_folder(viewer: Any, image: Any) -> ImageWorkFolder:
     """The work-folder state of ``image`` in ``viewer`` (next to its file by default; none if not from a file)."""
@@ -116,12 +107,15 @@ def image_folder(viewer: Any, image: Any) -> ImageWorkFolder:
     return state
 
 
-def save_run(viewer: Any, image: Any, target: Any, change: Any,
-             record: Callable[[wf.WorkFolder, Any], dict]) -> str:
+def save_run(viewer: Any, image: Any, target: Any, change: Any, record: Callable[[wf.WorkFolder, Any], dict],
+             step: Any = None, report: Callable[..., None] | None = None) -> str:
     """Record one write of a dock with ``record(folder, labels)``; returns a sentence for the dock's status.
 
     Nothing is recorded when saving is off, or when the folder keeps another
-    Labels layer of the image (the sentence says which).
+    Labels layer of the image (the sentence says which).  ``step`` is the
+    write's step in the layer's history: its undos and redos, from any dock's
+    Undo or Ctrl-Z / Ctrl-Shift-Z on the layer, are recorded too
+    (:func:`save_undo_and_redo`; ``report(text, level=...)`` hears of a failure).
     """
     state = image_folder(viewer, image)
     if not state.saving or state.location is None:
@@ -130,25 +124,68 @@ def save_run(viewer: Any, image: Any, target: Any, change: Any,
     if refused is not None:
         return f" Not saved to the work folder: {refused}."
     try:
-        event = record(state.open(image), full_resolution(target))
+        folder = state.open(image)
+        event = record(folder, full_resolution(target))
     except (wf.WorkFolderError, OSError, ValueError) as err:
         return f" Not saved to the work folder: {err}"
-    state.remember(change, event["seq"])
+
+    def active() -> bool:  # saving still on, into this folder
+        return state.saving and state.folder is not None and state.folder.path == folder.path
+
+    save_undo_and_redo(step, folder, event, target, change.slice_indices, report or _ignore, active=active)
     return f" Saved to {state.location.name}."
 
 
-def save_undo(viewer: Any, target: Any, change: Any) -> str:
-    """Record the undo of the write ``change`` when it was recorded; returns a sentence for the dock's status."""
-    for state in workspace_for(viewer).work_folders.values():
-        seq = state.seq_of(change)
-        if seq is None or state.folder is None or not state.saving:
-            continue
+def save_undo_and_redo(step: Any, folder: wf.WorkFolder, event: dict, target: Any, slices: Any, report,
+                       active: Callable[[], bool] = lambda: True) -> None:
+    """Record in ``folder`` every undo of the history ``step`` that wrote ``event``, and every redo of it.
+
+    An undo is an ``undo`` event of ``event``; a redo is an ``undo`` of that
+    undo, which puts ``event`` back in effect.  ``slices`` are the slices the
+    step changed (saved as they are after each undo or redo).  For any dock
+    that saves its writes: a commit, a propagation, a one-shot run or re-run.
+    Nothing is recorded while ``active()`` is false (saving turned off).
+    """
+    if step is None or event is None:
+        return
+    report, slices, undone = _Report(report), [tuple(s) for s in slices], []
+
+    def save(seq: int, what: str) -> dict | None:
+        if not active():
+            return None
         try:
-            wf.record_undo(state.folder, seq, full_resolution(target), change.slice_indices)
+            return wf.record_undo(folder, seq, full_resolution(target), slices)
         except (OSError, ValueError) as err:
-            return f" The undo was not saved to the work folder: {err}"
-        return " Saved to the work folder."
-    return ""
+            report(f"The {what} was not saved to the work folder: {err}")
+            return None
+
+    def on_undo(_step: Any) -> None:
+        undone.append(save(int(event["seq"]), "undo"))
+
+    def on_redo(_step: Any) -> None:
+        last = undone.pop() if undone else None
+        if last is not None:
+            save(int(last["seq"]), "redo")
+
+    step.on_undo.append(on_undo)
+    step.on_redo.append(on_redo)
+
+
+def _ignore(*_: Any, **__: Any) -> None:
+    pass
+
+
+class _Report:
+    """A dock's report function that stays harmless once the dock is gone."""
+
+    def __init__(self, report) -> None:
+        self._report = report
+
+    def __call__(self, text: str, level: str = "error") -> None:
+        try:
+            self._report(text, level=level)
+        except RuntimeError:  # the dock's widgets were deleted
+            pass
 
 
 class WorkFolderPanel(QWidget):
@@ -285,7 +322,8 @@ class WorkFolderPanel(QWidget):
             return None
         image = self.image
         labels = self.viewer.add_labels(restored.labels, name=f"{image.name} objects", scale=image.scale,
-                                        translate=image.translate, metadata={RESTORED_KEY: str(self.location)},
+                                        translate=image.translate,
+                                        metadata={RESTORED_KEY: str(self.location), **objects_metadata(image)},
                                         features=_object_table(restored))
         self._add_prompts(restored)
         skipped = f"; {restored.skipped} damaged journal line(s) skipped" if restored.skipped else ""
@@ -322,8 +360,12 @@ class WorkFolderPanel(QWidget):
                                    metadata={METADATA_KEY: {"role": SAVED_BOXES_ROLE, **meta}})
 
     # ------------------------------------------------------------------ record
-    def committed(self, record: Any, preview: Any, box: Any, target: Any, model: Any) -> None:
-        """Save one commit (its slice, clicks, refined clicks, box, model) to the work folder."""
+    def committed(self, record: Any, preview: Any, box: Any, target: Any, model: Any, step: Any = None) -> None:
+        """Save one commit (its slice, clicks, refined clicks, box, model) to the work folder.
+
+        ``step`` is the commit's step in the layer's history: its undos and
+        redos (a dock's Undo or Ctrl-Z / Ctrl-Shift-Z on the layer) are saved too.
+        """
         if record is None or preview is None or model is None or self.state is None or self.folder() is None:
             return
         image = self.image
@@ -333,24 +375,9 @@ class WorkFolderPanel(QWidget):
                                     refine=preview.refine, box=box, contrast_limits=image.contrast_limits,
                                     gamma=image.gamma, rgb=bool(image.rgb))
 
-        note = save_run(self.viewer, image, target, record.change, write)
+        note = save_run(self.viewer, image, target, record.change, write, step=step, report=self.report)
         if note.startswith(" Not saved"):
             self.report(f"The commit is in the layer. {note.strip()}")
-
-    def undone(self, record: Any, target: Any) -> None:
-        """Save the undo of a commit."""
-        folder = self.folder()
-        if folder is None or record is None:
-            return
-        if self.state.seq_of(record.change) is not None:
-            note = save_undo(self.viewer, target, record.change)
-            if "not saved" in note:
-                self.report(note.strip())
-            return
-        try:  # a commit of an earlier session of this viewer's dock
-            wf.undo_object(folder, "commit", record.label_id, target.data, record.change.slice_indices)
-        except (OSError, ValueError) as err:
-            self.report(f"The undo was not saved to the work folder: {err}")
 
 
 def _object_prompts(restored: wf.Restored):

@@ -1,8 +1,11 @@
-"""What the Propagate and one-shot docks save to the image's work folder after a run, a re-run or an undo.
+"""What the Propagate and one-shot docks save to the image's work folder after a run or a re-run.
 
 Each function records one finished write through :func:`._workfolder.save_run`
 (nothing when saving is off or the folder keeps another Labels layer) and
-returns a sentence the dock adds to its status line.
+returns a sentence the dock adds to its status line.  ``step`` is the write's
+step in the layer's history: its undos and redos (a dock's Undo, Ctrl-Z or
+Ctrl-Shift-Z on the layer) are recorded too; ``report(text, level=...)`` hears
+when one could not be.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from dataclasses import replace
 from typing import Any
 
 from ..app import workfolder as wf
-from ._workfolder import save_run, save_undo
+from ._workfolder import save_run
 
-__all__ = ["propagation_saved", "oneshot_saved", "slice_rerun_saved", "save_undo"]
+__all__ = ["propagation_saved", "oneshot_saved", "slice_rerun_saved"]
 
 
-def propagation_saved(viewer: Any, job: Any, target: Any, result: Any, record: Any, renamed: dict) -> str:
+def propagation_saved(viewer: Any, job: Any, target: Any, result: Any, record: Any, renamed: dict, step: Any,
+                      report: Any) -> str:
     """Save a propagation or a correction (``job.objects``): its prompts as given, options and masks."""
     image, options, model = job.image, job.options, job.kept.run.session.model
     prompts = [replace(p, object=renamed.get(p.object, p.object)) for p in job.prompts]
@@ -32,11 +36,11 @@ def propagation_saved(viewer: Any, job: Any, target: Any, result: Any, record: A
                                      options=saved, contrast_limits=list(image.contrast_limits),
                                      gamma=float(image.gamma), rgb=bool(image.rgb))
 
-    return save_run(viewer, image, target, record.change, write)
+    return save_run(viewer, image, target, record.change, write, step=step, report=report)
 
 
 def oneshot_saved(viewer: Any, image: Any, target: Any, outcome: Any, edit: Any, reference_index: int,
-                  run: dict) -> str:
+                  run: dict, step: Any, report: Any) -> str:
     """Save a one-shot run merged as ``edit``: ``run`` holds ``reference`` (the painted plane), ``model``, ``refine``,
     ``options``."""
     outcome = replace(outcome, edit=edit)
@@ -47,15 +51,15 @@ def oneshot_saved(viewer: Any, image: Any, target: Any, outcome: Any, edit: Any,
                                  contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
                                  rgb=bool(image.rgb))
 
-    return save_run(viewer, image, target, edit, write)
+    return save_run(viewer, image, target, edit, write, step=step, report=report)
 
 
 def slice_rerun_saved(viewer: Any, image: Any, target: Any, index: int, clicks: Any, edit: Any, model: Any,
-                      method: str) -> str:
+                      method: str, step: Any, report: Any) -> str:
     """Save one slice of a one-shot run re-segmented from its clicks (``clicks``: points, labels, object ids)."""
 
     def write(folder: wf.WorkFolder, labels: Any) -> dict:
         return wf.record_slice_rerun(folder, index, clicks.points, clicks.labels, clicks.object_ids, edit, labels,
                                      model=model, method=method)
 
-    return save_run(viewer, image, target, edit, write)
+    return save_run(viewer, image, target, edit, write, step=step, report=report)

@@ -22,6 +22,7 @@ from ._click_layers import ClickLayers
 from ._commit import commit_target
 from ._embedder import BackgroundEmbedder
 from ._keys import bind_keys, unbind_keys
+from ._label_history import REGISTRY, describe_undo, history_for
 from ._layer_picker import LayerPicker
 from ._logic import outward_order
 from ._model_settings import ModelSettings
@@ -81,8 +82,10 @@ class ClickWidget(DockView):
                                       "Only background pixels (0) are written: other objects are never overwritten.")
         self.clear_button = QPushButton(f"Clear ({KEYS['clear']})")
         self.clear_button.setToolTip("Remove the clicks of this slice and the preview")
-        self.undo_button = QPushButton("Undo commit")
-        self.undo_button.setToolTip("Set the pixels of the last commit back to 0 (pixels edited since are kept)")
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip("Undo the latest change to the Labels layer committed into (a commit sets "
+                                    "its pixels back to 0;\npixels edited since are kept). Ctrl-Z on the layer "
+                                    "does the same.")
         self.status = StatusLabel("Load a model, pick an image and click on an object.")
         self.workfolder = WorkFolderPanel(self.viewer, self._report, target=self.target_picker.layer)
         self.embedder = BackgroundEmbedder(on_error=self.status.error)
@@ -111,6 +114,8 @@ class ClickWidget(DockView):
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.workspace.events.model_changed.connect(self._on_model)
         self.workspace.events.shift_block_changed.connect(self._on_model)
+        REGISTRY.changed.connect(self._show_undo)
+        self.target_picker.currentIndexChanged.connect(self._show_undo)
         self._key_funcs = bind_keys(self.viewer, {KEYS["commit"]: self.commit, KEYS["clear"]: self.clear,
                                                   KEYS["toggle"]: self.toggle_refine})
         if self.workspace.model is not None:
@@ -193,6 +198,7 @@ class ClickWidget(DockView):
         session.refine = self.refine_box.isChecked()
         viewer = weakref.ref(self.viewer)  # the session outlives this dock: no strong link back to it
         session.target_alive = lambda target: (v := viewer()) is not None and target in v.layers
+        session.history_of = lambda target: None if (v := viewer()) is None else history_for(v, target)
         self.session = session
         self._layers = ClickLayers(self.viewer, image)
         self._input = ClickInput(self._layers, session, self._current_index, self.status.error)
@@ -356,13 +362,34 @@ class ClickWidget(DockView):
             self.session.target = commit_target(self.viewer, self.target_picker, self._layers.image,
                                                 below=self._layers.preview)
         record = self.session.commit()
-        self.workfolder.committed(record, preview, box, self.session.target, self.model)  # when saving is on
+        target = self.session.target
+        if record is not None:  # saved when saving is on, with its undos and redos (a button or Ctrl-Z)
+            self.workfolder.committed(record, preview, box, target, self.model,
+                                      step=history_for(self.viewer, target).latest)
         self._layers.activate()  # a new Labels layer took the focus: the next canvas click must still count
 
     def undo(self) -> None:
-        """Undo the last commit (only its pixels that still hold its id)."""
-        if self.session is not None:
-            self.workfolder.undone(self.session.undo(), self.session.target)
+        """Undo the latest change to the Labels layer committed into: the last commit, or anything written since.
+
+        One history per Labels layer, the same as Ctrl-Z on it: a commit's
+        pixels that still hold its id go back to 0 (the work folder records
+        the undo); a propagation, a one-shot run or a brush stroke made after
+        it is undone first.
+        """
+        if self.session is None:
+            self.status.error(NO_IMAGE_MESSAGE)
+            return
+        if self.session.target is None:  # nothing committed in this viewer yet: the layer picked
+            self.session.target = self.target_picker.layer()
+        self.session.undo()
+
+    def _show_undo(self, *_: Any) -> None:
+        try:
+            layer = self.target_picker.layer() if self.session is None or self.session.target is None \
+                else self.session.target
+            self.undo_button.setToolTip(describe_undo(layer))
+        except RuntimeError:  # the dock is gone
+            REGISTRY.changed.disconnect(self._show_undo)
 
     def clear(self) -> None:
         """Remove the clicks of the current slice and the preview."""
@@ -408,6 +435,7 @@ class ClickWidget(DockView):
         self._timer.stop()
         self._mapping_timer.stop()
         unbind_keys(self.viewer, self._key_funcs)
+        REGISTRY.changed.disconnect(self._show_undo)
         self._key_funcs = {}
         self._detach()
         for sig, slot in ((self.viewer.dims.events.current_step, self._on_step),

@@ -31,12 +31,14 @@ from ..app.oneshot_rerun import RunHistory, rerun_slice, slice_masks
 from ..jobs import CancelFlag
 from . import _oneshot_clicks as clicks_ui
 from ._job_dock import JobDock
+from ._label_history import UndoControl, history_for
 from ._layer_picker import LayerPicker
+from ._objects_layer import DefaultTarget, objects_metadata
 from ._slicing import SliceError, image_slice, labels_plane, layer_shape
 from ._torch_import import import_torch_compiler
 from ._views import StatusLabel, scrolling_dock
 from ._workers import error_text, start_worker
-from ._workfolder_runs import oneshot_saved, save_undo, slice_rerun_saved
+from ._workfolder_runs import oneshot_saved, slice_rerun_saved
 from ._workspace import unwrap
 
 if TYPE_CHECKING:
@@ -132,6 +134,9 @@ class OneShotWidget(JobDock):
         self.image_picker = LayerPicker(v, (Image,))
         self.labels_picker = LayerPicker(v, (Labels,))
         self.target_picker = LayerPicker(v, (Labels,), allow_none="(new Labels layer)")
+        # by default the image's objects layer (the click dock's commits), else a new layer
+        self.default_target = DefaultTarget(v, self.target_picker, self.image_picker.layer)
+        self.image_picker.currentIndexChanged.connect(self.default_target.update)
         self.reference = QSpinBox()
         self.reference.setRange(-1, 1_000_000)
         self.reference.setSpecialValueText("slice on screen")
@@ -157,13 +162,15 @@ class OneShotWidget(JobDock):
         self.rerun_button.setToolTip("Segment the slice on screen again from the clicks on it (move, delete or "
                                      "add clicks first); replaces what the runs wrote on this slice only")
         self.undo_button = QPushButton("Undo")
-        self.undo_button.setToolTip("Revert the last run or re-run (its labels and its clicks)")
         self.progress = QProgressBar()
         self.status = StatusLabel("Paint the objects on one slice, pick its Labels layer and press Run.")
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.rerun_button.clicked.connect(self.rerun)
         self.undo_button.clicked.connect(self.undo)
+        self.undo_control = UndoControl(self.viewer, self.undo_button, self._undo_layer,
+                                        lambda level, text: getattr(self.status, level)(text),
+                                        enabled=lambda: not self.running)
         scrolling_dock(self, self._panel())
         self._method_changed()
         self._buttons()
@@ -218,11 +225,13 @@ class OneShotWidget(JobDock):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running and not self._cancel())
         self.rerun_button.setEnabled(not running and self.last_outcome is not None)
-        self.undo_button.setEnabled(not running and len(self.history) > 0)
+        self.undo_control.update()
 
     def cleanup(self) -> None:
         """Stop a running job and stop following the viewer (the dock closed)."""
         self.cancel()
+        self.undo_control.disconnect()
+        self.default_target.disconnect()
         for picker in (self.image_picker, self.labels_picker, self.target_picker):
             picker.disconnect_viewer()
 
@@ -299,7 +308,7 @@ class OneShotWidget(JobDock):
         if target is None:
             target = unwrap(self.viewer.add_labels(np.zeros(layer_shape(image), np.int32),
                                                    name=f"{image.name} one-shot", scale=image.scale,
-                                                   translate=image.translate))
+                                                   translate=image.translate, metadata=objects_metadata(image)))
             self.target_picker.set_layer(target)
         if target is not self.history_target:
             self.history, self.history_target = RunHistory(), target
@@ -318,12 +327,13 @@ class OneShotWidget(JobDock):
             return
         edit = merge_results(target.data, outcome.results)
         layer = clicks_ui.clicks_layer(self.viewer, image)
-        self.history.push(edit, (layer, clicks_ui.snapshot(layer)))
+        step = self._push(target, edit, f"one-shot run from slice {ref} ({edit.size} px)", layer)
         clicks_ui.show_clicks(layer, outcome.clicks)
         target.refresh()
         self.viewer.layers.selection.active = layer  # ready for corrections
         self.last_outcome, self._image = outcome, image
-        saved = oneshot_saved(self.viewer, image, target, outcome, edit, ref, self._saving)  # the work folder
+        saved = oneshot_saved(self.viewer, image, target, outcome, edit, ref, self._saving, step,
+                              self._report)  # the work folder, with the run's undos and redos
         self.status.info(f"{len(outcome.results)} slice(s) segmented from slice {ref}: {edit.size} pixels written "
                          f"into '{target.name}' (existing labels untouched). Correct any click on "
                          f"'{layer.name}' and press Re-run on that slice; Undo reverts the run.{saved}")
@@ -363,30 +373,44 @@ class OneShotWidget(JobDock):
         if flag() or target not in self.viewer.layers:
             return
         edit = rerun_slice(target.data, index, masks, self.history.written(target.data, index))
-        self.history.push(edit, None)
+        step = self._push(target, edit, f"one-shot re-run of slice {index} ({edit.size} px)", None)
         target.refresh()
         saved = slice_rerun_saved(self.viewer, self._image, target, index, self._saving["clicks"], edit,
-                                  self._saving["model"], self.last_outcome.method)
+                                  self._saving["model"], self.last_outcome.method, step, self._report)
         self.status.info(f"Slice {index} re-segmented from its clicks ({edit.size} pixels changed); "
                          f"other slices unchanged.{saved}")
 
-    def undo(self) -> None:
-        """Revert the newest run or re-run: its labels, and for a run the clicks it showed."""
-        if self.running or not len(self.history):
-            return
+    def _push(self, target: Any, edit: Any, description: str, layer: Any) -> Any:
+        """A run or re-run is one step of the layer's history (returned): Undo and Ctrl-Z on the layer revert it.
+
+        Undoing a run also puts back the clicks shown before it (``layer``);
+        redoing it shows the run's clicks again.
+        """
+        runs, entry = self.history, (edit, None if layer is None else (layer, clicks_ui.snapshot(layer)))
+        runs.edits.append(entry)
+        shown: dict = {}
+
+        def on_undo(_step: Any) -> None:
+            if entry in runs.edits:
+                runs.edits.remove(entry)
+            if layer is not None and layer in self.viewer.layers:
+                shown["clicks"] = clicks_ui.snapshot(layer)
+                clicks_ui.restore(layer, entry[1][1])
+
+        def on_redo(_step: Any) -> None:
+            runs.edits.append(entry)
+            if "clicks" in shown and layer in self.viewer.layers:
+                clicks_ui.restore(layer, shown.pop("clicks"))
+
+        return history_for(self.viewer, target).push(edit, description, owner="one-shot", on_undo=on_undo,
+                                                      on_redo=on_redo)
+
+    def _undo_layer(self) -> Any:
         target = self.history_target
-        if target not in self.viewer.layers:
-            self.status.error(f"'{target.name}' was deleted; nothing to undo.")
-            self.history = RunHistory()
-            self._buttons()
-            return
-        edit = self.history.edits[-1][0]
-        state = self.history.undo(target.data)
-        target.refresh()
-        saved = save_undo(self.viewer, target, edit)  # recorded in the work folder when the run was
-        if state is not None:
-            layer, points = state
-            if layer in self.viewer.layers:
-                clicks_ui.restore(layer, points)
-        self._buttons()
-        self.status.info(f"Undone; {len(self.history)} more step(s) can be undone.{saved}")
+        return target if target is not None and target in self.viewer.layers else self.target_picker.layer()
+
+    def undo(self) -> None:
+        """Undo the latest change to the labels of the last run: a run (and the clicks it showed), a re-run,
+        or whatever was written there since (the same as Ctrl-Z on that layer)."""
+        if not self.running:
+            self.undo_control.undo()

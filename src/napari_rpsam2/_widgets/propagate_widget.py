@@ -3,8 +3,9 @@
 Objects are the click dock's clicks on the slice shown (one new object),
 rectangles drawn on the dock's box layer (one new object each) and, only when
 the person picks a layer in "Objects from", that layer's objects on the slice
-shown (mask prompts).  Results go into "Write into": a new Labels layer by
-default, made when the run ends.  The run is the application layer's
+shown (mask prompts).  Results go into "Write into": by default the image's
+objects layer (where the click dock commits; see :mod:`._objects_layer`), else
+a new Labels layer made when the run ends.  The run is the application layer's
 (:class:`napari_rpsam2.app.propagation.PropagationRun`, kept per image so that
 clicks on a propagated slice correct one object from there with SAM2's
 memory); it goes in a napari thread worker, and every finished slice is shown
@@ -44,13 +45,15 @@ from ..jobs import CancelFlag
 from ..model.prompts import FramePrompt
 from ..model.propagation import DIRECTIONS
 from ._job_dock import JobDock
+from ._label_history import UndoControl, history_for
 from ._layer_picker import LayerPicker
+from ._objects_layer import DefaultTarget
+from ._propagate_layers import box_layer, drop_live_layers, live_layer, new_target
 from ._propagate_prompts import UsedPrompts, box_prompts, click_prompt, mask_prompts
 from ._slicing import SliceError, full_resolution, image_slice, layer_shape, slice_cache_key
-from ._views import METADATA_KEY, StatusLabel, mark_plugin_layer, plugin_layers, scrolling_dock
+from ._views import StatusLabel, scrolling_dock
 from ._workers import error_text, start_worker
-from ._workfolder_runs import propagation_saved, save_undo
-from ._workspace import unwrap
+from ._workfolder_runs import propagation_saved
 
 if TYPE_CHECKING:
     import napari
@@ -64,15 +67,17 @@ class PropagateWidget(JobDock):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(napari_viewer)
-        self._undo: list[tuple[Any, PropagationUndo, Any]] = []
+        self._written: Any = None  # the Labels layer of the last run (Undo's layer when "Write into" is new)
         self._runs: dict[Any, _KeptRun] = {}  # image unique_id -> the run corrections continue
         self.last_result: PropagationResult | None = None
         self._bridge.progress.connect(self._progress)
         self._bridge.message.connect(self._show_frame)
         self.image_picker = LayerPicker(self.viewer, (Image,))
-        # objects come from a Labels layer only when the person picks one; results go to a new layer by default
+        # objects come from a Labels layer only when the person picks one; results go by default into the
+        # image's objects layer (the click dock's commits), else into a new layer
         self.source_picker = LayerPicker(self.viewer, (Labels,), allow_none="(none: clicks and boxes)")
         self.target_picker = LayerPicker(self.viewer, (Labels,), allow_none="(new Labels layer)")
+        self.default_target = DefaultTarget(self.viewer, self.target_picker, self.image_picker.layer)
         self.options = Container(widgets=[
             ComboBox(name="direction", label="Direction", choices=list(DIRECTIONS), value="both",
                      tooltip="forward: from the first prompted slice on; backward: from the last one back"),
@@ -92,7 +97,7 @@ class PropagateWidget(JobDock):
         self.run_button = QPushButton("Propagate")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.undo_button = QPushButton("Undo propagation")
+        self.undo_button = QPushButton("Undo")
         self.undo_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setFormat("frames %v/%m")
@@ -103,7 +108,11 @@ class PropagateWidget(JobDock):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.undo_button.clicked.connect(self.undo)
+        self.undo_control = UndoControl(self.viewer, self.undo_button, self._undo_layer,
+                                        lambda level, text: getattr(self.status, level)(text))
+        self.target_picker.currentIndexChanged.connect(self.undo_control.update)
         self.image_picker.currentIndexChanged.connect(self._on_image)
+        self.image_picker.currentIndexChanged.connect(self.default_target.update)
         self.viewer.layers.events.removed.connect(self._on_removed)
         self._job: _Job | None = None
         scrolling_dock(self, self._panel())
@@ -140,6 +149,8 @@ class PropagateWidget(JobDock):
         for picker in (self.image_picker, self.source_picker, self.target_picker):
             picker.disconnect_viewer()
         self.viewer.layers.events.removed.disconnect(self._on_removed)
+        self.undo_control.disconnect()
+        self.default_target.disconnect()
 
     def _on_image(self, *_: Any) -> None:
         image = self.image_picker.layer()
@@ -151,18 +162,7 @@ class PropagateWidget(JobDock):
     # ------------------------------------------------------------------ boxes
     def box_layer(self, create: bool = False) -> Shapes | None:
         """The dock's Shapes layer of the chosen image (made when ``create``), or ``None``."""
-        image = self.image_picker.layer()
-        if image is None:
-            return None
-        for layer in plugin_layers(self.viewer, "boxes"):
-            if layer.metadata[METADATA_KEY].get("image") == image.unique_id:
-                return layer
-        if not create:
-            return None
-        layer = self.viewer.add_shapes(ndim=image.ndim, name=f"{image.name} boxes",
-                                       scale=image.scale, translate=image.translate, edge_color="yellow",
-                                       face_color="transparent", edge_width=2)
-        return mark_plugin_layer(unwrap(layer), "boxes", image=image.unique_id)
+        return box_layer(self.viewer, self.image_picker.layer(), create)
 
     def draw_boxes(self) -> None:
         """Select the box layer in rectangle mode: the next drags on the canvas draw boxes."""
@@ -250,7 +250,7 @@ class PropagateWidget(JobDock):
         flag = self._begin_job()
         self._job = job
         job.options = options
-        live = self._live_layer(job.image, create=True)
+        live = live_layer(self.viewer, job.image, create=True)
         live.data = np.zeros(layer_shape(job.image), np.int32)
         self.status.info(f"{'Correcting' if job.objects else 'Propagating'} {job.what}…")
         bridge = self._bridge
@@ -293,36 +293,15 @@ class PropagateWidget(JobDock):
         used = UsedPrompts(session=session, index=(index,), clicks=clicks, new_ids=(obj,) if new else ())
         what = f"{'new ' if new else ''}object {obj} from slice {index}"
         return _Job(image, target, kept, [prompt], what, used, objects=(obj,))
-    def _live_layer(self, image: Any, create: bool = False) -> Labels | None:
-        for layer in plugin_layers(self.viewer, "propagating"):
-            if layer.metadata[METADATA_KEY].get("image") == image.unique_id:
-                return layer
-        if not create:
-            return None
-        active = self.viewer.layers.selection.active  # e.g. the click dock's clicks: they stay usable
-        layer = self.viewer.add_labels(np.zeros(layer_shape(image), np.int32), name=f"{image.name} propagating",
-                                       scale=image.scale, translate=image.translate, opacity=0.5)
-        layer = mark_plugin_layer(unwrap(layer), "propagating", image=image.unique_id)
-        if active is not None:
-            self.viewer.layers.selection.active = active
-        return layer
-
     def _show_frame(self, message: tuple) -> None:
         flag, t, plane = message
         if flag is not self._cancel or flag():
             return
         image = self.image_picker.layer()
-        live = None if image is None else self._live_layer(image)
+        live = None if image is None else live_layer(self.viewer, image)
         if live is not None and live.data.shape[1:] == plane.shape:
             live.data[t] = plane
             live.refresh()
-
-    def _drop_live(self) -> None:
-        active = self.viewer.layers.selection.active
-        for layer in plugin_layers(self.viewer, "propagating"):
-            self.viewer.layers.remove(layer)
-        if active is not None and active in self.viewer.layers:  # removing a layer clears the selection
-            self.viewer.layers.selection.active = active
 
     def _progress(self, done: int, total: int) -> None:
         self._show_stage("frames", done, total)
@@ -330,7 +309,7 @@ class PropagateWidget(JobDock):
     def _finished(self, flag: CancelFlag) -> None:
         if self._end_job(flag):
             self._job = None
-            self._drop_live()
+            drop_live_layers(self.viewer)
 
     def _on_removed(self, event: Any) -> None:
         """The image or the target of the running job deleted: end the run now; nothing will be written."""
@@ -362,13 +341,8 @@ class PropagateWidget(JobDock):
             self.status.error("A layer of the run was deleted while propagating; nothing written.")
             return
         if target is None:  # "(new Labels layer)": made now, so a cancelled or failed run leaves none behind
-            active = self.viewer.layers.selection.active  # the clicks stay the active layer
-            target = job.target = job.kept.target = unwrap(self.viewer.add_labels(
-                np.zeros(layer_shape(job.image), np.int32), name=f"{job.image.name} propagated",
-                scale=job.image.scale, translate=job.image.translate))
+            target = job.target = job.kept.target = new_target(self.viewer, job.image)
             self.target_picker.set_layer(target)
-            if active is not None and active in self.viewer.layers:
-                self.viewer.layers.selection.active = active
         try:
             if job.objects:
                 renamed, record = {}, replace_objects(full_resolution(target), result, job.objects)
@@ -385,34 +359,42 @@ class PropagateWidget(JobDock):
             self._runs.pop(job.image.unique_id, None)
         else:
             self._runs[job.image.unique_id] = job.kept
-        self._undo.append((target, record, job.image.unique_id))
-        self.undo_button.setEnabled(True)
+        step = self._record_undo(target, record, job, result)
         used.forget()
         stopped = "".join(f"; object {oid} stopped at slice {s[0]}" for oid, s in result.stopped.items())
         moved = "".join(f"; object {old} is {new} (id {old} was labelled meanwhile)" for old, new in renamed.items())
         verb = "Corrected object" if job.objects else "Propagated objects"
         ids = job.objects or result.object_ids
-        saved = propagation_saved(self.viewer, job, target, result, record, renamed)  # the image's work folder
+        saved = propagation_saved(self.viewer, job, target, result, record, renamed, step,
+                                  self._report)  # the image's work folder, with the run's undos and redos
         self.status.info(f"{verb} {', '.join(map(str, ids))} through "
                          f"{int(result.tracked.sum())} slices: {record.pixels} px changed in '{target.name}' "
                          f"on slices {record.slices}{stopped}{moved}.{saved}")
 
+    def _record_undo(self, target: Any, record: PropagationUndo, job: "_Job", result: Any) -> Any:
+        """The run is one step of the layer's history (returned): the Undo button and Ctrl-Z take it back."""
+        runs, image_id = self._runs, job.image.unique_id
+        what = (f"correction of object {', '.join(map(str, job.objects))}" if job.objects else
+                f"propagation of object(s) {', '.join(map(str, result.object_ids))}")
+        self._written = target
+        # SAM2's state still holds what is undone: after an undo the next run starts afresh
+        return history_for(self.viewer, target).push(
+            record.change, f"{what} ({record.pixels} px)", owner="propagate",
+            on_undo=lambda step: runs.pop(image_id, None))
+
+    def _undo_layer(self) -> Any:
+        target = self.target_picker.layer()
+        if target is None and self._written is not None and self._written in self.viewer.layers:
+            target = self._written
+        return target
+
     def undo(self) -> None:
-        """Take the last propagation back (its pixels that still hold its ids go back to 0)."""
-        if not self._undo:
-            self.status.error("No propagation to undo.")
-            return
-        target, record, image_id = self._undo.pop()
-        self.undo_button.setEnabled(bool(self._undo))
-        self._runs.pop(image_id, None)  # SAM2's state still holds what is undone: the next run starts afresh
-        if target not in self.viewer.layers:
-            self.status.error(f"The Labels layer '{target.name}' was deleted; nothing undone.")
-            return
-        record.undo(full_resolution(target))
-        target.refresh()
-        saved = save_undo(self.viewer, target, record.change)  # recorded in the work folder when the run was
-        self.status.info(f"Undid the propagation ({record.pixels} px on slices {record.slices}); "
-                         f"the next Propagate starts a new run.{saved}")
+        """Undo the latest change to the 'Write into' layer (the last run, or anything written into it since).
+
+        One history per Labels layer, the same as Ctrl-Z on it; undoing a run
+        makes the next Propagate start a new run.
+        """
+        self.undo_control.undo()
 
 
 @dataclass

@@ -281,8 +281,18 @@ class WorkFolder:
     def live_events(self) -> tuple[list[dict], int]:
         """The events still in effect (undone events and undos left out) and the unreadable line count."""
         events, skipped = self.read_events()
-        undone = {int(e["undoes"]) for e in events if e.get("kind") == "undo" and "undoes" in e}
-        return [e for e in events if e.get("kind") != "undo" and int(e.get("seq", 0)) not in undone], skipped
+        undone_by: dict[int, list[int]] = {}
+        for e in events:
+            if e.get("kind") == "undo" and "undoes" in e:
+                undone_by.setdefault(int(e["undoes"]), []).append(int(e.get("seq", 0)))
+        live: dict[int, bool] = {}
+
+        def in_effect(seq: int) -> bool:  # an undo of an undo (a redo) puts the event back in effect
+            if seq not in live:
+                live[seq] = not any(in_effect(u) for u in undone_by.get(seq, ()) if u > seq)
+            return live[seq]
+
+        return [e for e in events if e.get("kind") != "undo" and in_effect(int(e.get("seq", 0)))], skipped
 
     def restore(self) -> Restored:
         """The labels and the events still in effect, with each object's events."""

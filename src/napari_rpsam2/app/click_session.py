@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from psygnal import Signal, SignalGroup
 
-from .click_commit import CommitError, CommitRecord, plan_commit, plan_undo
+from .click_commit import CommitError, CommitRecord, plan_commit
+from .label_history import LabelHistory, Step
 
 if TYPE_CHECKING:
     from ..model import RPSAM2, SegmentResult
@@ -91,7 +92,9 @@ class ClickSessionEvents(SignalGroup):
     committed = Signal(object)
     """A preview was written into the target (argument: the :class:`CommitRecord`)."""
     undone = Signal(object)
-    """A commit was undone (argument: its :class:`CommitRecord`)."""
+    """A commit was undone, by any route (argument: its :class:`CommitRecord`)."""
+    redone = Signal(object)
+    """An undone commit was made again (argument: its :class:`CommitRecord`)."""
     message = Signal(str, str)
     """``(level, text)`` for the person: level ``"info"`` or ``"error"``."""
 
@@ -100,11 +103,11 @@ def _label_array(target: Any) -> np.ndarray:
     return np.asarray(getattr(target, "data", target))
 
 
-def _write(target: Any, indices: tuple[np.ndarray, ...], value: int) -> None:
-    if hasattr(target, "data_setitem"):  # a napari Labels layer: its own undo history and refresh
-        target.data_setitem(indices, value)
-    else:
-        target[indices] = value
+def _own_history(target: Any) -> LabelHistory:
+    """A history kept on the session for a target nobody else keeps one for (a script's array)."""
+    if isinstance(target, np.ndarray):
+        return LabelHistory(lambda: target)
+    return LabelHistory(lambda: target.data, getattr(target, "refresh", lambda: None))  # a layer-like object
 
 
 class ClickSession:
@@ -126,7 +129,10 @@ class ClickSession:
         self._clicks: dict[Index, tuple[Click, ...]] = {}
         self._boxes: dict[Index, Box] = {}
         self._preview: Preview | None = None
-        self._undo: list[tuple[Any, CommitRecord]] = []
+        self.history_of: Callable[[Any], LabelHistory | None] = self._history_of
+        """The undo history of a target, shared with every other writer (the view sets it: one per Labels layer)."""
+        self._histories: dict[int, tuple[Any, LabelHistory]] = {}
+        self.last_undone: Step | None = None
         self._refine = True
         self.generation = 0
 
@@ -315,14 +321,22 @@ class ClickSession:
         self.events.preview_changed.emit(preview)
 
     # ------------------------------------------------------------------ commit / undo
+    def _history_of(self, target: Any) -> LabelHistory:
+        kept = self._histories.get(id(target))
+        if kept is None or kept[0] is not target:
+            kept = self._histories[id(target)] = (target, _own_history(target))
+        return kept[1]
+
     @property
     def can_undo(self) -> bool:
-        """Whether there is a commit to undo."""
-        return bool(self._undo)
+        """Whether the target's history holds a step to undo (a commit, or any other write into it)."""
+        history = None if self.target is None else self.history_of(self.target)
+        return history is not None and history.can_undo
 
     def commit(self) -> CommitRecord | None:
         """Write the preview into :attr:`target` under the next free id (background pixels only).
 
+        The write is one step of the target's history (:attr:`history_of`).
         The slice's clicks and the preview are cleared; returns the record, or
         ``None`` (with a message) when there is nothing to commit.
         """
@@ -338,8 +352,10 @@ class ClickSession:
         except CommitError as err:
             self._say("error", f"Cannot commit: {err}")
             return None
-        _write(self.target, record.indices, record.label_id)
-        self._undo.append((self.target, record))
+        (self.history_of(self.target) or self._history_of(self.target)).apply(
+            record.change, f"commit of object {record.label_id} ({record.size} px)", owner="click", payload=record,
+            on_undo=lambda step: self.events.undone.emit(step.payload),
+            on_redo=lambda step: self.events.redone.emit(step.payload))
         self.clear(preview.index)
         name = getattr(self.target, "name", "the labels")
         self._say("info", f"Committed object {record.label_id} ({record.size} px) into '{name}'.")
@@ -347,19 +363,24 @@ class ClickSession:
         return record
 
     def undo(self) -> CommitRecord | None:
-        """Undo the last commit: its pixels that still hold its id go back to 0."""
-        if not self._undo:
-            self._say("error", "No commit to undo.")
-            return None
-        target, record = self._undo.pop()
+        """Undo the newest change of the target (the last commit, or whatever was written into it since).
+
+        A commit's pixels that still hold its id go back to 0; pixels edited
+        since are kept.  Returns the commit's record when the step undone was
+        a commit, else ``None`` (:attr:`last_undone` is the step, whatever it was).
+        """
+        target = self.target
         name = getattr(target, "name", "the labels")
-        if not self.target_alive(target):
+        if target is not None and not self.target_alive(target):
             self._say("error", f"The Labels layer of the last commit ('{name}') was deleted; nothing undone.")
             return None
-        _write(target, plan_undo(_label_array(target), record), 0)
-        self._say("info", f"Undid object {record.label_id} in '{name}'.")
-        self.events.undone.emit(record)
-        return record
+        history = None if target is None else self.history_of(target)
+        if history is None or not history.can_undo:
+            self._say("error", "Nothing to undo.")
+            return None
+        step = self.last_undone = history.undo()
+        self._say("info", f"Undid the {step.description} in '{name}'.")
+        return step.payload if step.owner == "click" else None
 
     def _say(self, level: str, text: str) -> None:
         self.events.message.emit(level, text)

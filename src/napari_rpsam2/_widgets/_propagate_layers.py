@@ -1,0 +1,86 @@
+"""The layers the Propagate dock makes for an image: drawn boxes, a run's live slices, a new "Write into".
+
+- ``<image> boxes``: a Shapes layer of the plugin where the person drags
+  rectangles (one object each);
+- ``<image> propagating``: a plugin Labels layer showing each finished slice
+  while a run goes on (removed when it ends);
+- ``<image> propagated``: the Labels layer made when a run ends with "Write
+  into" on "(new Labels layer)", marked as the image's objects layer.
+
+Making or removing a layer does not take the focus from the layer the person
+works on (e.g. the click dock's clicks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from napari.layers import Labels, Shapes
+
+from ._objects_layer import objects_metadata
+from ._slicing import layer_shape
+from ._views import METADATA_KEY, mark_plugin_layer, plugin_layers
+from ._workspace import unwrap
+
+__all__ = ["box_layer", "drop_live_layers", "live_layer", "new_target"]
+
+
+def _image_layer(viewer: Any, role: str, image: Any) -> Any:
+    for layer in plugin_layers(viewer, role):
+        if layer.metadata[METADATA_KEY].get("image") == image.unique_id:
+            return layer
+    return None
+
+
+class _KeepActive:
+    """Give the focus back to the layer that had it (adding or removing a layer takes it)."""
+
+    def __init__(self, viewer: Any) -> None:
+        self.viewer = viewer
+
+    def __enter__(self) -> None:
+        self.active = self.viewer.layers.selection.active
+
+    def __exit__(self, *_: Any) -> None:
+        if self.active is not None and self.active in self.viewer.layers:
+            self.viewer.layers.selection.active = self.active
+
+
+def box_layer(viewer: Any, image: Any, create: bool = False) -> Shapes | None:
+    """The Shapes layer of ``image``'s drawn boxes (made when ``create``), or ``None``."""
+    if image is None:
+        return None
+    layer = _image_layer(viewer, "boxes", image)
+    if layer is None and create:
+        layer = viewer.add_shapes(ndim=image.ndim, name=f"{image.name} boxes", scale=image.scale,
+                                  translate=image.translate, edge_color="yellow", face_color="transparent",
+                                  edge_width=2)
+        layer = mark_plugin_layer(unwrap(layer), "boxes", image=image.unique_id)
+    return layer
+
+
+def live_layer(viewer: Any, image: Any, create: bool = False) -> Labels | None:
+    """The half-transparent layer showing ``image``'s run slice by slice (made when ``create``), or ``None``."""
+    layer = _image_layer(viewer, "propagating", image)
+    if layer is None and create:
+        with _KeepActive(viewer):
+            layer = viewer.add_labels(np.zeros(layer_shape(image), np.int32), name=f"{image.name} propagating",
+                                      scale=image.scale, translate=image.translate, opacity=0.5)
+            layer = mark_plugin_layer(unwrap(layer), "propagating", image=image.unique_id)
+    return layer
+
+
+def drop_live_layers(viewer: Any) -> None:
+    """Remove every "propagating" layer (a run ended)."""
+    with _KeepActive(viewer):
+        for layer in plugin_layers(viewer, "propagating"):
+            viewer.layers.remove(layer)
+
+
+def new_target(viewer: Any, image: Any) -> Labels:
+    """A new, empty ``<image> propagated`` Labels layer on the image's grid: the image's objects layer."""
+    with _KeepActive(viewer):
+        return unwrap(viewer.add_labels(np.zeros(layer_shape(image), np.int32), name=f"{image.name} propagated",
+                                        scale=image.scale, translate=image.translate,
+                                        metadata=objects_metadata(image)))
