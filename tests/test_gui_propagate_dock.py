@@ -88,9 +88,9 @@ def test_propagate_adds_the_committed_object_to_every_slice_and_undo_takes_it_ba
     before = target.data.copy()
 
     dock = open_dock(viewer)
-    assert dock.image_picker.layer().name == "frames" and dock.target_picker.layer() is None  # a new layer
-    choose(qtbot, dock.source_picker, target.name)  # the person asks for the committed objects...
-    choose(qtbot, dock.target_picker, target.name)  # ...and for the results in the same layer
+    # results go by default into the layer the click dock committed into (a new layer only when there is none)
+    assert dock.image_picker.layer().name == "frames" and dock.target_picker.layer() is target
+    choose(qtbot, dock.source_picker, target.name)  # the person asks for the committed objects
     click_button(qtbot, dock.run_button)
     assert dock.running and not dock.run_button.isEnabled()
     # slices already done are on screen while the run goes on (watched after the dock draws each one)

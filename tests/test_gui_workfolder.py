@@ -148,10 +148,11 @@ def test_commits_a_propagation_and_a_one_shot_run_come_back_with_their_prompts(m
     choose(qtbot, one.labels_picker, target.name)
     choose(qtbot, one.target_picker, target.name)
     type_into(qtbot, one.form.object_ids, "1")
-    for button in (one.run_button, one.undo_button, one.run_button):  # a run, its undo, the run again
+    for button, said in ((one.run_button, "Saved to"), (one.undo_button, "Undid the one-shot run"),
+                         (one.run_button, "Saved to")):  # a run, its undo (saved: the journal below), the run again
         click_button(qtbot, button)
         qtbot.waitUntil(lambda: not one.running, timeout=240_000)
-        assert "Saved to" in one.status.text(), one.status.text()
+        assert said in one.status.text(), one.status.text()
     press_key(qtbot, viewer, Qt.Key.Key_Right)  # slice 1: re-run it from the clicks the run generated there
     click_button(qtbot, one.rerun_button)
     qtbot.waitUntil(lambda: not one.running, timeout=120_000)
@@ -181,3 +182,60 @@ def test_commits_a_propagation_and_a_one_shot_run_come_back_with_their_prompts(m
         sorted(rerun_clicks)
     assert [g[0] for g in got] == [1, 2, 3]
     np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], atol=1.0)
+
+
+def test_a_propagation_with_the_default_write_into_is_saved_with_the_commits_and_so_are_its_ctrl_z_and_redo(
+        make_napari_viewer, qtbot, model, instrument_stack, tmp_path):
+    """Commit an object, click another, open Propagate and press it as it comes; Ctrl-Z, Ctrl-Shift-Z on the layer."""
+    import tifffile
+
+    frames, truth = instrument_stack
+    path = tmp_path / "clip.tif"
+    tifffile.imwrite(path, frames, photometric="rgb")
+    viewer, dock, image = _open_file(qtbot, make_napari_viewer, model, path)
+    press_key(qtbot, viewer, Qt.Key.Key_Left)  # napari opens the middle slice: slice 0
+    clicks = dock.layers()["prompts"]
+    click_canvas(qtbot, viewer, clicks, inside(truth[0], 1))
+    _wait_mask(qtbot, dock)
+    click_button(qtbot, dock.commit_button)
+    target = dock.session.target
+    committed = np.asarray(target.data).copy()
+    click_canvas(qtbot, viewer, clicks, inside(truth[0], 2))  # clicked, not committed: the object to propagate
+    _wait_mask(qtbot, dock)
+
+    _, prop = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Propagate through stack")
+    assert prop.target_picker.layer() is target  # "Write into" is the layer the commits went to
+    click_button(qtbot, prop.run_button)  # every setting as the dock opened
+    qtbot.waitUntil(lambda: not prop.running, timeout=120_000)
+    assert "Propagated objects 2" in prop.status.text() and "Saved to clip.rpsam2" in prop.status.text(), \
+        prop.status.text()
+    propagated = np.asarray(target.data).copy()
+    assert (propagated[1:] == 2).any() and not [ly for ly in viewer.layers if ly.name.endswith("propagated")]
+    folder = dock.workfolder.folder()
+
+    def journal():
+        return [json.loads(line) for line in (tmp_path / "clip.rpsam2" / "objects.jsonl").read_text().splitlines()]
+
+    assert [e["kind"] for e in journal()] == ["commit", "propagation"]
+    np.testing.assert_array_equal(folder.restore().labels, propagated)
+
+    viewer.layers.selection.active = target  # the person selects the Labels layer and presses Ctrl-Z
+    target.mode = "pan_zoom"
+    ctrl = Qt.KeyboardModifier.ControlModifier
+    press_key(qtbot, viewer, "Z", ctrl)
+    np.testing.assert_array_equal(np.asarray(target.data), committed)
+    events = journal()
+    assert [e["kind"] for e in events] == ["commit", "propagation", "undo"]
+    assert events[2]["undoes"] == events[1]["seq"]
+    back = folder.restore()
+    assert sorted(back.objects) == [1]
+    np.testing.assert_array_equal(back.labels, committed)
+
+    press_key(qtbot, viewer, "Z", ctrl | Qt.KeyboardModifier.ShiftModifier)  # redo: an undo of the undo
+    np.testing.assert_array_equal(np.asarray(target.data), propagated)
+    events = journal()
+    assert [e["kind"] for e in events] == ["commit", "propagation", "undo", "undo"]
+    assert events[3]["undoes"] == events[2]["seq"]
+    back = folder.restore()
+    assert sorted(back.objects) == [1, 2]
+    np.testing.assert_array_equal(back.labels, propagated)
