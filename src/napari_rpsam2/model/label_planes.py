@@ -4,7 +4,9 @@ A propagation produces one label plane per slice it tracks.  Kept as a dense
 ``(N, H, W)`` int32 volume, each plane costs ``4·H·W`` bytes however little
 it holds; :class:`LabelPlanes` keeps, per slice, the bounding box of its
 nonzero pixels and the box's values as runs (labels are piecewise constant:
-a few runs per object row), so a run's result costs what its outlines cost.
+a few runs per object row), so a run's result costs what its outlines cost;
+a speckled plane, where runs would cost more, keeps the box's values in one
+byte each (fewer than 256 objects).
 
 It reads like an array where that is cheap: ``volume[i]`` and
 ``volume[i, rows, cols]`` decode one plane; any other index, and
@@ -25,11 +27,17 @@ __all__ = ["LabelPlanes", "Plane"]
 
 @dataclass(frozen=True)
 class Plane:
-    """One slice's labels: the box around its nonzero pixels and the box's values as runs (row-major)."""
+    """One slice's labels: the box around its nonzero pixels and the box's values (row-major).
+
+    ``values`` are run values with their ``lengths``, or, where that would take
+    more room (a speckled mask), the box's values themselves (``lengths`` is
+    ``None``) in the smallest unsigned dtype that holds them: never more than
+    a byte per pixel of the box for fewer than 256 objects.
+    """
 
     box: tuple[int, int, int, int]
     values: np.ndarray
-    lengths: np.ndarray
+    lengths: np.ndarray | None
 
     @classmethod
     def of(cls, plane: np.ndarray) -> Plane | None:
@@ -42,18 +50,23 @@ class Plane:
         top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
         flat = np.ascontiguousarray(plane[top:bottom, left:right]).ravel()
         starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
-        lengths = np.diff(np.r_[starts, flat.size]).astype(np.int32)
-        return cls((top, left, bottom, right), flat[starts].copy(), lengths)
+        low, high = int(flat.min()), int(flat.max())
+        narrow = np.min_scalar_type(high) if low >= 0 else flat.dtype
+        if starts.size * (flat.dtype.itemsize + 4) < flat.size * narrow.itemsize:
+            lengths = np.diff(np.r_[starts, flat.size]).astype(np.uint32)
+            return cls((top, left, bottom, right), flat[starts].copy(), lengths)
+        return cls((top, left, bottom, right), flat.astype(narrow), None)
 
     def crop(self) -> np.ndarray:
-        """The values inside :attr:`box` (a new array)."""
+        """The values inside :attr:`box` (a new array, or a read-only view of the stored values)."""
         top, left, bottom, right = self.box
-        return np.repeat(self.values, self.lengths).reshape(bottom - top, right - left)
+        flat = self.values if self.lengths is None else np.repeat(self.values, self.lengths)
+        return flat.reshape(bottom - top, right - left)
 
     @property
     def nbytes(self) -> int:
         """Bytes this plane holds."""
-        return int(self.values.nbytes + self.lengths.nbytes)
+        return int(self.values.nbytes + (0 if self.lengths is None else self.lengths.nbytes))
 
 
 class LabelPlanes:
@@ -147,7 +160,7 @@ class LabelPlanes:
         """A copy with the ids of ``mapping`` (``old -> new``) replaced."""
         out = LabelPlanes(self.shape, self.dtype)
         for i, stored in self._planes.items():
-            values = stored.values.copy()
+            values = stored.values.astype(self.dtype)  # a narrow dtype may not hold the new ids
             for old, new in mapping.items():
                 values[stored.values == old] = new
             out._planes[i] = Plane(stored.box, values, stored.lengths)
