@@ -14,6 +14,7 @@ goes through the GUI tests' helpers (``tests/gui_input.py``, ``gui_forms.py``).
 
 Prints one JSON line: peak resident memory added by the journey (sampled every
 20 ms against the memory once the viewer exists, before the video is opened),
+the memory the target label volume holds (its rows with labels),
 per-click seconds, and per-frame seconds of the propagation (from timestamps
 taken in the worker as each frame is handed to the dock).
 """
@@ -82,6 +83,13 @@ def stub_encoder() -> None:
 def object_at(t: int, height: int, width: int) -> tuple[float, float]:
     """The centre of the moving rectangle ``make_video`` draws on frame ``t``."""
     return float((t * 3) % (height - 60) + 30), float((t * 5) % (width - 80) + 40)
+
+
+def label_rows_mib(volume) -> float:
+    """Memory the label volume holds: the rows of its slices that hold any label (a fresh volume is all 0
+    and takes memory only where it is written; a write spans the rows of its box)."""
+    rows = sum(int(np.asarray(volume[t]).any(axis=1).sum()) for t in range(volume.shape[0]))
+    return rows * volume.shape[2] * volume.dtype.itemsize / 2**20
 
 
 def journey(video: str, clicks: int, propagate_frames: int, background: bool = False) -> dict:
@@ -159,10 +167,13 @@ def journey(video: str, clicks: int, propagate_frames: int, background: bool = F
     per_frame = np.diff(frame_times)
     k = min(100, len(per_frame) // 2)
     first, last = float(np.mean(per_frame[:k])), float(np.mean(per_frame[-k:]))
+    peak = rss.added()
+    labels_mib = label_rows_mib(viewer.layers[target].data)
     result = {
         "frames": n, "background_embedding": background, "open_seconds": round(open_seconds, 3), "clicked_slices": len(slices),
         "click_seconds_median": round(float(np.median(click_seconds)), 3),
-        "rss_after_clicks_mib": round(rss_after_clicks, 1), "journey_peak_rss_mib": round(rss.added(), 1),
+        "rss_after_clicks_mib": round(rss_after_clicks, 1), "journey_peak_rss_mib": round(peak, 1),
+        "label_volume_mib": round(labels_mib, 1),
         "rss_base_mib": round(rss.base, 1),
         "propagated_frames": len(frame_times), "propagate_seconds": round(propagate_seconds, 2),
         "per_frame_seconds_first_100": round(first, 4), "per_frame_seconds_last_100": round(last, 4),

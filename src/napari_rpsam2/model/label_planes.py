@@ -5,8 +5,8 @@ A propagation produces one label plane per slice it tracks.  Kept as a dense
 it holds; :class:`LabelPlanes` keeps, per slice, the bounding box of its
 nonzero pixels and the box's values as runs (labels are piecewise constant:
 a few runs per object row), so a run's result costs what its outlines cost;
-a speckled plane, where runs would cost more, keeps the box's values in one
-byte each (fewer than 256 objects).
+a plane with ragged outlines, where runs would cost more, keeps one bit per
+pixel of the box per object (or one byte per pixel, whichever is less).
 
 It reads like an array where that is cheap: ``volume[i]`` and
 ``volume[i, rows, cols]`` decode one plane; any other index, and
@@ -27,17 +27,23 @@ __all__ = ["LabelPlanes", "Plane"]
 
 @dataclass(frozen=True)
 class Plane:
-    """One slice's labels: the box around its nonzero pixels and the box's values (row-major).
+    """One slice's labels: the box around its nonzero pixels and the box's values (row-major), in one of three forms.
 
-    ``values`` are run values with their ``lengths``, or, where that would take
-    more room (a speckled mask), the box's values themselves (``lengths`` is
-    ``None``) in the smallest unsigned dtype that holds them: never more than
-    a byte per pixel of the box for fewer than 256 objects.
+    * runs: ``values`` with their ``lengths`` (smooth masks: a few runs per row);
+    * bit planes: ``values`` are the ids and ``bits`` one packed bit per pixel
+      of the box for each (a few objects with ragged outlines);
+    * the box's values themselves (neither ``lengths`` nor ``bits``) in the
+      smallest unsigned dtype that holds them.
+
+    :meth:`of` picks the smallest, so a plane never takes more than one byte
+    per pixel of its box for fewer than 256 objects, nor more than one bit per
+    pixel per object.
     """
 
     box: tuple[int, int, int, int]
     values: np.ndarray
-    lengths: np.ndarray | None
+    lengths: np.ndarray | None = None
+    bits: np.ndarray | None = None
 
     @classmethod
     def of(cls, plane: np.ndarray) -> Plane | None:
@@ -47,26 +53,40 @@ class Plane:
         if rows.size == 0:
             return None
         cols = np.flatnonzero(plane.any(axis=0))
-        top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        flat = np.ascontiguousarray(plane[top:bottom, left:right]).ravel()
+        box = (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+        flat = np.ascontiguousarray(plane[box[0]:box[2], box[1]:box[3]]).ravel()
         starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
-        low, high = int(flat.min()), int(flat.max())
-        narrow = np.min_scalar_type(high) if low >= 0 else flat.dtype
-        if starts.size * (flat.dtype.itemsize + 4) < flat.size * narrow.itemsize:
+        ids = np.unique(flat[starts])
+        ids = ids[ids != 0]
+        narrow = np.min_scalar_type(int(ids.max())) if int(flat.min()) >= 0 else flat.dtype
+        cost = {"runs": starts.size * (flat.dtype.itemsize + 4),
+                "bits": ids.size * ((flat.size + 7) // 8) + ids.nbytes, "values": flat.size * narrow.itemsize}
+        form = min(cost, key=cost.get)
+        if form == "runs":
             lengths = np.diff(np.r_[starts, flat.size]).astype(np.uint32)
-            return cls((top, left, bottom, right), flat[starts].copy(), lengths)
-        return cls((top, left, bottom, right), flat.astype(narrow), None)
+            return cls(box, flat[starts].copy(), lengths=lengths)
+        if form == "bits":
+            return cls(box, ids, bits=np.packbits(flat[None, :] == ids[:, None], axis=1))
+        return cls(box, flat.astype(narrow))
 
     def crop(self) -> np.ndarray:
         """The values inside :attr:`box` (a new array, or a read-only view of the stored values)."""
         top, left, bottom, right = self.box
-        flat = self.values if self.lengths is None else np.repeat(self.values, self.lengths)
+        n = (bottom - top) * (right - left)
+        if self.lengths is not None:
+            flat = np.repeat(self.values, self.lengths)
+        elif self.bits is not None:
+            flat = np.zeros(n, self.values.dtype)
+            for value, bits in zip(self.values, self.bits):
+                flat[np.unpackbits(bits, count=n).view(bool)] = value
+        else:
+            flat = self.values
         return flat.reshape(bottom - top, right - left)
 
     @property
     def nbytes(self) -> int:
         """Bytes this plane holds."""
-        return int(self.values.nbytes + (0 if self.lengths is None else self.lengths.nbytes))
+        return int(sum(a.nbytes for a in (self.values, self.lengths, self.bits) if a is not None))
 
 
 class LabelPlanes:
@@ -163,7 +183,7 @@ class LabelPlanes:
             values = stored.values.astype(self.dtype)  # a narrow dtype may not hold the new ids
             for old, new in mapping.items():
                 values[stored.values == old] = new
-            out._planes[i] = Plane(stored.box, values, stored.lengths)
+            out._planes[i] = Plane(stored.box, values, stored.lengths, stored.bits)
         return out
 
 
