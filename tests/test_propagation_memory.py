@@ -14,6 +14,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from small_sam2 import drifting_discs, small_model
 
 from napari_rpsam2 import RPSAM2
 from napari_rpsam2.app.propagation import write_new_labels
@@ -21,7 +22,6 @@ from napari_rpsam2.model import EmbeddingCache, FramePrompt
 from napari_rpsam2.model.embedding import ImageEmbedding
 from napari_rpsam2.model.label_planes import LabelPlanes
 from napari_rpsam2.model.propagation import PropagationResult
-from small_sam2 import drifting_discs, small_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # SAM2's CUDA hole filling is absent on CPU
 
