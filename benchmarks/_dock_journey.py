@@ -16,7 +16,9 @@ Prints one JSON line: peak resident memory added by the journey (sampled every
 20 ms against the memory once the viewer exists, before the video is opened),
 the memory the target label volume holds (its rows with labels),
 per-click seconds, and per-frame seconds of the propagation (from timestamps
-taken in the worker as each frame is handed to the dock).
+taken in the worker as each frame is handed to the dock), in wall-clock time
+and in the worker thread's CPU time (which other jobs on a shared machine do
+not change).
 """
 
 from __future__ import annotations
@@ -103,11 +105,13 @@ def journey(video: str, clicks: int, propagate_frames: int, background: bool = F
 
     stub_encoder()
     frame_times: list[float] = []
+    frame_cpu: list[float] = []  # the worker thread's CPU time: other jobs on a shared machine do not change it
     original = PropagationRun.propagate
 
     def timed(self, *args, on_frame=None, **kwargs):  # timestamps in the worker, as each frame is handed on
         def seen(t, plane):
             frame_times.append(time.perf_counter())
+            frame_cpu.append(time.thread_time())
             if on_frame is not None:
                 on_frame(t, plane)
         return original(self, *args, on_frame=seen, **kwargs)
@@ -167,6 +171,8 @@ def journey(video: str, clicks: int, propagate_frames: int, background: bool = F
     per_frame = np.diff(frame_times)
     k = min(100, len(per_frame) // 2)
     first, last = float(np.mean(per_frame[:k])), float(np.mean(per_frame[-k:]))
+    per_frame_cpu = np.diff(frame_cpu)
+    first_cpu, last_cpu = float(np.mean(per_frame_cpu[:k])), float(np.mean(per_frame_cpu[-k:]))
     peak = rss.added()
     labels_mib = label_rows_mib(viewer.layers[target].data)
     result = {
@@ -179,6 +185,8 @@ def journey(video: str, clicks: int, propagate_frames: int, background: bool = F
         "per_frame_seconds_first_100": round(first, 4), "per_frame_seconds_last_100": round(last, 4),
         "per_frame_seconds_median": round(float(np.median(per_frame)), 4),
         "per_frame_seconds_last_100_over_first_100": round(last / first, 3),
+        "per_frame_cpu_seconds_first_100": round(first_cpu, 4), "per_frame_cpu_seconds_last_100": round(last_cpu, 4),
+        "per_frame_cpu_seconds_last_100_over_first_100": round(last_cpu / first_cpu, 3),
         "propagate_status": status[:90],
     }
     viewer.close()

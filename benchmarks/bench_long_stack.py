@@ -26,7 +26,9 @@ slices (background embedding off unless ``--background``), a
 added by the journey, long video over short) and
 ``rss_growth_beyond_labels_2000_over_200`` (the same, less the memory each
 run's target label volume holds: the rows of its slices that hold labels) and
-``per_frame_seconds_last_100_over_first_100`` (the long run's propagation).
+``per_frame_seconds_last_100_over_first_100`` (the long run's propagation;
+``per_frame_cpu_seconds_last_100_over_first_100`` the same in the worker
+thread's CPU time, which other jobs on a shared machine do not change).
 ``--no-journey`` skips it.
 
 Timings are noisy on a shared machine.  ``--video PATH`` opens an existing
@@ -155,6 +157,8 @@ def journeys(long_video: Path, tmp: Path, args: argparse.Namespace) -> dict:
             "rss_growth_2000_over_200": round(growth, 3),
             "rss_growth_beyond_labels_2000_over_200": round(beyond, 3),
             "per_frame_seconds_last_100_over_first_100": runs["long"]["per_frame_seconds_last_100_over_first_100"],
+            "per_frame_cpu_seconds_last_100_over_first_100":
+                runs["long"]["per_frame_cpu_seconds_last_100_over_first_100"],
             "journey_model": "SAM2.1 hiera-tiny, random weights, 256 input (NAPARI_RPSAM2_IMAGE_SIZE), "
                              "image encoder stubbed (fixed random embedding per frame)"}
 
