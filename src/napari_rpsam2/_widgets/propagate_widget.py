@@ -8,11 +8,11 @@ default, made when the run ends.  The run is the application layer's
 (:class:`napari_rpsam2.app.propagation.PropagationRun`, kept per image so that
 clicks on a propagated slice correct one object from there with SAM2's
 memory); it goes in a napari thread worker, and every finished slice is shown
-at once in a temporary plugin layer ("<image> propagating", compact:
-:mod:`._propagate_live`).  Only when the run
-ends are the objects written (where the target is 0; a correction replaces its
-object's pixels), so a Cancel, or deleting the image or the target, leaves
-everything untouched; Undo takes the whole run back.
+at once in a temporary plugin layer ("<image> propagating", compact: see
+:mod:`._propagate_live`).  Only when the run ends are the objects written
+(where the target is 0; a correction replaces its object's pixels), so a
+Cancel, or deleting the image or the target, leaves everything untouched;
+Undo takes the whole run back.
 """
 
 from __future__ import annotations
@@ -293,6 +293,7 @@ class PropagateWidget(JobDock):
         used = UsedPrompts(session=session, index=(index,), clicks=clicks, new_ids=(obj,) if new else ())
         what = f"{'new ' if new else ''}object {obj} from slice {index}"
         return _Job(image, target, kept, [prompt], what, used, objects=(obj,))
+
     def _show_frame(self, message: tuple) -> None:
         if message[0] is self._cancel and not message[0]():
             self._live.show(self.image_picker.layer(), message)

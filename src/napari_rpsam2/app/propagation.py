@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .. import jobs
-from ..model.prompts import FramePrompt, PromptError
 from ..model.label_planes import LabelPlanes
+from ..model.prompts import FramePrompt, PromptError
 from ..model.propagation import PropagationResult, PropagationSession, slice_range
 from .label_changes import LabelChange, SliceChange
 
