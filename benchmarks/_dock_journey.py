@@ -14,8 +14,11 @@ goes through the GUI tests' helpers (``tests/gui_input.py``, ``gui_forms.py``).
 
 Prints one JSON line: peak resident memory added by the journey (sampled every
 20 ms against the memory once the viewer exists, before the video is opened),
+the memory the target label volume holds (its rows with labels),
 per-click seconds, and per-frame seconds of the propagation (from timestamps
-taken in the worker as each frame is handed to the dock).
+taken in the worker as each frame is handed to the dock), in wall-clock time
+and in the worker thread's CPU time (which other jobs on a shared machine do
+not change).
 """
 
 from __future__ import annotations
@@ -84,6 +87,13 @@ def object_at(t: int, height: int, width: int) -> tuple[float, float]:
     return float((t * 3) % (height - 60) + 30), float((t * 5) % (width - 80) + 40)
 
 
+def label_rows_mib(volume) -> float:
+    """Memory the label volume holds: the rows of its slices that hold any label (a fresh volume is all 0
+    and takes memory only where it is written; a write spans the rows of its box)."""
+    rows = sum(int(np.asarray(volume[t]).any(axis=1).sum()) for t in range(volume.shape[0]))
+    return rows * volume.shape[2] * volume.dtype.itemsize / 2**20
+
+
 def journey(video: str, clicks: int, propagate_frames: int, background: bool = False) -> dict:
     """Run the journey (see the module); the JSON fields."""
     import napari
@@ -95,11 +105,13 @@ def journey(video: str, clicks: int, propagate_frames: int, background: bool = F
 
     stub_encoder()
     frame_times: list[float] = []
+    frame_cpu: list[float] = []  # the worker thread's CPU time: other jobs on a shared machine do not change it
     original = PropagationRun.propagate
 
     def timed(self, *args, on_frame=None, **kwargs):  # timestamps in the worker, as each frame is handed on
         def seen(t, plane):
             frame_times.append(time.perf_counter())
+            frame_cpu.append(time.thread_time())
             if on_frame is not None:
                 on_frame(t, plane)
         return original(self, *args, on_frame=seen, **kwargs)
@@ -159,15 +171,22 @@ def journey(video: str, clicks: int, propagate_frames: int, background: bool = F
     per_frame = np.diff(frame_times)
     k = min(100, len(per_frame) // 2)
     first, last = float(np.mean(per_frame[:k])), float(np.mean(per_frame[-k:]))
+    per_frame_cpu = np.diff(frame_cpu)
+    first_cpu, last_cpu = float(np.mean(per_frame_cpu[:k])), float(np.mean(per_frame_cpu[-k:]))
+    peak = rss.added()
+    labels_mib = label_rows_mib(viewer.layers[target].data)
     result = {
         "frames": n, "background_embedding": background, "open_seconds": round(open_seconds, 3), "clicked_slices": len(slices),
         "click_seconds_median": round(float(np.median(click_seconds)), 3),
-        "rss_after_clicks_mib": round(rss_after_clicks, 1), "journey_peak_rss_mib": round(rss.added(), 1),
+        "rss_after_clicks_mib": round(rss_after_clicks, 1), "journey_peak_rss_mib": round(peak, 1),
+        "label_volume_mib": round(labels_mib, 1),
         "rss_base_mib": round(rss.base, 1),
         "propagated_frames": len(frame_times), "propagate_seconds": round(propagate_seconds, 2),
         "per_frame_seconds_first_100": round(first, 4), "per_frame_seconds_last_100": round(last, 4),
         "per_frame_seconds_median": round(float(np.median(per_frame)), 4),
         "per_frame_seconds_last_100_over_first_100": round(last / first, 3),
+        "per_frame_cpu_seconds_first_100": round(first_cpu, 4), "per_frame_cpu_seconds_last_100": round(last_cpu, 4),
+        "per_frame_cpu_seconds_last_100_over_first_100": round(last_cpu / first_cpu, 3),
         "propagate_status": status[:90],
     }
     viewer.close()

@@ -24,7 +24,11 @@ slices (background embedding off unless ``--background``), a
 ``--propagate-frames`` propagation (all frames of a shorter video) from the Propagate dock.  Adds
 ``journey`` (both runs' numbers), ``rss_growth_2000_over_200`` (peak memory
 added by the journey, long video over short) and
-``per_frame_seconds_last_100_over_first_100`` (the long run's propagation).
+``rss_growth_beyond_labels_2000_over_200`` (the same, less the memory each
+run's target label volume holds: the rows of its slices that hold labels) and
+``per_frame_seconds_last_100_over_first_100`` (the long run's propagation;
+``per_frame_cpu_seconds_last_100_over_first_100`` the same in the worker
+thread's CPU time, which other jobs on a shared machine do not change).
 ``--no-journey`` skips it.
 
 Timings are noisy on a shared machine.  ``--video PATH`` opens an existing
@@ -145,10 +149,16 @@ def journeys(long_video: Path, tmp: Path, args: argparse.Namespace) -> dict:
     for name, path in (("short", short), ("long", long_video)):
         runs[name] = run_journey(path, args.clicks, args.propagate_frames, args.background)
         print(f"journey on {runs[name]['frames']} frames: {runs[name]}", file=sys.stderr)
-    growth = runs["long"]["journey_peak_rss_mib"] / runs["short"]["journey_peak_rss_mib"]
+    long, short = runs["long"], runs["short"]
+    growth = long["journey_peak_rss_mib"] / short["journey_peak_rss_mib"]
+    beyond = ((long["journey_peak_rss_mib"] - long["label_volume_mib"])
+              / (short["journey_peak_rss_mib"] - short["label_volume_mib"]))
     return {"journey": runs,
             "rss_growth_2000_over_200": round(growth, 3),
+            "rss_growth_beyond_labels_2000_over_200": round(beyond, 3),
             "per_frame_seconds_last_100_over_first_100": runs["long"]["per_frame_seconds_last_100_over_first_100"],
+            "per_frame_cpu_seconds_last_100_over_first_100":
+                runs["long"]["per_frame_cpu_seconds_last_100_over_first_100"],
             "journey_model": "SAM2.1 hiera-tiny, random weights, 256 input (NAPARI_RPSAM2_IMAGE_SIZE), "
                              "image encoder stubbed (fixed random embedding per frame)"}
 

@@ -24,7 +24,8 @@ from napari_rpsam2.autoseg.refine import RefineOptions
 from napari_rpsam2.autoseg.run import autosegment
 from napari_rpsam2.model.propagation import PropagationSession
 from small_sam2 import small_model
-from test_propagation_equivalence_objects import RTOL, WINDOW, _reference, _sam2_pass
+from sam2_reference import sam2_video_reference
+from test_propagation_equivalence_objects import RTOL, WINDOW, _sam2_pass
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # SAM2's CUDA hole filling is absent on CPU
 
@@ -183,7 +184,7 @@ def test_following_an_object_equals_sam2_video_predictor_from_its_key_slice(sam2
                 follow=FollowOptions(stop_after=None), rgb=False)
     keys = key_slices(*stack_class_maps(_generator(), normalise_stack(frames, False), range(N)), 1)
     assert [(objects, start) for objects, start, *_ in runs] == [([1], 4), ([2], 7)]
-    predictor, state = _reference(sam2, frames, tmp_path)
+    predictor, state = sam2_video_reference(sam2, frames, tmp_path, WINDOW)
     worst = []
     for (objects, start, ours, result), ks in zip(runs, keys):
         oid = objects[0]

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from napari_rpsam2.model import FramePrompt
-from napari_rpsam2.model.image_adapter import encoder_picture
+from sam2_reference import sam2_points, sam2_video_reference
 
 N_FRAMES, SIZE = 3, 128
 MAX_DIFFERENT = 0.001
@@ -37,42 +37,8 @@ def _frames() -> np.ndarray:
     return out
 
 
-def _reference(model, frames, tmp_path):
-    """SAM2's predictor with our weights, its frames replaced by our encoder inputs."""
-    from PIL import Image
-    from sam2.build_sam import build_sam2_video_predictor
-
-    for t, frame in enumerate(frames):
-        Image.fromarray(frame).save(tmp_path / f"{t:05d}.jpg")
-    with torch.random.fork_rng(devices=[]):
-        predictor = build_sam2_video_predictor(
-            model.backbone.spec.config, None, device="cpu",
-            hydra_overrides_extra=["++model.add_all_frames_to_correct_as_cond=true",
-                                   f"++model.image_size={model.backbone.input_size}"])
-    predictor.load_state_dict(model.backbone.model.state_dict())
-    encoded: dict[bytes, dict] = {}  # the encoder is deterministic: memoise it to save time
-    forward_image = predictor.forward_image
-
-    def memo_forward_image(img):
-        key = img.numpy().tobytes()
-        if key not in encoded:
-            encoded[key] = forward_image(img)
-        return encoded[key]
-
-    predictor.forward_image = memo_forward_image
-    with torch.inference_mode():
-        state = predictor.init_state(str(tmp_path))
-        state["images"] = torch.cat([model.backbone.preprocess(encoder_picture(f, None, 1.0, None))
-                                     for f in frames])
-        state["cached_features"] = {}
-    return predictor, state
-
-
 def _sam2_click(predictor, state, frame, rc):
-    """A click at pixel centre (row, col) in SAM2's own convention (coords.py: x = (col + 0.5) / W)."""
-    r, c = rc
-    xy = [[c + 0.5 - 0.5 * SIZE / predictor.image_size, r + 0.5 - 0.5 * SIZE / predictor.image_size]]
-    predictor.add_new_points_or_box(state, frame, 1, points=xy, labels=[1])
+    predictor.add_new_points_or_box(state, frame, 1, points=sam2_points(predictor, [rc], SIZE), labels=[1])
 
 
 def _sam2_run(predictor, state, reverse=False) -> dict[int, np.ndarray]:
@@ -92,7 +58,7 @@ def _assert_same(ours, theirs: dict[int, np.ndarray]) -> None:
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_propagation_equals_sam2_video_predictor(model, tmp_path):
     frames = _frames()
-    predictor, state = _reference(model, frames, tmp_path)
+    predictor, state = sam2_video_reference(model, frames, tmp_path)
     session = model.propagation_session(frames)
 
     session.add([FramePrompt(1, 1, points=[(64, 48)])], refine=False)

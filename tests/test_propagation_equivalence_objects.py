@@ -23,9 +23,8 @@ import pytest
 import torch
 
 from napari_rpsam2.model import FramePrompt
-from napari_rpsam2.model.image_adapter import encoder_picture
-from napari_rpsam2.model.video_features import _widen_on_cpu
-from small_sam2 import SMALL_OVERRIDES, drifting_discs, small_model
+from sam2_reference import sam2_points, sam2_video_reference
+from small_sam2 import drifting_discs, small_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # SAM2's CUDA hole filling is absent on CPU
 
@@ -34,47 +33,6 @@ WINDOW = ("++model.max_obj_ptrs_in_encoder=4",)
 RTOL = 1e-4
 CLICKS = {(0, 1): [(21, 12)], (2, 2): [(42, 46)]}
 CORRECTION = (15, 1, [(21, 28)], [0])  # slice, object, points, labels
-
-
-def _reference(model, frames, tmp_path):
-    """SAM2's own video predictor with our weights; its frames replaced by our encoder inputs."""
-    from PIL import Image
-    from sam2.build_sam import build_sam2_video_predictor
-
-    for t, frame in enumerate(frames):
-        Image.fromarray(frame).save(tmp_path / f"{t:05d}.jpg")
-    with torch.random.fork_rng(devices=[]):
-        predictor = build_sam2_video_predictor(
-            model.backbone.spec.config, None, device="cpu",
-            hydra_overrides_extra=[*SMALL_OVERRIDES, *WINDOW, "++model.add_all_frames_to_correct_as_cond=true"])
-    predictor.load_state_dict(model.backbone.model.state_dict())
-    # SAM2 keeps memories in bf16; on a CPU an object prompted after a frame hands them to float32
-    # weights with no pointer to widen them: widen exactly, as our predictor does
-    encode, step = predictor._run_memory_encoder, predictor._run_single_frame_inference
-
-    def run_memory_encoder(*a, **k):
-        features, pos = encode(*a, **k)
-        return _widen_on_cpu(features), pos
-
-    def run_single_frame_inference(*a, **k):
-        out, masks = step(*a, **k)
-        out["maskmem_features"] = _widen_on_cpu(out["maskmem_features"])
-        return out, masks
-
-    predictor._run_memory_encoder = run_memory_encoder
-    predictor._run_single_frame_inference = run_single_frame_inference
-    with torch.inference_mode():
-        state = predictor.init_state(str(tmp_path))
-        state["images"] = torch.cat([model.backbone.preprocess(encoder_picture(f, None, 1.0, None))
-                                     for f in frames])
-        state["cached_features"] = {}  # init_state encoded frame 0 from its JPEG
-    return predictor, state
-
-
-def _sam2_points(predictor, points):
-    """(row, col) pixel centres in SAM2's own convention (coords.py: x = (col + 0.5) / W)."""
-    half = 0.5 * SIZE / predictor.image_size
-    return [[c + 0.5 - half, r + 0.5 - half] for r, c in points]
 
 
 def _sam2_pass(predictor, state, **call) -> dict[int, tuple[dict, dict]]:
@@ -114,7 +72,7 @@ def _assert_equal(ours, theirs, objects, worst):
 def test_several_objects_with_a_correction_equal_sam2_video_predictor(tmp_path):
     model = small_model(*WINDOW)
     frames = drifting_discs(N, SIZE)
-    predictor, state = _reference(model, frames, tmp_path)
+    predictor, state = sam2_video_reference(model, frames, tmp_path, WINDOW)
     session = model.propagation_session(frames)
     assert session.predictor.memory_window() == 7 < N // 2
     worst: list[float] = []
@@ -122,7 +80,7 @@ def test_several_objects_with_a_correction_equal_sam2_video_predictor(tmp_path):
     session.add([FramePrompt(t, o, points=p) for (t, o), p in CLICKS.items()], refine=False)
     with torch.inference_mode():
         for (t, o), p in CLICKS.items():
-            predictor.add_new_points_or_box(state, t, o, points=_sam2_points(predictor, p), labels=[1])
+            predictor.add_new_points_or_box(state, t, o, points=sam2_points(predictor, p, SIZE), labels=[1])
     _assert_equal(_our_pass(session, "forward"), _sam2_pass(predictor, state), (1, 2), worst)
     held = session.state["output_dict_per_obj"][0]["non_cond_frame_outputs"]
     assert len(held) < N - 1, "the run was meant to drop outputs beyond SAM2's memory window"
@@ -130,7 +88,7 @@ def test_several_objects_with_a_correction_equal_sam2_video_predictor(tmp_path):
     t, o, points, labels = CORRECTION
     session.add([FramePrompt(t, o, points=points, labels=labels)], refine=False)
     with torch.inference_mode():
-        predictor.add_new_points_or_box(state, t, o, points=_sam2_points(predictor, points), labels=labels)
+        predictor.add_new_points_or_box(state, t, o, points=sam2_points(predictor, points, SIZE), labels=labels)
     _assert_equal(_our_pass(session, "forward", from_slice=t, objects=[o]),
                   _sam2_pass(predictor, state, start_frame_idx=t), (o,), worst)
     _assert_equal(_our_pass(session, "backward"),

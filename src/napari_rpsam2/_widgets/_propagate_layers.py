@@ -1,9 +1,9 @@
-"""The layers the Propagate dock makes for an image: drawn boxes, a run's live slices, a new "Write into".
+"""The layers the Propagate dock makes for an image: drawn boxes and a new "Write into" layer.
+
+A run's live slices are shown by :mod:`._propagate_live`.
 
 - ``<image> boxes``: a Shapes layer of the plugin where the person drags
   rectangles (one object each);
-- ``<image> propagating``: a plugin Labels layer showing each finished slice
-  while a run goes on (removed when it ends);
 - ``<image> propagated``: the Labels layer made when a run ends with "Write
   into" on "(new Labels layer)", marked as the image's objects layer.
 
@@ -23,7 +23,7 @@ from ._slicing import layer_shape
 from ._views import METADATA_KEY, mark_plugin_layer, plugin_layers
 from ._workspace import unwrap
 
-__all__ = ["box_layer", "drop_live_layers", "live_layer", "new_target"]
+__all__ = ["box_layer", "new_target"]
 
 
 def _image_layer(viewer: Any, role: str, image: Any) -> Any:
@@ -58,24 +58,6 @@ def box_layer(viewer: Any, image: Any, create: bool = False) -> Shapes | None:
                                   edge_width=2)
         layer = mark_plugin_layer(unwrap(layer), "boxes", image=image.unique_id)
     return layer
-
-
-def live_layer(viewer: Any, image: Any, create: bool = False) -> Labels | None:
-    """The half-transparent layer showing ``image``'s run slice by slice (made when ``create``), or ``None``."""
-    layer = _image_layer(viewer, "propagating", image)
-    if layer is None and create:
-        with _KeepActive(viewer):
-            layer = viewer.add_labels(np.zeros(layer_shape(image), np.int32), name=f"{image.name} propagating",
-                                      scale=image.scale, translate=image.translate, opacity=0.5)
-            layer = mark_plugin_layer(unwrap(layer), "propagating", image=image.unique_id)
-    return layer
-
-
-def drop_live_layers(viewer: Any) -> None:
-    """Remove every "propagating" layer (a run ended)."""
-    with _KeepActive(viewer):
-        for layer in plugin_layers(viewer, "propagating"):
-            viewer.layers.remove(layer)
 
 
 def new_target(viewer: Any, image: Any) -> Labels:

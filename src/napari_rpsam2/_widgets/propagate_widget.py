@@ -9,10 +9,11 @@ a new Labels layer made when the run ends.  The run is the application layer's
 (:class:`napari_rpsam2.app.propagation.PropagationRun`, kept per image so that
 clicks on a propagated slice correct one object from there with SAM2's
 memory); it goes in a napari thread worker, and every finished slice is shown
-at once in a temporary plugin layer ("<image> propagating").  Only when the run
-ends are the objects written (where the target is 0; a correction replaces its
-object's pixels), so a Cancel, or deleting the image or the target, leaves
-everything untouched; Undo takes the whole run back.
+at once in a temporary plugin layer ("<image> propagating", compact: see
+:mod:`._propagate_live`).  Only when the run ends are the objects written
+(where the target is 0; a correction replaces its object's pixels), so a
+Cancel, or deleting the image or the target, leaves everything untouched;
+Undo takes the whole run back.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ from ._job_dock import JobDock
 from ._label_history import UndoControl, history_for
 from ._layer_picker import LayerPicker
 from ._objects_layer import DefaultTarget
-from ._propagate_layers import box_layer, drop_live_layers, live_layer, new_target
+from ._propagate_layers import box_layer, new_target
+from ._propagate_live import LiveLayer
 from ._propagate_prompts import UsedPrompts, box_prompts, click_prompt, mask_prompts
 from ._slicing import SliceError, full_resolution, image_slice, layer_shape, slice_cache_key
 from ._views import StatusLabel, scrolling_dock
@@ -72,6 +74,7 @@ class PropagateWidget(JobDock):
         self.last_result: PropagationResult | None = None
         self._bridge.progress.connect(self._progress)
         self._bridge.message.connect(self._show_frame)
+        self._live = LiveLayer(self.viewer)  # the "<image> propagating" layer of a running job
         self.image_picker = LayerPicker(self.viewer, (Image,))
         # objects come from a Labels layer only when the person picks one; results go by default into the
         # image's objects layer (the click dock's commits), else into a new layer
@@ -250,14 +253,13 @@ class PropagateWidget(JobDock):
         flag = self._begin_job()
         self._job = job
         job.options = options
-        live = live_layer(self.viewer, job.image, create=True)
-        live.data = np.zeros(layer_shape(job.image), np.int32)
+        self._live.start(job.image)
         self.status.info(f"{'Correcting' if job.objects else 'Propagating'} {job.what}…")
         bridge = self._bridge
         call = job.kept.run.correct if job.objects else job.kept.run.propagate
         start_worker(call, job.prompts, options,
                      progress=lambda stage, done, total: None if flag() else bridge.send_progress(done, total),
-                     on_frame=lambda t, plane: None if flag() else bridge.send((flag, t, np.array(plane))),
+                     on_frame=lambda t, plane: None if flag() else bridge.send(LiveLayer.message(flag, t, plane)),
                      cancel=flag, on_return=lambda result: self._write(flag, job, result),
                      on_error=lambda err: self._failed(flag, job, err), on_finish=lambda: self._finished(flag))
 
@@ -293,15 +295,10 @@ class PropagateWidget(JobDock):
         used = UsedPrompts(session=session, index=(index,), clicks=clicks, new_ids=(obj,) if new else ())
         what = f"{'new ' if new else ''}object {obj} from slice {index}"
         return _Job(image, target, kept, [prompt], what, used, objects=(obj,))
+
     def _show_frame(self, message: tuple) -> None:
-        flag, t, plane = message
-        if flag is not self._cancel or flag():
-            return
-        image = self.image_picker.layer()
-        live = None if image is None else live_layer(self.viewer, image)
-        if live is not None and live.data.shape[1:] == plane.shape:
-            live.data[t] = plane
-            live.refresh()
+        if message[0] is self._cancel and not message[0]():
+            self._live.show(self.image_picker.layer(), message)
 
     def _progress(self, done: int, total: int) -> None:
         self._show_stage("frames", done, total)
@@ -309,7 +306,7 @@ class PropagateWidget(JobDock):
     def _finished(self, flag: CancelFlag) -> None:
         if self._end_job(flag):
             self._job = None
-            drop_live_layers(self.viewer)
+            self._live.drop()
 
     def _on_removed(self, event: Any) -> None:
         """The image or the target of the running job deleted: end the run now; nothing will be written."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .. import jobs
+from ..model.label_planes import LabelPlanes
 from ..model.prompts import FramePrompt, PromptError
 from ..model.propagation import PropagationResult, PropagationSession, slice_range
 from .label_changes import LabelChange, SliceChange
@@ -153,19 +154,47 @@ def renumber_taken_ids(result: PropagationResult, target: np.ndarray,
     objects renumbered above every id in use, and ``{old id: new id}`` (empty
     when nothing was taken).
     """
-    volume = np.asarray(target)
-    taken = [i for i in new_ids if i in result.object_ids and np.any(volume == i)]
+    wanted = [int(i) for i in new_ids if i in result.object_ids]
+    taken = sorted(_ids_in(target, wanted)) if wanted else []
     if not taken:
         return result, {}
-    top = max(int(volume.max()), *result.object_ids)
+    top = max(int(np.max(target)), *result.object_ids)
     renamed = {old: top + 1 + k for k, old in enumerate(taken)}
-    labels = result.labels.copy()
-    for old, new in renamed.items():
-        labels[result.labels == old] = new
+    if isinstance(result.labels, LabelPlanes):
+        labels = result.labels.relabel(renamed)
+    else:
+        labels = np.array(result.labels)
+        for old, new in renamed.items():
+            labels[result.labels == old] = new
     ids = tuple(renamed.get(i, i) for i in result.object_ids)
     stopped = {renamed.get(i, i): s for i, s in result.stopped.items()}
     prompts = [replace(p, object=renamed.get(p.object, p.object)) for p in result.prompts]
     return replace(result, labels=labels, object_ids=ids, stopped=stopped, prompts=prompts), renamed
+
+
+def _ids_in(target, ids: Iterable[int]) -> set[int]:
+    """Which of ``ids`` the label volume ``target`` holds (read one slice at a time)."""
+    left, found = set(ids), set()
+    for index in range(np.shape(target)[0]):
+        plane = np.asarray(target[index])
+        found.update(i for i in left if (plane == i).any())
+        left -= found
+        if not left:
+            break
+    return found
+
+
+def _write_plane(target, index: int, old: np.ndarray, new: np.ndarray) -> SliceChange | None:
+    """Write plane ``new`` over ``old`` on slice ``index`` of ``target``; only the box of what changed is written.
+
+    Writing only that box leaves the rest of the slice untouched (memory a
+    fresh, all-0 volume has not used yet stays unused).  Returns the change.
+    """
+    change = SliceChange.between((int(index),), old, new)
+    if change is not None:
+        top, left, bottom, right = change.box
+        target[int(index), top:bottom, left:right] = new[top:bottom, left:right]
+    return change
 
 
 def write_new_labels(target: np.ndarray, result: PropagationResult,
@@ -180,13 +209,11 @@ def write_new_labels(target: np.ndarray, result: PropagationResult,
                           "use an integer labels layer (e.g. int32)")
     record = PropagationUndo()
     for index in np.flatnonzero(result.tracked):
-        new = result.labels[index]
+        new = np.asarray(result.labels[index])
         old = np.asarray(target[index])
-        plane = np.where((new > 0) & (old == 0), new, old).astype(target.dtype)
-        change = SliceChange.between((int(index),), old, plane)
+        change = _write_plane(target, index, old, np.where((new > 0) & (old == 0), new, old).astype(target.dtype))
         if change is None:
             continue
-        target[index] = plane
         record.change.slices.append(change)
         if on_slice is not None:
             on_slice(int(index))
@@ -207,15 +234,13 @@ def replace_objects(target: np.ndarray, result: PropagationResult, objects: Iter
     record = PropagationUndo()
     for index in np.flatnonzero(result.tracked):
         old = np.asarray(target[index])
-        new = result.labels[index]
+        new = np.asarray(result.labels[index])
         mine = np.isin(new, objects)
         free = (old == 0) | np.isin(old, objects)
         want = np.where(mine & free, new, np.where(np.isin(old, objects), 0, old)).astype(old.dtype)
-        change = SliceChange.between((int(index),), old, want)
-        if change is None:
-            continue
-        record.change.slices.append(change)
-        target[index] = want
+        change = _write_plane(target, index, old, want)
+        if change is not None:
+            record.change.slices.append(change)
     return record
 
 

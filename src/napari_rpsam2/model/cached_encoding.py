@@ -48,16 +48,21 @@ class CachedEncoding:
         gamma: float = 1.0,
         rgb: bool | None = None,
         key: Hashable | None = None,
+        remember: bool = True,
     ) -> ImageEmbedding:
         """Encoder output for one 2D slice, from the cache when possible.
 
         ``key`` names the slice (e.g. ``(layer_id, index)``) so the cache can
         skip hashing its content; without it the content signature is used.
+        ``remember=False``: an embedding not in memory yet is read from disk or
+        encoded (and written to the disk cache) but not kept in memory (a
+        propagation reads each frame once).
         """
         memory_key, signature = self._keys(np.asarray(image), contrast_limits, gamma, rgb, key)
-        return self._embed(image, memory_key, signature, contrast_limits, gamma, rgb)
+        return self._embed(image, memory_key, signature, contrast_limits, gamma, rgb, remember)
 
-    def _embed(self, image, memory_key, signature, contrast_limits, gamma, rgb) -> ImageEmbedding:
+    def _embed(self, image, memory_key, signature, contrast_limits, gamma, rgb,
+               remember: bool = True) -> ImageEmbedding:
         emb = self.cache.get(memory_key)
         if emb is not None:
             return emb
@@ -71,7 +76,8 @@ class CachedEncoding:
             if emb is None or emb.memory_embed is None:  # entries older than video propagation: redo
                 emb = self.encode_uncached(image, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb)
                 self.cache.save_to_disk(signature, emb)
-            self.cache.put(memory_key, emb, signature)
+            if remember:
+                self.cache.put(memory_key, emb, signature)
         return emb
 
     def encode_uncached(self, image: np.ndarray, *, contrast_limits=None, gamma: float = 1.0,

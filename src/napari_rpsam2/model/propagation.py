@@ -7,12 +7,18 @@ a stop rule, progress and cancel, and bounded memory.
 
 Memory: SAM2 keeps every frame's tracking output.  Here an output is dropped
 once it is farther than SAM2's memory window from the frame being tracked and
-from every conditioning (prompted) frame of its object, so what a run holds
-does not grow with the number of frames, apart from the label volume.
+from every conditioning (prompted) frame of its object; the labels are kept
+compactly (:class:`~.label_planes.LabelPlanes`: per slice the box of its
+objects and run-length values); a frame's embedding is read from the cache
+when a click put it there, and otherwise encoded for the run alone (the disk
+cache keeps it, memory does not: a long video would fill the memory budget
+with frames nobody clicked).  So what a run holds does not grow with the
+number of frames, apart from its compact labels.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +28,7 @@ import torch
 from .. import jobs
 from .coords import normalized_to_pixels, normalized_to_prompt, pixels_to_normalized
 from .image_adapter import split_stack
+from .label_planes import LabelPlanes
 from .prompts import FramePrompt, PromptError, box_to_normalized, check_clicks, merge_prompts, negative_only
 from .propagation_plan import Pass, StopRule, plan_passes
 from .video_features import CachedVideoPredictor
@@ -29,6 +36,8 @@ from .video_features import CachedVideoPredictor
 __all__ = ["PropagationResult", "PropagationSession", "propagate", "slice_range", "DIRECTIONS"]
 
 DIRECTIONS = ("forward", "backward", "both")
+RECENT_FRAMES = 2
+"""Embeddings a session holds itself: the frame being tracked and the one before."""
 FrameCallback = Callable[[int, np.ndarray], None]
 LogitsCallback = Callable[[int, dict[int, np.ndarray]], None]
 
@@ -39,9 +48,10 @@ class PropagationResult:
 
     Attributes
     ----------
-    labels : ndarray (N, H, W) int32
+    labels : LabelPlanes (N, H, W) int32
         Object ids (0 = background) on every slice the run reached; where
-        objects overlap, the one with the highest mask logit wins.
+        objects overlap, the one with the highest mask logit wins.  Compact:
+        ``labels[i]`` decodes one slice, ``np.asarray(labels)`` the volume.
     scores : ndarray (N, K) float32
         SAM2's object-score logit per slice and object (``> 0``: SAM2 sees the
         object); NaN where the object was not tracked.
@@ -55,7 +65,7 @@ class PropagationResult:
         The prompts as used: positive clicks after refinement.
     """
 
-    labels: np.ndarray
+    labels: LabelPlanes | np.ndarray
     scores: np.ndarray
     object_ids: tuple[int, ...]
     tracked: np.ndarray
@@ -89,17 +99,29 @@ class PropagationSession:
         self.state = self.predictor.new_state(n, self.image_hw, self.embedding)
         self.prompts: list[FramePrompt] = []
         self._cancel: jobs.Cancel | None = None  # the running job's, checked within a frame
+        self._recent: OrderedDict[int, object] = OrderedDict()  # the last frames' embeddings
 
     def embedding(self, index: int):
-        """The cached embedding of slice ``index`` (read and encoded on demand).
+        """The embedding of slice ``index`` (read and encoded on demand).
 
-        During a run its ``cancel`` is checked first, so a Cancel acts before a
-        slice is read or encoded, not only between slices.
+        Taken from the model's cache when it holds the slice (e.g. a clicked
+        one); otherwise encoded (and written to the disk cache, if any) but not
+        kept in the memory cache: only the last :data:`RECENT_FRAMES` frames
+        are held here, for the objects tracked on the same frame.  During a
+        run its ``cancel`` is checked first, so a Cancel acts before a slice is
+        read or encoded, not only between slices.
         """
         jobs.check(self._cancel, "propagation")
-        plane = np.asarray(self.stack[index])
-        key = None if self._key is None else (self._key, index)
-        return self.model.embed(plane, key=key, **self._embed_args)
+        emb = self._recent.get(index)
+        if emb is None:
+            plane = np.asarray(self.stack[index])
+            key = None if self._key is None else (self._key, index)
+            emb = self.model.embed(plane, key=key, remember=False, **self._embed_args)
+            self._recent[index] = emb
+            while len(self._recent) > RECENT_FRAMES:
+                self._recent.popitem(last=False)
+        self._recent.move_to_end(index)
+        return emb
 
     @property
     def object_ids(self) -> tuple[int, ...]:
@@ -252,6 +274,7 @@ class PropagationSession:
                              progress, cancel, on_frame, on_logits)
         finally:
             self._cancel = None
+            self._recent.clear()  # nothing of the run's frames is held between runs
 
     def _run(self, direction: str, start: int, stop: int, from_slice: int | None, chosen: list[int],
              stop_threshold: float, stop_after: int | None, progress: jobs.Progress | None,
@@ -263,7 +286,7 @@ class PropagationSession:
             prompted = self.prompted_slices()
             total = sum(len(p.frames) for p in passes)
             n, ids = self.num_slices, self.object_ids
-            result = PropagationResult(np.zeros((n, *self.image_hw), np.int32),
+            result = PropagationResult(LabelPlanes((n, *self.image_hw), np.int32),
                                        np.full((n, len(ids)), np.nan, np.float32), ids,
                                        np.zeros(n, bool), {}, list(self.prompts))
             done = 0
@@ -275,15 +298,15 @@ class PropagationSession:
                     if on_logits is not None:
                         on_logits(t, {o: v.cpu().numpy() for o, v in logits.items()})
                     first_visit = not result.tracked[t]  # a slice tracked twice keeps its first pass's labels
-                    if first_visit:
-                        self._record(t, scores, logits, result)
+                    plane = self._record(t, scores, logits, result) if first_visit else None
+                    del logits
                     for o in rule.update(scores):
                         result.stopped.setdefault(o, []).append(int(t))
                     self._forget_far_outputs(t)
                     done += 1
                     jobs.report(progress, "frames", done, total)
                     if on_frame is not None and first_visit:
-                        on_frame(t, result.labels[t])
+                        on_frame(t, plane)
                     if rule.finished(p.frames[k + 1:]):
                         break
             jobs.report(progress, "frames", total, total)
@@ -318,17 +341,19 @@ class PropagationSession:
         return scores, dict(zip(objects, video[:, 0].float()))
 
     @staticmethod
-    def _record(t: int, scores: dict, logits: dict, result: PropagationResult) -> None:
-        """Slice ``t``'s scores and labels (the highest logit wins where objects overlap)."""
+    def _record(t: int, scores: dict, logits: dict, result: PropagationResult) -> np.ndarray:
+        """Slice ``t``'s scores and labels (the highest logit wins where objects overlap); returns the labels."""
         result.tracked[t] = True
         column = {o: k for k, o in enumerate(result.object_ids)}
         for o, score in scores.items():
             result.scores[t, column[o]] = score
         if not logits:
-            return
+            return np.zeros(result.labels.shape[1:], np.int32)
         best, which = torch.stack(list(logits.values())).max(dim=0)
         ids = torch.as_tensor(list(logits), dtype=torch.int32, device=best.device)
-        result.labels[t] = torch.where(best > 0, ids[which], 0).cpu().numpy()
+        plane = torch.where(best > 0, ids[which], 0).cpu().numpy()
+        result.labels[t] = plane  # kept compactly: the box of the objects and run-length values
+        return plane
 
     def _forget_far_outputs(self, t: int, objects: Iterable[int] | None = None) -> None:
         """Drop tracking outputs SAM2's memory can no longer reach (conditioning frames stay).
@@ -392,7 +417,8 @@ def propagate(model, stack, prompts: Iterable[FramePrompt], *, direction: str = 
     progress, cancel
         The long-job contract (:mod:`napari_rpsam2.jobs`): stage ``"frames"``.
     on_frame : callable(index, labels2d), optional
-        Called after each slice with its labels (to show slices already done).
+        Called after each slice with its labels, a new (H, W) int32 array (to
+        show slices already done).
     """
     session = PropagationSession(model, stack, contrast_limits=contrast_limits, gamma=gamma, rgb=rgb, key=key)
     slice_range(start, stop, session.num_slices)
