@@ -67,15 +67,37 @@ class DepthwiseAdapter(nn.Module):
         nn.init.zeros_(self.point_out.weight)
         nn.init.zeros_(self.point_out.bias)
 
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The adapter's rank-``r`` features of ``x`` ``(B, H, W, C)``, channels last ``(B, H, W, r)``.
+
+        The linear map and the first pointwise convolution have nothing between them, so they
+        run as one ``r × C`` matrix; the depth-wise convolution reads the channels-last tensor as
+        it lies (only ``r`` channels), so no ``C``-wide tensor is ever permuted or copied.
+        """
+        point = self.point_in.weight[:, :, 0, 0]
+        weight = point @ self.down.weight
+        bias = point @ self.down.bias + self.point_in.bias
+        h = F.linear(self.norm_in(x), weight, bias)
+        h = F.gelu(self.depthwise(h.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
+        return self.norm_mid(h)
+
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """What the adapter adds to ``x`` ``(B, H, W, C)``."""
-        h = self.down(self.norm_in(x)).permute(0, 3, 1, 2)
-        h = F.gelu(self.depthwise(self.point_in(h)))
-        h = self.norm_mid(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return self.point_out(h).permute(0, 2, 3, 1)
+        return F.linear(self.hidden(x), self.point_out.weight[:, :, 0, 0], self.point_out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.delta(x).to(x.dtype)
+        """``x + delta(x)`` for ``(B, H, W, C)`` tokens, as one matrix product added onto ``x``.
+
+        The output convolution's bias rides along as an extra row of its weight (a column of
+        ones on the features), so ``x`` is read and the result written once.  Zero output
+        weights give back ``x`` exactly.
+        """
+        h = self.hidden(x)
+        c, r = self.point_out.out_channels, self.point_out.in_channels
+        flat = h.reshape(-1, r)
+        features = torch.cat([flat, flat.new_ones(flat.shape[0], 1)], dim=1).to(x.dtype)
+        weight = torch.cat([self.point_out.weight.view(c, r).t(), self.point_out.bias[None]]).to(x.dtype)
+        return torch.addmm(x.reshape(-1, c), features, weight).view(x.shape)
 
     def on_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         """The adapter on ``(B, H·W, C)`` tokens of a square grid."""
@@ -83,7 +105,7 @@ class DepthwiseAdapter(nn.Module):
         side = math.isqrt(n)
         if side * side != n:
             raise ValueError(f"adapter needs a square token grid, got {n} tokens")
-        return tokens + self.delta(tokens.reshape(b, side, side, c)).reshape(b, n, c).to(tokens.dtype)
+        return self(tokens.reshape(b, side, side, c)).view(b, n, c)
 
 
 class NeckAdapter(nn.Module):
