@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .support import UsageError, existing_file, existing_folder, make_model, model_options, output_file, run_job
+from .support import (
+    UsageError,
+    annotated_folders,
+    existing_file,
+    existing_folder,
+    make_model,
+    model_options,
+    output_file,
+    run_job,
+)
 
 __all__ = ["add_parser"]
 
@@ -31,10 +40,7 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
     from ..autoseg import GeneratorConfig, GeneratorTrainConfig
 
     out = output_file(args.out, ".safetensors")
-    images = existing_folder(args.images, "images")
-    labels = existing_folder(args.labels, "labels")
-    if args.class_map is not None:
-        existing_file(args.class_map, "class map")
+    images, labels = annotated_folders(args)
     _positive(args, "epochs", "batch_size")
     if args.input_size < 16 or args.input_size % 16:
         raise UsageError("--input-size must be a multiple of 16")
@@ -110,11 +116,8 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
     from ..app.autoseg import evaluate_folder
     from ..evaluation.report import write_json
 
-    images = existing_folder(args.images, "images")
-    labels = existing_folder(args.labels, "labels")
+    images, labels = annotated_folders(args)
     out = output_file(args.out, ".json")
-    if args.class_map is not None:
-        existing_file(args.class_map, "class map")
     if any(s not in (0, 1, 2) for s in args.stages):
         raise UsageError("--stages takes 0, 1 and/or 2")
     options = _options(argparse.Namespace(**{**vars(args), "stages": max(args.stages)}))

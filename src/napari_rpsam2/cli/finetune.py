@@ -6,9 +6,8 @@ import argparse
 
 from .support import (
     UsageError,
+    annotated_folders,
     data_options,
-    existing_file,
-    existing_folder,
     make_model,
     model_options,
     output_file,
@@ -24,10 +23,7 @@ def cmd_finetune(args: argparse.Namespace, base=None) -> int:
     from ..training.adapters import FinetuneConfig
 
     out = output_file(args.out, ".safetensors")
-    images = existing_folder(args.images, "images")
-    labels = existing_folder(args.labels, "labels")
-    if args.class_map is not None:
-        existing_file(args.class_map, "class map")
+    images, labels = annotated_folders(args)
     for name in ("epochs", "clicks", "rank"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1")

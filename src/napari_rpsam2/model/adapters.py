@@ -26,7 +26,7 @@ from .._atomic import atomic_write, verify_safetensors
 from .checkpoint import CheckpointError
 
 __all__ = ["AdapterConfig", "DepthwiseAdapter", "NeckAdapter", "SAM2Adapters", "save_adapters", "load_adapters",
-           "read_adapter_header", "ADAPTER_FORMAT"]
+           "read_adapter_header", "check_adapter_file", "ADAPTER_FORMAT"]
 
 ADAPTER_FORMAT = "napari-rpsam2-sam2-adapters"
 _VERSION = 1
@@ -226,14 +226,23 @@ def read_adapter_header(path: str | os.PathLike) -> dict:
     return header
 
 
+def check_adapter_file(path: str | os.PathLike, backbone: str) -> dict:
+    """The header of an adapter file made for ``backbone``, else :class:`CheckpointError` in one line.
+
+    Reads only the header: call it before SAM2 is built, so a wrong file is refused at once.
+    """
+    header = read_adapter_header(path)
+    if header.get("backbone") != backbone:
+        raise CheckpointError(f"adapters {path} were trained for {header.get('backbone')}, not {backbone}: "
+                              f"load them with the {header.get('backbone')} backbone (CLI: --backbone)")
+    return header
+
+
 def load_adapters(path: str | os.PathLike, sam2: nn.Module, backbone: str) -> tuple[SAM2Adapters, dict]:
     """Adapters from ``path`` built for ``sam2`` (not yet attached); the file must name ``backbone``."""
     from safetensors.torch import load_file
 
-    header = read_adapter_header(path)
-    if header.get("backbone") != backbone:
-        raise CheckpointError(f"adapters {path} were trained for {header.get('backbone')}, not {backbone}; "
-                              f"use --backbone {header.get('backbone')}")
+    header = check_adapter_file(path, backbone)
     try:
         adapters = SAM2Adapters(sam2, AdapterConfig(**header["config"]))
         adapters.load_state_dict(load_file(str(path)), strict=True)
