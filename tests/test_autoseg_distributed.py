@@ -73,5 +73,13 @@ def test_two_processes_train_the_generator_one_process_trains(tmp_path):
     start = load_generator(one)  # the seeded initial weights, to show that training moved them
     fresh = type(start).create(start.config, seed=0).network.state_dict()
     assert any(not torch.allclose(b[k].float(), fresh[k].float()) for k in b)
+    # A convolution's bias right before an instance norm is cancelled by the norm: its gradient is
+    # rounding noise, which AdamW scales up to full steps, so those biases differ (harmlessly).
     for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5, msg=name)
+        if not name.endswith(".conv.bias"):
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5, msg=name)
+    pictures = [np.asarray(Image.open(p)) for p in sorted(images.iterdir())]
+    gen_two, gen_one = load_generator(two), load_generator(one)
+    for picture in pictures:  # the networks themselves agree (those biases included)
+        np.testing.assert_allclose(gen_two.predict(picture, 0).logits, gen_one.predict(picture, 0).logits,
+                                   rtol=0, atol=1e-4)
