@@ -7,27 +7,20 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from free_port import free_port
 from PIL import Image
+from shapes_data import discs_and_squares
 
 from napari_rpsam2.autoseg import load_generator, read_generator_header
-from shapes_data import discs_and_squares
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def free_port() -> int:
-    """A port no process listens on now (the OS picks it), so parallel runs do not clash."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _folders(root: Path) -> tuple[Path, Path, Path]:
