@@ -99,28 +99,31 @@ def _adapted_copy(backbone: SAM2Backbone) -> SAM2Backbone:
     return adapted
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--backbone", default="sam2.1_hiera_tiny")
-    p.add_argument("--repeats", type=int, default=4, help="interleaved pairs per measurement")
-    p.add_argument("--clicks", type=int, default=20, help="click pairs for the adapter ratio")
-    p.add_argument("--generator", default=None, help="a generator file (default: trained here on the sample)")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--encode-pairs", type=int, default=2, help="pairs for adapter_encode_ratio (0: skip)")
-    args = p.parse_args(argv)
-    model = RPSAM2.load(args.backbone, "random", device=args.device, seed=0)
-    images, labels = make_instrument_stack(n_slices=2)
+def _stage2_numbers(model, images: np.ndarray, labels: np.ndarray, args) -> dict:
+    """Stage 2 against its floor, and the generator's own time."""
     generator = _generator(args.generator, images, labels, args.epochs)
     print("stage 2 against its floor …", file=sys.stderr)
     full, floor, n_calls = _stage2_and_floor(model, generator, images[1], args.repeats)
-    print("generator and adapters …", file=sys.stderr)
     gen_times, _ = interleaved(lambda: generator.predict(images[1], 0), lambda: None, max(5, args.repeats))
-    emb = model.embed(images[1])
+    return {"sam2_calls_per_slice": n_calls,
+            "per_slice_s": round(statistics.median(full), 4), "floor_s": round(statistics.median(floor), 4),
+            "per_slice_to_floor_ratio": round(median_ratio(full, floor), 3), "goal_ratio": 1.2,
+            "generator_s_per_slice": round(statistics.median(gen_times), 4),
+            "generator_parameters": generator.parameter_count(), "generator_input": generator.config.input_size}
+
+
+def _quartiles(a: list[float], b: list[float]) -> list[float]:
+    """First and third quartiles of the pairwise ratios (how noisy the median is)."""
+    q = statistics.quantiles([x / y for x, y in zip(a, b)], n=4)
+    return [round(q[0], 3), round(q[2], 3)]
+
+
+def _adapter_numbers(model, image: np.ndarray, args) -> dict:
+    """A click and an encoder pass with every adapter hooked on, against plain SAM2."""
+    emb = model.embed(image)
     xy = torch.as_tensor(pixels_to_normalized(np.array([[128.0, 160.0]]), emb.image_hw), dtype=torch.float32)
     adapted = _adapted_copy(model.backbone)
-    adapters = adapted.adapters
-    picture = encoder_picture(images[1], None, 1.0, None)
+    picture = encoder_picture(image, None, 1.0, None)
     labels_1 = torch.ones((1, 1), dtype=torch.int, device=model.device)
 
     def click(backbone):
@@ -132,21 +135,41 @@ def main(argv: list[str] | None = None) -> dict:
     click_a, click_p = interleaved(click(adapted), click(model.backbone), args.clicks)
     enc_a, enc_p = (interleaved(lambda: adapted.encode(picture), lambda: model.backbone.encode(picture),
                                 args.encode_pairs) if args.encode_pairs else ([], []))
-    out = {
-        "benchmark": "autoseg", "device": str(model.device), "backbone": model.backbone.name,
-        "image_hw": list(images.shape[1:3]), "sam2_calls_per_slice": n_calls,
-        "per_slice_s": round(statistics.median(full), 4), "floor_s": round(statistics.median(floor), 4),
-        "per_slice_to_floor_ratio": round(median_ratio(full, floor), 3), "goal_ratio": 1.2,
-        "generator_s_per_slice": round(statistics.median(gen_times), 4),
-        "generator_parameters": generator.parameter_count(), "generator_input": generator.config.input_size,
-        "adapter_click_ratio": round(median_ratio(click_a, click_p), 3), "goal_adapter_click_ratio": 1.15,
-        "click_s": round(statistics.median(click_p), 5), "click_with_adapters_s": round(statistics.median(click_a), 5),
-        "adapter_encode_ratio": round(median_ratio(enc_a, enc_p), 3) if enc_a else None,
-        "adapter_parameters": adapters.parameter_count(),
-        "adapter_share": round(adapters.parameter_count() / model.backbone.parameter_count(), 5),
-        "repeats": args.repeats, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-        "conditions": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
-    }
+    adapters = adapted.adapters
+    return {"adapter_click_ratio": round(median_ratio(click_a, click_p), 3), "goal_adapter_click_ratio": 1.15,
+            "adapter_click_ratio_quartiles": _quartiles(click_a, click_p), "click_pairs": len(click_a),
+            "click_s": round(statistics.median(click_p), 5),
+            "click_with_adapters_s": round(statistics.median(click_a), 5),
+            "adapter_encode_ratio": round(median_ratio(enc_a, enc_p), 3) if enc_a else None,
+            "adapter_parameters": adapters.parameter_count(),
+            "adapter_share": round(adapters.parameter_count() / model.backbone.parameter_count(), 5)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backbone", default="sam2.1_hiera_tiny")
+    p.add_argument("--repeats", type=int, default=4, help="interleaved pairs per measurement")
+    p.add_argument("--clicks", type=int, default=20, help="click pairs for the adapter ratio")
+    p.add_argument("--generator", default=None, help="a generator file (default: trained here on the sample)")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--encode-pairs", type=int, default=2, help="pairs for adapter_encode_ratio (0: skip)")
+    p.add_argument("--adapters-only", action="store_true", help="only the adapter ratios (no generator, no stage 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = RPSAM2.load(args.backbone, "random", device=args.device, seed=0)
+    images, labels = make_instrument_stack(n_slices=2)
+    out = {"benchmark": "autoseg", "device": str(model.device), "backbone": model.backbone.name,
+           "image_hw": list(images.shape[1:3])}
+    if not args.adapters_only:
+        out.update(_stage2_numbers(model, images, labels, args))
+    print("adapters …", file=sys.stderr)
+    out.update(_adapter_numbers(model, images[1], args))
+    out.update({"repeats": args.repeats, "torch_threads": torch.get_num_threads(),
+                "python": platform.python_version(),
+                "conditions": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"})
     print(json.dumps(out))
     return out
 

@@ -193,3 +193,21 @@ def test_the_channels_last_adapter_computes_the_published_chain(model):
         torch.testing.assert_close(adapter.on_sequence(x.reshape(2, 36, 32)), expected.reshape(2, 36, 32),
                                    rtol=1e-5, atol=1e-5)
     assert not torch.allclose(expected, x)
+
+
+def test_composed_maps_kept_for_inference_follow_every_weight_change():
+    from napari_rpsam2.model.adapters import DepthwiseAdapter
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(4)
+        adapter = DepthwiseAdapter(16, 4)
+        x = torch.randn(1, 4, 4, 16)
+    with torch.inference_mode():
+        assert torch.equal(adapter(x), x)  # zero at the start, and the maps are now kept
+    for name, param in adapter.named_parameters():  # an optimiser step or a loaded file changes them in place
+        with torch.no_grad():
+            param.add_(0.2)
+        with torch.inference_mode():
+            kept = adapter(x)
+        torch.testing.assert_close(kept, adapter(x), rtol=0, atol=0, msg=name)  # the latter composes afresh
+    assert not torch.equal(kept, x)

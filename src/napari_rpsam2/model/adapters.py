@@ -66,18 +66,40 @@ class DepthwiseAdapter(nn.Module):
         self.point_out = nn.Conv2d(rank, dim, 1)
         nn.init.zeros_(self.point_out.weight)
         nn.init.zeros_(self.point_out.bias)
+        self._kept: tuple | None = None  # composed maps for inference, with the weights' versions
 
-    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+    def _compose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ``r × C`` input map (linear, then pointwise conv) with its bias, and the ``(r + 1) × C`` output map.
+
+        The output convolution's bias is the last row of the output map (it meets a column of ones).
+        """
+        point = self.point_in.weight[:, :, 0, 0]
+        weight_in = point @ self.down.weight
+        bias_in = point @ self.down.bias + self.point_in.bias
+        c, r = self.point_out.out_channels, self.point_out.in_channels
+        weight_out = torch.cat([self.point_out.weight.view(c, r).t(), self.point_out.bias[None]])
+        return weight_in, bias_in, weight_out
+
+    def _maps(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_compose`, kept between calls while no gradient is wanted and no weight has changed."""
+        if torch.is_grad_enabled():
+            return self._compose()
+        params = (self.down.weight, self.down.bias, self.point_in.weight, self.point_in.bias,
+                  self.point_out.weight, self.point_out.bias)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        if self._kept is None or self._kept[0] != key:
+            self._kept = (key, self._compose())
+        return self._kept[1]
+
+    def hidden(self, x: torch.Tensor, maps: tuple | None = None) -> torch.Tensor:
         """The adapter's rank-``r`` features of ``x`` ``(B, H, W, C)``, channels last ``(B, H, W, r)``.
 
         The linear map and the first pointwise convolution have nothing between them, so they
         run as one ``r × C`` matrix; the depth-wise convolution reads the channels-last tensor as
         it lies (only ``r`` channels), so no ``C``-wide tensor is ever permuted or copied.
         """
-        point = self.point_in.weight[:, :, 0, 0]
-        weight = point @ self.down.weight
-        bias = point @ self.down.bias + self.point_in.bias
-        h = F.linear(self.norm_in(x), weight, bias)
+        weight_in, bias_in, _ = maps or self._maps()
+        h = F.linear(self.norm_in(x), weight_in, bias_in)
         h = F.gelu(self.depthwise(h.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
         return self.norm_mid(h)
 
@@ -92,12 +114,11 @@ class DepthwiseAdapter(nn.Module):
         ones on the features), so ``x`` is read and the result written once.  Zero output
         weights give back ``x`` exactly.
         """
-        h = self.hidden(x)
-        c, r = self.point_out.out_channels, self.point_out.in_channels
-        flat = h.reshape(-1, r)
+        maps = self._maps()
+        h = self.hidden(x, maps)
+        flat = h.reshape(-1, h.shape[-1])
         features = torch.cat([flat, flat.new_ones(flat.shape[0], 1)], dim=1).to(x.dtype)
-        weight = torch.cat([self.point_out.weight.view(c, r).t(), self.point_out.bias[None]]).to(x.dtype)
-        return torch.addmm(x.reshape(-1, c), features, weight).view(x.shape)
+        return torch.addmm(x.reshape(-1, x.shape[-1]), features, maps[2].to(x.dtype)).view(x.shape)
 
     def on_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         """The adapter on ``(B, H·W, C)`` tokens of a square grid."""
