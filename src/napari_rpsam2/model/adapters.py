@@ -11,6 +11,7 @@ and the training path all see them.  SAM2's own weights stay frozen.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -48,6 +49,11 @@ class AdapterConfig:
             raise ValueError("adapter rank must be at least 1")
         if not (self.encoder or self.memory or self.decoder or self.neck):
             raise ValueError("switch on adapters in at least one place (encoder, memory, decoder, neck)")
+
+
+def _in_own_dtype(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on ``x``'s GPU, so a product added onto ``x`` keeps ``x``'s precision (nothing on a CPU)."""
+    return torch.autocast(x.device.type, enabled=False) if x.is_cuda else contextlib.nullcontext()
 
 
 class DepthwiseAdapter(nn.Module):
@@ -118,7 +124,8 @@ class DepthwiseAdapter(nn.Module):
         h = self.hidden(x, maps)
         flat = h.reshape(-1, h.shape[-1])
         features = torch.cat([flat, flat.new_ones(flat.shape[0], 1)], dim=1).to(x.dtype)
-        return torch.addmm(x.reshape(-1, x.shape[-1]), features, maps[2].to(x.dtype)).view(x.shape)
+        with _in_own_dtype(x):  # under CUDA autocast, addmm would round a float32 x to bfloat16
+            return torch.addmm(x.reshape(-1, x.shape[-1]), features, maps[2].to(x.dtype)).view(x.shape)
 
     def on_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         """The adapter on ``(B, H·W, C)`` tokens of a square grid."""
