@@ -168,7 +168,7 @@ def test_work_folder_records_name_the_loaded_adapters(model, attached):
 
 
 def test_the_channels_last_adapter_computes_the_published_chain(model):
-    """LayerNorm → linear → pointwise conv → 3×3 depth-wise conv → GELU → LayerNorm → pointwise conv, + input.
+    """LayerNorm → linear → pointwise conv → 3×3 depth-wise conv → GELU → LayerNorm → pointwise conv, + x.
 
     Written out step by step with channels-first convolutions (the plain reading of the chain), on
     trained-looking (non-zero) weights: the fused channels-last path must give the same values.

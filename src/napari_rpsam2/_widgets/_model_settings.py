@@ -88,7 +88,8 @@ class ModelSettings(QGroupBox):
         self.adapters = QLineEdit()
         self.adapters.setPlaceholderText("none: SAM2 as it is")
         self.adapters.setToolTip("SAM2 adapters (.safetensors) fine-tuned for this backbone by `rpsam2 finetune`:\n"
-                                 "every dock then uses the fine-tuned SAM2. A file made for another backbone is refused.")
+                                 "every dock then uses the fine-tuned SAM2.\n"
+                                 "A file made for another backbone is refused.")
         form.addRow("Adapters", _path_row(self.adapters, self._pick_adapters))
 
         self.shift_block = QLineEdit()

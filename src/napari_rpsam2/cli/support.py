@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 
 __all__ = ["UsageError", "Parser", "ProgressBars", "sigint_cancel", "existing_folder", "existing_file",
-           "existing_path", "annotated_folders", "output_file", "output_folder", "cache_folder", "check_device", "make_model",
-           "model_options", "merge_gap_option", "data_options", "run_job", "JobStopped", "window_option",
+           "existing_path", "annotated_folders", "output_file", "output_folder", "cache_folder", "check_device",
+           "make_model", "model_options", "merge_gap_option", "data_options", "run_job", "JobStopped", "window_option",
            "open_input", "IMAGES_HELP", "LABELS_HELP"]
 
 IMAGES_HELP = ("images: a folder of PNG/JPEG/TIFF/BMP frames, a multi-page .tif, a .zarr, a video "
