@@ -8,7 +8,6 @@ import torch
 
 from napari_rpsam2.model.adapters import AdapterConfig, SAM2Adapters
 from napari_rpsam2.model.backbone import SAM2Backbone
-from napari_rpsam2.model.propagation import propagate
 from napari_rpsam2.model.prompts import FramePrompt
 from napari_rpsam2.sample_data import make_instrument_stack
 from napari_rpsam2.training.adapters import FinetuneConfig, finetune_adapters, object_prompts
