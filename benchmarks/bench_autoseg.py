@@ -5,8 +5,11 @@
   component, masks and boxes), against the floor: the encoder pass plus the
   same SAM2 decoder calls with the same prompts, nothing else.  Goal ≤ 1.2.
 * ``generator_s_per_slice``: the prompt generator's inference on one slice.
-* ``adapter_click_ratio``: one click decoded with SAM2's adapters hooked on
-  (all places, rank 16) against plain SAM2 on the same embedding.  Goal ≤ 1.15.
+* ``adapter_click_ratio``: one click decoded by a copy of SAM2 with every
+  adapter hooked on (all places, rank 16, non-zero weights) against plain SAM2
+  on the same embedding.  Goal ≤ 1.15.  On a shared machine the pairwise ratios
+  scatter widely (their quartiles are printed); the ratio of the two sides'
+  fastest clicks is printed too, as the least disturbed estimate.
   ``adapter_encode_ratio`` is the same for the encoder (no goal).
 
 Every pair is timed interleaved (A B, B A, …); medians of the pairwise ratios.
@@ -17,6 +20,7 @@ The generator is trained for a few epochs on the sample stack (or given with
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -40,6 +44,7 @@ from napari_rpsam2.autoseg import (  # noqa: E402
 from napari_rpsam2.autoseg.refine import RefineOptions  # noqa: E402
 from napari_rpsam2.autoseg.run import autosegment  # noqa: E402
 from napari_rpsam2.model.adapters import SAM2Adapters  # noqa: E402
+from napari_rpsam2.model.backbone import SAM2Backbone  # noqa: E402
 from napari_rpsam2.model.coords import pixels_to_normalized  # noqa: E402
 from napari_rpsam2.model.image_adapter import encoder_picture  # noqa: E402
 from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
@@ -79,6 +84,70 @@ def _stage2_and_floor(model, generator, image: np.ndarray, repeats: int) -> tupl
     return a, b, len(calls)
 
 
+def _adapted_copy(backbone: SAM2Backbone) -> SAM2Backbone:
+    """A second SAM2 with every adapter hooked on (all places, rank 16), weights moved off zero.
+
+    The adapters stay on for the whole run: switching hooks is not part of a click.  Non-zero
+    weights, so that the timing holds for trained adapters whatever shortcut zeros might allow.
+    """
+    sam2 = copy.deepcopy(backbone.model)
+    adapted = SAM2Backbone(sam2, backbone.spec, backbone.weights_signature)
+    adapters = SAM2Adapters(sam2)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for p in adapters.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    adapted.use_adapters(adapters)
+    return adapted
+
+
+def _stage2_numbers(model, images: np.ndarray, labels: np.ndarray, args) -> dict:
+    """Stage 2 against its floor, and the generator's own time."""
+    generator = _generator(args.generator, images, labels, args.epochs)
+    print("stage 2 against its floor …", file=sys.stderr)
+    full, floor, n_calls = _stage2_and_floor(model, generator, images[1], args.repeats)
+    gen_times, _ = interleaved(lambda: generator.predict(images[1], 0), lambda: None, max(5, args.repeats))
+    return {"sam2_calls_per_slice": n_calls,
+            "per_slice_s": round(statistics.median(full), 4), "floor_s": round(statistics.median(floor), 4),
+            "per_slice_to_floor_ratio": round(median_ratio(full, floor), 3), "goal_ratio": 1.2,
+            "generator_s_per_slice": round(statistics.median(gen_times), 4),
+            "generator_parameters": generator.parameter_count(), "generator_input": generator.config.input_size}
+
+
+def _quartiles(a: list[float], b: list[float]) -> list[float]:
+    """First and third quartiles of the pairwise ratios (how noisy the median is)."""
+    q = statistics.quantiles([x / y for x, y in zip(a, b)], n=4)
+    return [round(q[0], 3), round(q[2], 3)]
+
+
+def _adapter_numbers(model, image: np.ndarray, args) -> dict:
+    """A click and an encoder pass with every adapter hooked on, against plain SAM2."""
+    emb = model.embed(image)
+    xy = torch.as_tensor(pixels_to_normalized(np.array([[128.0, 160.0]]), emb.image_hw), dtype=torch.float32)
+    adapted = _adapted_copy(model.backbone)
+    picture = encoder_picture(image, None, 1.0, None)
+    labels_1 = torch.ones((1, 1), dtype=torch.int, device=model.device)
+
+    def click(backbone):
+        def run() -> None:
+            with torch.inference_mode():
+                backbone.decode(emb, xy[None].to(model.device), labels_1, True)
+        return run
+
+    click_a, click_p = interleaved(click(adapted), click(model.backbone), args.clicks)
+    enc_a, enc_p = (interleaved(lambda: adapted.encode(picture), lambda: model.backbone.encode(picture),
+                                args.encode_pairs) if args.encode_pairs else ([], []))
+    adapters = adapted.adapters
+    return {"adapter_click_ratio": round(median_ratio(click_a, click_p), 3), "goal_adapter_click_ratio": 1.15,
+            "adapter_click_ratio_quartiles": _quartiles(click_a, click_p), "click_pairs": len(click_a),
+            "adapter_click_ratio_of_minima": round(min(click_a) / min(click_p), 3),
+            "click_s": round(statistics.median(click_p), 5),
+            "click_with_adapters_s": round(statistics.median(click_a), 5),
+            "adapter_encode_ratio": round(median_ratio(enc_a, enc_p), 3) if enc_a else None,
+            "adapter_parameters": adapters.parameter_count(),
+            "adapter_share": round(adapters.parameter_count() / model.backbone.parameter_count(), 5)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
@@ -88,52 +157,22 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--generator", default=None, help="a generator file (default: trained here on the sample)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--encode-pairs", type=int, default=2, help="pairs for adapter_encode_ratio (0: skip)")
+    p.add_argument("--adapters-only", action="store_true", help="only the adapter ratios (no generator, no stage 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = RPSAM2.load(args.backbone, "random", device=args.device, seed=0)
     images, labels = make_instrument_stack(n_slices=2)
-    generator = _generator(args.generator, images, labels, args.epochs)
-    print("stage 2 against its floor …", file=sys.stderr)
-    full, floor, n_calls = _stage2_and_floor(model, generator, images[1], args.repeats)
-    print("generator and adapters …", file=sys.stderr)
-    gen_times, _ = interleaved(lambda: generator.predict(images[1], 0), lambda: None, max(5, args.repeats))
-    emb = model.embed(images[1])
-    xy = torch.as_tensor(pixels_to_normalized(np.array([[128.0, 160.0]]), emb.image_hw), dtype=torch.float32)
-    adapters = SAM2Adapters(model.backbone.model)
-
-    def click(with_adapters: bool):
-        def run() -> None:
-            model.backbone.use_adapters(adapters if with_adapters else None)
-            with torch.inference_mode():
-                model.backbone.decode(emb, xy[None].to(model.device), torch.ones((1, 1), dtype=torch.int,
-                                                                              device=model.device), True)
-        return run
-
-    def encode(with_adapters: bool):
-        picture = encoder_picture(images[1], None, 1.0, None)
-
-        def run() -> None:
-            model.backbone.use_adapters(adapters if with_adapters else None)
-            model.backbone.encode(picture)
-        return run
-
-    click_a, click_p = interleaved(click(True), click(False), args.clicks)
-    enc_a, enc_p = interleaved(encode(True), encode(False), args.encode_pairs) if args.encode_pairs else ([], [])
-    model.backbone.use_adapters(None)
-    out = {
-        "benchmark": "autoseg", "device": str(model.device), "backbone": model.backbone.name,
-        "image_hw": list(images.shape[1:3]), "sam2_calls_per_slice": n_calls,
-        "per_slice_s": round(statistics.median(full), 4), "floor_s": round(statistics.median(floor), 4),
-        "per_slice_to_floor_ratio": round(median_ratio(full, floor), 3), "goal_ratio": 1.2,
-        "generator_s_per_slice": round(statistics.median(gen_times), 4),
-        "generator_parameters": generator.parameter_count(), "generator_input": generator.config.input_size,
-        "adapter_click_ratio": round(median_ratio(click_a, click_p), 3), "goal_adapter_click_ratio": 1.15,
-        "click_s": round(statistics.median(click_p), 5), "click_with_adapters_s": round(statistics.median(click_a), 5),
-        "adapter_encode_ratio": round(median_ratio(enc_a, enc_p), 3) if enc_a else None,
-        "adapter_parameters": adapters.parameter_count(),
-        "adapter_share": round(adapters.parameter_count() / model.backbone.parameter_count(), 5),
-        "repeats": args.repeats, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-        "conditions": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
-    }
+    out = {"benchmark": "autoseg", "device": str(model.device), "backbone": model.backbone.name,
+           "image_hw": list(images.shape[1:3])}
+    if not args.adapters_only:
+        out.update(_stage2_numbers(model, images, labels, args))
+    print("adapters …", file=sys.stderr)
+    out.update(_adapter_numbers(model, images[1], args))
+    out.update({"repeats": args.repeats, "torch_threads": torch.get_num_threads(),
+                "python": platform.python_version(),
+                "conditions": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"})
     print(json.dumps(out))
     return out
 

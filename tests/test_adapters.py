@@ -156,3 +156,58 @@ def test_adapter_files_round_trip_and_name_their_backbone(model, frame0, tmp_pat
     (tmp_path / "bad.safetensors").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         load_adapters(tmp_path / "bad.safetensors", model.backbone.model, model.backbone.name)
+
+
+def test_work_folder_records_name_the_loaded_adapters(model, attached):
+    from napari_rpsam2.app.workfolder import model_provenance
+
+    record = model_provenance(model, refine=True)
+    assert record["adapter"] == attached.digest() and attached.digest() in record["sam2_weights"]
+    model.backbone.use_adapters(None)
+    assert model_provenance(model, refine=True)["adapter"] is None
+
+
+def test_the_channels_last_adapter_computes_the_published_chain(model):
+    """LayerNorm → linear → pointwise conv → 3×3 depth-wise conv → GELU → LayerNorm → pointwise conv, + x.
+
+    Written out step by step with channels-first convolutions (the plain reading of the chain), on
+    trained-looking (non-zero) weights: the fused channels-last path must give the same values.
+    """
+    import torch.nn.functional as F
+
+    from napari_rpsam2.model.adapters import DepthwiseAdapter
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        adapter = DepthwiseAdapter(32, 4)
+        with torch.no_grad():
+            for p in adapter.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        x = torch.randn(2, 6, 6, 32)
+    h = adapter.down(adapter.norm_in(x)).permute(0, 3, 1, 2)
+    h = F.gelu(adapter.depthwise(adapter.point_in(h)))
+    h = adapter.norm_mid(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    expected = x + adapter.point_out(h).permute(0, 2, 3, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(adapter(x), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(adapter.on_sequence(x.reshape(2, 36, 32)), expected.reshape(2, 36, 32),
+                                   rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(expected, x)
+
+
+def test_composed_maps_kept_for_inference_follow_every_weight_change():
+    from napari_rpsam2.model.adapters import DepthwiseAdapter
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(4)
+        adapter = DepthwiseAdapter(16, 4)
+        x = torch.randn(1, 4, 4, 16)
+    with torch.inference_mode():
+        assert torch.equal(adapter(x), x)  # zero at the start, and the maps are now kept
+    for name, param in adapter.named_parameters():  # an optimiser step or a loaded file changes them in place
+        with torch.no_grad():
+            param.add_(0.2)
+        with torch.inference_mode():
+            kept = adapter(x)
+        torch.testing.assert_close(kept, adapter(x), rtol=0, atol=0, msg=name)  # the latter composes afresh
+    assert not torch.equal(kept, x)

@@ -135,3 +135,41 @@ def test_finetune_writes_adapters_and_a_missing_adapter_file_is_refused(tmp_path
     code = cli.main(["finetune", "--images", str(tmp_path / "im"), "--labels", str(tmp_path / "lab"),
                      "--out", str(tmp_path / "b.safetensors"), "--adapters", str(tmp_path / "missing.safetensors")])
     assert code == 2 and "SAM2 adapter file" in capsys.readouterr().err
+
+
+def test_finetune_with_clips_trains_the_memory_adapters_and_memory_alone_needs_clips(tmp_path, model, capsys):
+    """``--clips``: three moving frames, memory-attention adapters only, trained through SAM2's memory."""
+    from safetensors.torch import load_file
+
+    from napari_rpsam2.model.adapters import read_adapter_header
+    from napari_rpsam2.sample_data import make_instrument_stack
+
+    image, labels = make_instrument_stack(n_slices=3, shape=(64, 80))
+    for sub in ("im", "lab"):
+        (tmp_path / sub).mkdir()
+    for i in range(3):
+        Image.fromarray(image[i]).save(tmp_path / "im" / f"f{i}.png")
+        Image.fromarray(labels[i].astype(np.uint8)).save(tmp_path / "lab" / f"f{i}.png")
+    memory_only = ["finetune", "--images", str(tmp_path / "im"), "--labels", str(tmp_path / "lab"),
+                   "--epochs", "1", "--no", "encoder", "neck", "decoder", "--quiet"]
+    code = cli.main([*memory_only, "--out", str(tmp_path / "a.safetensors")], model=model)
+    assert code == 2 and "add --clips" in capsys.readouterr().err
+    out = tmp_path / "b.safetensors"
+    code = cli.main([*memory_only, "--out", str(out), "--clips", "--clip-length", "2"], model=model)
+    assert code == 0, capsys.readouterr().err
+    training = read_adapter_header(out)["training"]
+    assert training["clips"] is True and training["clip_length"] == 2 and training["final_clip_loss"] > 0
+    weights = load_file(str(out))
+    assert any(float(v.abs().sum()) > 0 for k, v in weights.items() if "point_out" in k)  # they moved off zero
+
+
+@pytest.mark.parametrize("command", [["autoseg", "train"], ["autoseg", "evaluate", "--generator", "g.safetensors"],
+                                     ["finetune"]])
+def test_annotated_folder_commands_refuse_a_missing_labels_folder_or_class_map_alike(tmp_path, capsys, command):
+    (tmp_path / "im").mkdir()
+    out = str(tmp_path / ("r.json" if "evaluate" in command else "x.safetensors"))
+    base = [*command, "--images", str(tmp_path / "im"), "--out", out]
+    assert cli.main([*base, "--labels", str(tmp_path / "nolabels")]) == 2
+    assert f"labels folder {tmp_path / 'nolabels'} does not exist" in capsys.readouterr().err
+    assert cli.main([*base, "--labels", str(tmp_path / "im"), "--class-map", str(tmp_path / "c.json")]) == 2
+    assert f"class map file {tmp_path / 'c.json'} does not exist" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from free_port import free_port
 from PIL import Image
 
 from napari_rpsam2.model.checkpoint import load_checkpoint, read_header
@@ -31,9 +32,9 @@ def _folders(root: Path, n: int) -> tuple[Path, Path]:
     return root / "images", root / "labels"
 
 
-def _train(args: list[str], procs: int | None, port: int, timeout: int = 600) -> subprocess.CompletedProcess:
-    start = ([str(TORCHRUN), "--nproc_per_node", str(procs), "--master_port", str(port), "-m", "napari_rpsam2.cli"]
-             if procs else [sys.executable, "-m", "napari_rpsam2.cli"])
+def _train(args: list[str], procs: int | None, timeout: int = 600) -> subprocess.CompletedProcess:
+    start = ([str(TORCHRUN), "--nproc_per_node", str(procs), "--master_port", str(free_port()), "-m",
+              "napari_rpsam2.cli"] if procs else [sys.executable, "-m", "napari_rpsam2.cli"])
     return subprocess.run([*start, "train", *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
@@ -51,7 +52,7 @@ def test_two_processes_train_the_same_block_as_one_with_the_same_global_batch(tm
               "--cache", str(cache), "--quiet"]
     two = tmp_path / "two" / "shift.safetensors"
     two.parent.mkdir()
-    proc = _train([*common, "--batch-size", "1", "--out", str(two)], 2, 29517)
+    proc = _train([*common, "--batch-size", "1", "--out", str(two)], 2)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     for rank in (0, 1):  # slices 0, 2 on process 0 and 1, 3 on process 1: each encoded once in the job
         assert f"process {rank} of 2: encoded 2 slice(s), reused 0" in proc.stderr, proc.stderr[-3000:]
@@ -62,7 +63,7 @@ def test_two_processes_train_the_same_block_as_one_with_the_same_global_batch(tm
 
     one = tmp_path / "one" / "shift.safetensors"
     one.parent.mkdir()
-    proc = _train([*common, "--batch-size", "2", "--out", str(one)], None, 0)
+    proc = _train([*common, "--batch-size", "2", "--out", str(one)], None)
     assert proc.returncode == 0, proc.stderr[-4000:]
     a = load_checkpoint(two.with_name("shift.last.safetensors"))[0].state_dict()
     b = load_checkpoint(one.with_name("shift.last.safetensors"))[0].state_dict()
@@ -104,7 +105,7 @@ def test_a_failing_process_ends_the_job_with_its_message(tmp_path, where):
     script = tmp_path / "job.py"
     script.write_text(FAILING)
     began = time.perf_counter()
-    proc = subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "--master_port", "29519", str(script),
+    proc = subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(free_port()), str(script),
                            str(tmp_path / "x.safetensors"), where],
                           capture_output=True, text=True, timeout=240, env=ENV)
     took = time.perf_counter() - began
@@ -118,7 +119,7 @@ def test_a_failing_process_ends_the_job_with_its_message(tmp_path, where):
 def test_bad_output_folder_stops_every_process(tmp_path):
     images, labels = _folders(tmp_path / "data", 1)
     proc = _train(["--images", str(images), "--labels", str(labels), "--out", str(tmp_path / "no" / "x.safetensors"),
-                   "--sam2-weights", "random", "--quiet"], 2, 29521, timeout=120)
+                   "--sam2-weights", "random", "--quiet"], 2, timeout=120)
     assert proc.returncode != 0
     # every process checks before any work; the first refusal ends the job (torchrun stops the others)
     assert "--out folder" in proc.stderr and "does not exist" in proc.stderr, proc.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Model settings box: backbone size, SAM2 weights, shift-block checkpoint, device.
+"""Model settings box: backbone size, SAM2 weights, SAM2 adapters, shift-block checkpoint, device.
 
 The model is loaded into the viewer's :class:`~napari_rpsam2.app.Workspace`, shared by every dock;
 the box shows whatever model the workspace holds (also one loaded by another dock or a script).
@@ -85,6 +85,13 @@ class ModelSettings(QGroupBox):
         hint.setWordWrap(True)
         form.addRow(hint)
 
+        self.adapters = QLineEdit()
+        self.adapters.setPlaceholderText("none: SAM2 as it is")
+        self.adapters.setToolTip("SAM2 adapters (.safetensors) fine-tuned for this backbone by `rpsam2 finetune`:\n"
+                                 "every dock then uses the fine-tuned SAM2.\n"
+                                 "A file made for another backbone is refused.")
+        form.addRow("Adapters", _path_row(self.adapters, self._pick_adapters))
+
         self.shift_block = QLineEdit()
         self.shift_block.setPlaceholderText("none: untrained block = plain SAM2")
         self.shift_block.setToolTip("Shift-block checkpoint (.safetensors) made by the training widget or `rpsam2 train`")
@@ -112,6 +119,11 @@ class ModelSettings(QGroupBox):
         if path:
             self.weights.setText(path)
 
+    def _pick_adapters(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "SAM2 adapters", "", "Safetensors (*.safetensors);;All files (*)")
+        if path:
+            self.adapters.setText(path)
+
     def _pick_shift_block(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Shift-block checkpoint", "", "Safetensors (*.safetensors);;All files (*)")
         if path:
@@ -129,11 +141,13 @@ class ModelSettings(QGroupBox):
         backbone = BACKBONE_SIZES[self.backbone.currentText()]
         weights = self.weights_text()
         block = self.shift_block.text().strip() or None
+        adapters = self.adapters.text().strip() or None
         device = self.device.currentText()
         self.load_button.setEnabled(False)
-        self.status.info(f"Loading {backbone} ({weights}) on {device}… the viewer stays usable.")
+        with_adapters = " with adapters" if adapters else ""
+        self.status.info(f"Loading {backbone} ({weights}){with_adapters} on {device}… the viewer stays usable.")
         self._worker = start_worker(
-            self.workspace.load_model, backbone, weights, block, device,
+            self.workspace.load_model, backbone, weights, block, device, adapters=adapters,
             on_return=self.workspace.set_model, on_error=self._failed, on_finish=self._done,
         )
 
@@ -155,5 +169,7 @@ class ModelSettings(QGroupBox):
         if model is None:
             return
         note = "  ⚠ random weights: for trying things out only." if "random" in model.backbone.weights_signature else ""
-        self.status.info(f"Loaded {model.backbone.name} on {model.device}{note}")
+        adapters = model.backbone.adapters
+        fine_tuned = "" if adapters is None else f" with adapters ({adapters.parameter_count():,} parameters)"
+        self.status.info(f"Loaded {model.backbone.name}{fine_tuned} on {model.device}{note}")
         self.status.setToolTip(model.summary())

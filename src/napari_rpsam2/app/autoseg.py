@@ -156,10 +156,18 @@ def train_generator_from_folders(
     config: GeneratorConfig | None = None, train_config: GeneratorTrainConfig = GeneratorTrainConfig(),
     progress: jobs.Progress | None = None, on_epoch: Callable | None = None, cancel: jobs.Cancel | None = None,
 ) -> GeneratorTrainResult:
-    """Train a generator on annotated files and write it to ``out`` (only when training finished)."""
+    """Train a generator on annotated files and write it to ``out`` (only when training finished).
+
+    Inside a ``torchrun`` process group every process trains its share of each batch (DDP);
+    the first process writes the file.
+    """
+    from ..training import ddp
+
     data, files = generator_data_from_folders(images_dir, labels_dir, class_map)
     result = train_generator(data, config or GeneratorConfig(), train_config, progress=progress,
-                             on_epoch=on_epoch, cancel=cancel)
+                             on_epoch=on_epoch, cancel=cancel, distributed=ddp if ddp.is_distributed() else None)
+    if ddp.rank_and_world()[0] != 0:
+        return result
     training = {"images": len(files), "classes": data.classes, "epochs": train_config.epochs,
                 "best_epoch": result.best_epoch, "train_slices": result.n_train, "val_slices": result.n_val,
                 "lr": train_config.lr, "batch_size": train_config.batch_size, "augment": train_config.augment,

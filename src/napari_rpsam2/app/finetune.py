@@ -33,6 +33,8 @@ def finetune_from_folders(
     history = finetune_adapters(backbone, stack, config, progress=progress, on_epoch=on_epoch, cancel=cancel)
     training = {"images": len(stack), "objects": len(stack.objects()), "epochs": config.epochs, "lr": config.lr,
                 "clicks": config.clicks, "box_jitter": config.box_jitter, "seed": config.seed,
+                "clips": config.clips, "clip_length": config.clip_length if config.clips else None,
+                "final_clip_loss": history[-1].clip_loss if history else None,
                 "final_loss": history[-1].loss if history else None,
                 "sam2_weights": backbone._plain_signature}
     save_adapters(out, backbone.adapters, backbone.name, training=training)

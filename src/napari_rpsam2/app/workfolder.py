@@ -61,11 +61,11 @@ def model_provenance(model: RPSAM2, refine: bool) -> dict:
     """What identifies the model that made an object: method, backbone, SAM2 weights, shift block (and adapter)."""
     from ..model.shift_block import weights_digest
 
-    adapter = getattr(model, "adapter", None)
+    adapters = getattr(model.backbone, "adapters", None)  # SAM2 adapters loaded next to the weights
     return {"method": "rpsam2" if refine else "sam2", "backbone": model.backbone.name,
             "sam2_weights": model.backbone.weights_signature, "shift_block": weights_digest(model.shift_block),
             "shift_block_file": (model.shift_block_header or {}).get("path"),
-            "adapter": None if adapter is None else weights_digest(adapter)}
+            "adapter": None if adapters is None else adapters.digest()}
 
 
 def _mapping(contrast_limits, gamma, rgb) -> dict:

@@ -111,15 +111,22 @@ class Workspace:
 
     def load_model(self, backbone: str = "sam2.1_hiera_tiny", sam2_weights: str | os.PathLike = "random",
                    shift_block: str | os.PathLike | None = None, device: str = "auto", *,
-                   seed: int = 0) -> "RPSAM2":
+                   seed: int = 0, adapters: str | os.PathLike | None = None) -> "RPSAM2":
         """Build a model on this workspace's embedding cache (slow: call it from a worker).
 
-        The caller publishes it with :meth:`set_model`, in the thread that owns the views.
+        ``adapters``: a SAM2 adapter file (``rpsam2 finetune``) hooked onto SAM2, so every dock's
+        click, propagation, one-shot and automatic runs use the fine-tuned SAM2.  Its header is
+        checked first: a file made for another backbone is refused before SAM2 is built.
+        The caller publishes the model with :meth:`set_model`, in the thread that owns the views.
         """
         from ..model import RPSAM2
+        from ..model.adapters import check_adapter_file
+        from ..model.weights import resolve_backbone
 
-        model = RPSAM2.load(backbone, sam2_weights, shift_block, device, seed=seed)
-        model.cache = self.cache  # embeddings are keyed by backbone weights: sharing is safe
+        if adapters is not None:
+            check_adapter_file(adapters, resolve_backbone(backbone).name)
+        model = RPSAM2.load(backbone, sam2_weights, shift_block, device, seed=seed, adapters=adapters)
+        model.cache = self.cache  # embeddings are keyed by backbone weights and adapters: sharing is safe
         return model
 
     def set_model(self, model: "RPSAM2") -> None:

@@ -1,4 +1,13 @@
-"""Training the prompt generator: Dice + cross-entropy on annotated stacks, light augmentation."""
+"""Training the prompt generator: Dice + cross-entropy on annotated stacks, light augmentation.
+
+Under ``torchrun`` the same training runs on several processes (PyTorch DDP):
+every process draws the same shuffles and augmentations, takes every
+``world``-th slice of each batch, and scales its loss by its share of the
+batch, so the averaged gradients are the one-process batch's; validation
+counts are summed over the processes.  The process group is passed in
+(``distributed``, e.g. :mod:`napari_rpsam2.training.ddp`), so this package
+does not depend on the training package.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -14,7 +24,17 @@ from .. import jobs
 from .generator import GeneratorConfig, PromptGenerator, normalise_stack, resize, slice_input
 
 __all__ = ["GeneratorData", "GeneratorTrainConfig", "GeneratorEpoch", "GeneratorTrainResult",
-           "class_ids_from_instances", "train_generator", "dice_per_class"]
+           "class_ids_from_instances", "train_generator", "dice_per_class", "Distributed"]
+
+
+class Distributed(Protocol):
+    """What generator training needs of a process group (:mod:`napari_rpsam2.training.ddp` has it)."""
+
+    def rank_and_world(self) -> tuple[int, int]: ...
+
+    def wrap(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module: ...
+
+    def all_reduce_sum(self, values: Sequence[float], device: torch.device | str = "cpu") -> list[float]: ...
 
 
 @dataclass
@@ -157,11 +177,52 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def _validate(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int, batch: int) -> list[float]:
+def _validation_counts(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int,
+                       batch: int) -> list[float]:
+    """Per class: overlap, predicted and true pixel counts (summed over processes they give pooled Dice)."""
     net.eval()
-    preds = torch.cat([net(x[i:i + batch]).argmax(1) for i in range(0, x.shape[0], batch)])
+    counts = [0.0] * (3 * n_classes)
+    for i in range(0, x.shape[0], batch):
+        pred, truth = net(x[i:i + batch]).argmax(1), y[i:i + batch, 0]
+        for k in range(1, n_classes + 1):
+            p, t = pred == k, truth == k
+            counts[3 * k - 3] += int((p & t).sum())
+            counts[3 * k - 2] += int(p.sum())
+            counts[3 * k - 1] += int(t.sum())
     net.train()
-    return dice_per_class(preds, y[:, 0], n_classes)
+    return counts
+
+
+def _dice_from_counts(counts: Sequence[float]) -> list[float]:
+    return [float("nan") if counts[i + 1] + counts[i + 2] == 0 else 2 * counts[i] / (counts[i + 1] + counts[i + 2])
+            for i in range(0, len(counts), 3)]
+
+
+def _train_epoch(net: torch.nn.Module, opt, loss_fn, x: torch.Tensor, y: torch.Tensor, tr: np.ndarray,
+                 tc: "GeneratorTrainConfig", gen: torch.Generator, cancel, rank: int, world: int) -> tuple[float, int]:
+    """One pass over ``tr``; returns this process's share of the sum of batch losses, and the batch count.
+
+    Each process takes every ``world``-th slice of a batch (after the batch's augmentation, drawn
+    alike on every process) and weighs its mean loss by its share, so DDP's gradient average is
+    the gradient of the whole batch's mean loss.  A process with no slice in a batch still joins
+    the all-reduce, with a zero gradient.
+    """
+    total, batches = 0.0, 0
+    order = torch.from_numpy(tr)[torch.randperm(len(tr), generator=gen)].to(x.device)
+    for i in range(0, len(order), tc.batch_size):
+        jobs.check(cancel, "generator training")
+        idx = order[i:i + tc.batch_size]
+        xb, yb = (_augment(x[idx], y[idx], gen) if tc.augment else (x[idx], y[idx]))
+        xb, yb = xb[rank::world], yb[rank::world]
+        if len(xb):
+            loss = loss_fn(net(xb), yb) * (len(xb) / len(idx))
+        else:
+            loss = net(torch.zeros_like(x[:1])).sum() * 0.0
+        opt.zero_grad(set_to_none=True)
+        (loss * world).backward()
+        opt.step()
+        total, batches = total + float(loss.detach()), batches + 1
+    return total, batches
 
 
 def train_generator(
@@ -172,16 +233,19 @@ def train_generator(
     progress: jobs.Progress | None = None,
     on_epoch: Callable[[GeneratorEpoch], None] | None = None,
     cancel: jobs.Cancel | None = None,
+    distributed: Distributed | None = None,
 ) -> GeneratorTrainResult:
     """Train a generator on ``data`` (Dice + cross-entropy, MONAI ``DiceCELoss``).
 
     ``config.classes`` and ``channels_per_slice`` are taken from ``data``.
     ``progress(stage, done, total)`` with stages ``"slices"`` and ``"epoch"``;
     ``cancel()`` stops between steps with :class:`napari_rpsam2.jobs.Cancelled`.
+    ``distributed``: the process group of a ``torchrun`` job (every process gets the same result).
     """
     from monai.losses import DiceCELoss
 
     tc = train_config
+    rank, world = distributed.rank_and_world() if distributed is not None else (0, 1)
     config.classes, config.channels_per_slice = list(data.classes), 3 if data.rgb else 1
     jobs.report(progress, "slices", 0, data.n_slices)
     x, y = _tensors(data, config)
@@ -189,41 +253,41 @@ def train_generator(
     tr, va = _split(x.shape[0], tc.val_fraction, tc.seed)
     generator = PromptGenerator.create(config, seed=tc.seed).to(tc.device)
     x, y = x.to(tc.device), y.to(tc.device)
-    net = generator.network.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=1e-4)
+    own = generator.network.train()
+    net = distributed.wrap(own, torch.device(tc.device)) if world > 1 else own
+    opt = torch.optim.AdamW(own.parameters(), lr=tc.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, tc.epochs))
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
     gen = torch.Generator().manual_seed(tc.seed)
-    n_classes = len(config.classes)
+    n_classes, mine = len(config.classes), va[rank::world]
+
+    def reduce(values: list[float]) -> list[float]:
+        return distributed.all_reduce_sum(values, tc.device) if world > 1 else values
+
     best, best_epoch, best_state, history = -math.inf, 0, None, []
     for epoch in range(1, tc.epochs + 1):
-        start, losses = time.perf_counter(), []
-        order = torch.from_numpy(tr)[torch.randperm(len(tr), generator=gen)].to(tc.device)
-        for i in range(0, len(order), tc.batch_size):
-            jobs.check(cancel, "generator training")
-            idx = order[i:i + tc.batch_size]
-            xb, yb = (_augment(x[idx], y[idx], gen) if tc.augment else (x[idx], y[idx]))
-            loss = loss_fn(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+        start = time.perf_counter()
+        loss_sum, batches = _train_epoch(net, opt, loss_fn, x, y, tr, tc, gen, cancel, rank, world)
         sched.step()
-        per_class = _validate(net, x[va], y[va], n_classes, tc.batch_size) if len(va) else [math.nan] * n_classes
+        per_class = [math.nan] * n_classes
+        if len(va):
+            per_class = _dice_from_counts(reduce(_validation_counts(own, x[mine], y[mine], n_classes,
+                                                                    tc.batch_size)))
         present = [d for d in per_class if not math.isnan(d)]
         val = float(np.mean(present)) if present else math.nan
         score = val if not math.isnan(val) else epoch  # without validation: the last epoch
         is_best = score >= best
         if is_best:
             best, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        log = GeneratorEpoch(epoch, float(np.mean(losses)), val, per_class, is_best, time.perf_counter() - start)
+            best_state = {k: v.detach().clone() for k, v in own.state_dict().items()}
+        log = GeneratorEpoch(epoch, reduce([loss_sum])[0] / max(batches, 1), val, per_class, is_best,
+                             time.perf_counter() - start)
         history.append(log)
         if on_epoch is not None:
             on_epoch(log)
         jobs.report(progress, "epoch", epoch, tc.epochs)
-    net.load_state_dict(best_state)
-    net.eval()
+    own.load_state_dict(best_state)
+    own.eval()
     generator.to("cpu")
     best_val = history[best_epoch - 1].val_dice
     return GeneratorTrainResult(generator, best_epoch, best_val, history, len(tr), len(va))

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from .support import UsageError, existing_file, existing_folder, make_model, model_options, output_file, run_job
+from .support import (
+    UsageError,
+    annotated_folders,
+    existing_file,
+    existing_folder,
+    make_model,
+    model_options,
+    output_file,
+    run_job,
+)
 
 __all__ = ["add_parser"]
 
@@ -31,10 +41,7 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
     from ..autoseg import GeneratorConfig, GeneratorTrainConfig
 
     out = output_file(args.out, ".safetensors")
-    images = existing_folder(args.images, "images")
-    labels = existing_folder(args.labels, "labels")
-    if args.class_map is not None:
-        existing_file(args.class_map, "class map")
+    images, labels = annotated_folders(args)
     _positive(args, "epochs", "batch_size")
     if args.input_size < 16 or args.input_size % 16:
         raise UsageError("--input-size must be a multiple of 16")
@@ -43,15 +50,28 @@ def cmd_train(args: argparse.Namespace, base=None) -> int:
     if not 0 <= args.val_fraction < 1:
         raise UsageError("--val-fraction must be at least 0 and below 1")
     config = GeneratorConfig(input_size=args.input_size, features=_features(args.features))
+    rank, world, device = 0, 1, _device(args.device)
+    if "RANK" in os.environ:  # started by torchrun: join its process group (DDP)
+        from ..training import ddp
+
+        rank, world, device = ddp.init_from_env(args.device)
+    quiet = args.quiet or rank != 0
     tc = GeneratorTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               val_fraction=args.val_fraction, seed=args.seed, augment=not args.no_augment,
-                              device=_device(args.device))
-    result = run_job(lambda progress, cancel: train_generator_from_folders(
-        images, labels, out, class_map=args.class_map, config=config, train_config=tc, progress=progress,
-        on_epoch=None if args.quiet else _print_epoch, cancel=cancel), quiet=args.quiet, stage="epoch",
-        what="generator training")
+                              device=device)
+    try:
+        result = run_job(lambda progress, cancel: train_generator_from_folders(
+            images, labels, out, class_map=args.class_map, config=config, train_config=tc, progress=progress,
+            on_epoch=None if quiet else _print_epoch, cancel=cancel), quiet=quiet, stage="epoch",
+            what="generator training")
+    finally:
+        if world > 1:
+            ddp.leave_group()
+    if rank != 0:
+        return 0
     dice = "" if result.n_val == 0 else f", validation Dice {100 * result.best_val_dice:.1f}%"
-    print(f"wrote {out} (classes {', '.join(result.generator.classes)}; best epoch {result.best_epoch}{dice})")
+    procs = f" on {world} processes" if world > 1 else ""
+    print(f"wrote {out} (classes {', '.join(result.generator.classes)}; best epoch {result.best_epoch}{dice}{procs})")
     return 0
 
 
@@ -129,11 +149,8 @@ def cmd_evaluate(args: argparse.Namespace, base=None) -> int:
     from ..app.autoseg import evaluate_folder
     from ..evaluation.report import write_json
 
-    images = existing_folder(args.images, "images")
-    labels = existing_folder(args.labels, "labels")
+    images, labels = annotated_folders(args)
     out = output_file(args.out, ".json")
-    if args.class_map is not None:
-        existing_file(args.class_map, "class map")
     if any(s not in (0, 1, 2) for s in args.stages):
         raise UsageError("--stages takes 0, 1 and/or 2")
     tracking = _tracking(args, images)

@@ -6,9 +6,8 @@ import argparse
 
 from .support import (
     UsageError,
+    annotated_folders,
     data_options,
-    existing_file,
-    existing_folder,
     make_model,
     model_options,
     output_file,
@@ -24,13 +23,12 @@ def cmd_finetune(args: argparse.Namespace, base=None) -> int:
     from ..training.adapters import FinetuneConfig
 
     out = output_file(args.out, ".safetensors")
-    images = existing_folder(args.images, "images")
-    labels = existing_folder(args.labels, "labels")
-    if args.class_map is not None:
-        existing_file(args.class_map, "class map")
+    images, labels = annotated_folders(args)
     for name in ("epochs", "clicks", "rank"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
+    if args.clip_length < 2:
+        raise UsageError("--clip-length must be at least 2 (the prompted slice and one tracked after it)")
     if not args.lr > 0:
         raise UsageError("--lr must be positive")
     places = {p: p not in args.no for p in ("encoder", "memory", "decoder", "neck")}
@@ -38,8 +36,10 @@ def cmd_finetune(args: argparse.Namespace, base=None) -> int:
         adapter_config = AdapterConfig(rank=args.rank, **places)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if not (places["encoder"] or places["decoder"] or places["neck"]) and not args.clips:
+        raise UsageError("only memory-attention adapters are left, and they learn on clips: add --clips")
     config = FinetuneConfig(epochs=args.epochs, lr=args.lr, clicks=args.clicks, box_jitter=args.box_jitter,
-                            seed=args.seed)
+                            seed=args.seed, clips=args.clips, clip_length=args.clip_length)
     model = make_model(args, base, own_backbone=True)
     history = run_job(lambda progress, cancel: finetune_from_folders(
         model, images, labels, out, class_map=args.class_map, merge_gap=args.merge_gap, config=config,
@@ -55,7 +55,8 @@ def cmd_finetune(args: argparse.Namespace, base=None) -> int:
 def _print(log) -> None:
     from tqdm.auto import tqdm
 
-    tqdm.write(f"epoch {log.epoch}: loss {log.loss:.4f}  [{log.seconds:.1f}s]")
+    clips = "" if log.clip_loss is None else f" (clips {log.clip_loss:.4f})"
+    tqdm.write(f"epoch {log.epoch}: loss {log.loss:.4f}{clips}  [{log.seconds:.1f}s]")
 
 
 def add_parser(sub) -> None:
@@ -71,5 +72,9 @@ def add_parser(sub) -> None:
     sp.add_argument("--rank", type=int, default=16, help="adapter bottleneck width")
     sp.add_argument("--no", nargs="+", default=[], choices=("encoder", "memory", "decoder", "neck"),
                     help="leave out adapters in these places")
+    sp.add_argument("--clips", action="store_true",
+                    help="also train on clips of consecutive slices through SAM2's memory (how the "
+                         "memory-attention adapters learn); the labels must keep one id per object")
+    sp.add_argument("--clip-length", type=int, default=3, help="slices per clip: the prompted one and those after it")
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_finetune, shift_block=None)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 
 __all__ = ["UsageError", "Parser", "ProgressBars", "sigint_cancel", "existing_folder", "existing_file",
-           "existing_path", "output_file", "output_folder", "cache_folder", "check_device", "make_model",
-           "model_options", "merge_gap_option", "data_options", "run_job", "JobStopped", "window_option",
+           "existing_path", "annotated_folders", "output_file", "output_folder", "cache_folder", "check_device",
+           "make_model", "model_options", "merge_gap_option", "data_options", "run_job", "JobStopped", "window_option",
            "open_input", "IMAGES_HELP", "LABELS_HELP"]
 
 IMAGES_HELP = ("images: a folder of PNG/JPEG/TIFF/BMP frames, a multi-page .tif, a .zarr, a video "
@@ -41,6 +41,19 @@ def existing_folder(path: str, what: str) -> Path:
     if not p.is_dir():
         raise UsageError(f"{what} folder {p} does not exist" if not p.exists() else f"{what} {p} is not a folder")
     return p
+
+
+def annotated_folders(args: argparse.Namespace) -> tuple[Path, Path]:
+    """``--images`` and ``--labels`` as existing folders, ``--class-map`` (when given) as an existing file.
+
+    The checks the commands that learn from annotated folders (``autoseg train``, ``autoseg evaluate``,
+    ``finetune``) make before any work; returns ``(images, labels)``.
+    """
+    images = existing_folder(args.images, "images")
+    labels = existing_folder(args.labels, "labels")
+    if getattr(args, "class_map", None) is not None:
+        existing_file(args.class_map, "class map")
+    return images, labels
 
 
 def existing_path(path: str, what: str) -> Path:

@@ -11,6 +11,7 @@ and the training path all see them.  SAM2's own weights stay frozen.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -26,7 +27,7 @@ from .._atomic import atomic_write, verify_safetensors
 from .checkpoint import CheckpointError
 
 __all__ = ["AdapterConfig", "DepthwiseAdapter", "NeckAdapter", "SAM2Adapters", "save_adapters", "load_adapters",
-           "read_adapter_header", "ADAPTER_FORMAT"]
+           "read_adapter_header", "check_adapter_file", "ADAPTER_FORMAT"]
 
 ADAPTER_FORMAT = "napari-rpsam2-sam2-adapters"
 _VERSION = 1
@@ -50,6 +51,11 @@ class AdapterConfig:
             raise ValueError("switch on adapters in at least one place (encoder, memory, decoder, neck)")
 
 
+def _in_own_dtype(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on ``x``'s GPU, so a product added onto ``x`` keeps ``x``'s precision (nothing on a CPU)."""
+    return torch.autocast(x.device.type, enabled=False) if x.is_cuda else contextlib.nullcontext()
+
+
 class DepthwiseAdapter(nn.Module):
     """LayerNorm → linear → pointwise conv → 3×3 depth-wise conv → GELU → LayerNorm → pointwise conv (+ input).
 
@@ -66,16 +72,60 @@ class DepthwiseAdapter(nn.Module):
         self.point_out = nn.Conv2d(rank, dim, 1)
         nn.init.zeros_(self.point_out.weight)
         nn.init.zeros_(self.point_out.bias)
+        self._kept: tuple | None = None  # composed maps for inference, with the weights' versions
+
+    def _compose(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ``r × C`` input map (linear, then pointwise conv) with its bias, and the ``(r + 1) × C`` output map.
+
+        The output convolution's bias is the last row of the output map (it meets a column of ones).
+        """
+        point = self.point_in.weight[:, :, 0, 0]
+        weight_in = point @ self.down.weight
+        bias_in = point @ self.down.bias + self.point_in.bias
+        c, r = self.point_out.out_channels, self.point_out.in_channels
+        weight_out = torch.cat([self.point_out.weight.view(c, r).t(), self.point_out.bias[None]])
+        return weight_in, bias_in, weight_out
+
+    def _maps(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_compose`, kept between calls while no gradient is wanted and no weight has changed."""
+        if torch.is_grad_enabled():
+            return self._compose()
+        params = (self.down.weight, self.down.bias, self.point_in.weight, self.point_in.bias,
+                  self.point_out.weight, self.point_out.bias)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        if self._kept is None or self._kept[0] != key:
+            self._kept = (key, self._compose())
+        return self._kept[1]
+
+    def hidden(self, x: torch.Tensor, maps: tuple | None = None) -> torch.Tensor:
+        """The adapter's rank-``r`` features of ``x`` ``(B, H, W, C)``, channels last ``(B, H, W, r)``.
+
+        The linear map and the first pointwise convolution have nothing between them, so they
+        run as one ``r × C`` matrix; the depth-wise convolution reads the channels-last tensor as
+        it lies (only ``r`` channels), so no ``C``-wide tensor is ever permuted or copied.
+        """
+        weight_in, bias_in, _ = maps or self._maps()
+        h = F.linear(self.norm_in(x), weight_in, bias_in)
+        h = F.gelu(self.depthwise(h.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
+        return self.norm_mid(h)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """What the adapter adds to ``x`` ``(B, H, W, C)``."""
-        h = self.down(self.norm_in(x)).permute(0, 3, 1, 2)
-        h = F.gelu(self.depthwise(self.point_in(h)))
-        h = self.norm_mid(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return self.point_out(h).permute(0, 2, 3, 1)
+        return F.linear(self.hidden(x), self.point_out.weight[:, :, 0, 0], self.point_out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.delta(x).to(x.dtype)
+        """``x + delta(x)`` for ``(B, H, W, C)`` tokens, as one matrix product added onto ``x``.
+
+        The output convolution's bias rides along as an extra row of its weight (a column of
+        ones on the features), so ``x`` is read and the result written once.  Zero output
+        weights give back ``x`` exactly.
+        """
+        maps = self._maps()
+        h = self.hidden(x, maps)
+        flat = h.reshape(-1, h.shape[-1])
+        features = torch.cat([flat, flat.new_ones(flat.shape[0], 1)], dim=1).to(x.dtype)
+        with _in_own_dtype(x):  # under CUDA autocast, addmm would round a float32 x to bfloat16
+            return torch.addmm(x.reshape(-1, x.shape[-1]), features, maps[2].to(x.dtype)).view(x.shape)
 
     def on_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         """The adapter on ``(B, H·W, C)`` tokens of a square grid."""
@@ -83,7 +133,7 @@ class DepthwiseAdapter(nn.Module):
         side = math.isqrt(n)
         if side * side != n:
             raise ValueError(f"adapter needs a square token grid, got {n} tokens")
-        return tokens + self.delta(tokens.reshape(b, side, side, c)).reshape(b, n, c).to(tokens.dtype)
+        return self(tokens.reshape(b, side, side, c)).view(b, n, c)
 
 
 class NeckAdapter(nn.Module):
@@ -204,14 +254,23 @@ def read_adapter_header(path: str | os.PathLike) -> dict:
     return header
 
 
+def check_adapter_file(path: str | os.PathLike, backbone: str) -> dict:
+    """The header of an adapter file made for ``backbone``, else :class:`CheckpointError` in one line.
+
+    Reads only the header: call it before SAM2 is built, so a wrong file is refused at once.
+    """
+    header = read_adapter_header(path)
+    if header.get("backbone") != backbone:
+        raise CheckpointError(f"adapters {path} were trained for {header.get('backbone')}, not {backbone}: "
+                              f"load them with the {header.get('backbone')} backbone (CLI: --backbone)")
+    return header
+
+
 def load_adapters(path: str | os.PathLike, sam2: nn.Module, backbone: str) -> tuple[SAM2Adapters, dict]:
     """Adapters from ``path`` built for ``sam2`` (not yet attached); the file must name ``backbone``."""
     from safetensors.torch import load_file
 
-    header = read_adapter_header(path)
-    if header.get("backbone") != backbone:
-        raise CheckpointError(f"adapters {path} were trained for {header.get('backbone')}, not {backbone}; "
-                              f"use --backbone {header.get('backbone')}")
+    header = check_adapter_file(path, backbone)
     try:
         adapters = SAM2Adapters(sam2, AdapterConfig(**header["config"]))
         adapters.load_state_dict(load_file(str(path)), strict=True)
