@@ -1,0 +1,239 @@
+"""Automatic segmentation with a person in the loop: the use cases of the "Automatic segmentation" dock.
+
+Train the prompt generator on arrays (an image stack and its labels as a
+viewer holds them), let it propose one box per region, let a person review
+the boxes, then run only SAM2's refinement from the reviewed boxes and write
+the objects where the target is empty.  Qt- and napari-free: the dock (and
+tests) call these with plain arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import jobs
+from ..autoseg import (
+    GeneratorConfig,
+    GeneratorData,
+    GeneratorTrainConfig,
+    GeneratorTrainResult,
+    PromptGenerator,
+    train_generator,
+)
+from ..autoseg.components import Component, components
+from ..autoseg.generator import as_stack, normalise_stack
+from ..autoseg.refine import RefineOptions, refine_component
+from ..training.data import DataError
+from .autoseg import _class_ids, class_table
+from .label_changes import LabelChange
+
+__all__ = ["BoxProposal", "RefinedBox", "generator_data_from_arrays", "train_generator_on_arrays",
+           "propose_boxes", "refine_boxes", "write_objects", "slice_choice"]
+
+
+@dataclass
+class BoxProposal:
+    """One box on one slice: what the generator proposed, or what a person left after review.
+
+    ``box`` is ``(top, left, bottom, right)`` in pixel centres (inclusive), as
+    :class:`~napari_rpsam2.autoseg.components.Component` holds it.
+    """
+
+    slice_index: int
+    class_index: int
+    class_name: str
+    box: np.ndarray
+    score: float = 1.0
+
+
+@dataclass
+class RefinedBox:
+    """SAM2's mask for one box, kept as its bounding crop (``mask`` starts at ``(top, left)``)."""
+
+    slice_index: int
+    class_index: int
+    top: int
+    left: int
+    mask: np.ndarray
+    score: float
+
+
+def generator_data_from_arrays(image: np.ndarray, labels: np.ndarray, *, rgb: bool,
+                               class_names: Mapping[int, str] | None = None) -> GeneratorData:
+    """One annotated stack ``(Z, H, W[, 3])`` (or one image) and its labels as generator data.
+
+    ``class_names`` maps label ids to class names (several ids may share a
+    class: instance labels with a class table); without it each id is a class
+    named by its number.  Slices without any label are left out (unannotated,
+    not background); each run of consecutive annotated slices is one stack, so
+    neighbouring-slice context never reaches an unannotated slice.  Raises :class:`DataError` saying what to fix.
+    """
+    stack, rgb = as_stack(np.asarray(image), rgb)
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = labels[None]
+    if labels.shape != stack.shape[:3]:
+        raise DataError(f"the labels are {labels.shape} but the image is {stack.shape[:3]}; "
+                        "pick the labels made for this image")
+    names, table = class_table(np.unique(labels), dict(class_names) if class_names else None)
+    annotated = np.flatnonzero(labels.reshape(labels.shape[0], -1).any(axis=1))
+    runs = np.split(annotated, np.flatnonzero(np.diff(annotated) > 1) + 1)  # consecutive annotated slices
+    stacks = [stack[r[0]:r[-1] + 1] for r in runs]
+    maps = [_class_ids(labels[r[0]:r[-1] + 1], table) for r in runs]
+    return GeneratorData(stacks, maps, names, rgb)
+
+
+def train_generator_on_arrays(image: np.ndarray, labels: np.ndarray, *, rgb: bool,
+                              class_names: Mapping[int, str] | None = None,
+                              config: GeneratorConfig | None = None,
+                              train_config: GeneratorTrainConfig = GeneratorTrainConfig(),
+                              progress: jobs.Progress | None = None,
+                              on_epoch: Callable | None = None,
+                              cancel: jobs.Cancel | None = None) -> GeneratorTrainResult:
+    """Train a prompt generator on one annotated stack; nothing is written (save it with ``save_generator``)."""
+    data = generator_data_from_arrays(image, labels, rgb=rgb, class_names=class_names)
+    return train_generator(data, config or GeneratorConfig(), train_config, progress=progress,
+                           on_epoch=on_epoch, cancel=cancel)
+
+
+def slice_choice(mode: str, current: int, first: int, last: int, n_slices: int) -> list[int]:
+    """The slices a run covers: ``"current"`` (the slice on screen), ``"range"`` (``first``–``last``) or ``"all"``.
+
+    Raises ``ValueError`` with what to fix for a range outside the stack.
+    """
+    if mode == "current":
+        return [int(current)]
+    if mode == "all":
+        return list(range(n_slices))
+    if not 0 <= first <= last < n_slices:
+        raise ValueError(f"slices {first}–{last} are not a range inside the stack (0–{n_slices - 1}); "
+                         "give a first slice not after the last")
+    return list(range(int(first), int(last) + 1))
+
+
+def propose_boxes(generator: PromptGenerator, stack: np.ndarray, slices: Sequence[int], *, rgb: bool | None = None,
+                  min_area: int = 16, progress: jobs.Progress | None = None,
+                  cancel: jobs.Cancel | None = None) -> list[BoxProposal]:
+    """The generator's regions on ``slices`` as boxes (one per connected region, largest first per class)."""
+    stack, rgb = as_stack(stack, rgb)
+    generator.check_stack(stack, rgb)
+    bad = [z for z in slices if not 0 <= z < stack.shape[0]]
+    if bad:
+        raise ValueError(f"slice {bad[0]} is outside the stack (0–{stack.shape[0] - 1})")
+    norm = normalise_stack(stack, rgb)
+    out: list[BoxProposal] = []
+    for done, z in enumerate(slices):
+        jobs.check(cancel, "box proposal")
+        jobs.report(progress, "slices", done, len(slices))
+        prediction = generator.predict_normalised(norm, int(z))
+        out += [BoxProposal(int(z), c.class_index, generator.classes[c.class_index - 1], c.box.copy(), c.score)
+                for c in components(prediction, min_area=min_area)]
+    jobs.report(progress, "slices", len(slices), len(slices))
+    return out
+
+
+def _box_component(proposal: BoxProposal, hw: tuple[int, int]) -> Component:
+    """A reviewed box as a component (its mask is the box: only the clicks option reads it)."""
+    h, w = hw
+    top, left, bottom, right = (int(round(v)) for v in proposal.box)
+    top, left = min(max(top, 0), h - 1), min(max(left, 0), w - 1)
+    bottom, right = min(max(bottom, top), h - 1), min(max(right, left), w - 1)
+    mask = np.zeros(hw, bool)
+    mask[top:bottom + 1, left:right + 1] = True
+    return Component(proposal.class_index, mask, np.array([top, left, bottom, right], float), proposal.score)
+
+
+def refine_boxes(model, generator: PromptGenerator, stack: np.ndarray, boxes: Sequence[BoxProposal], *,
+                 options: RefineOptions = RefineOptions(), rgb: bool | None = None,
+                 contrast_limits: Sequence[float] | None = None, gamma: float = 1.0, key=None,
+                 progress: jobs.Progress | None = None, cancel: jobs.Cancel | None = None) -> list[RefinedBox]:
+    """SAM2's refinement (``options.stages`` 1 or 2) from reviewed boxes; nothing is written.
+
+    Each box is stage 1's box; the generator's log-odds of the box's class on its
+    slice are the mask prompt (as in the automatic path).  ``key`` names the
+    stack for the embedding cache (slice ``z`` is ``(key, z)``); ``progress("slices", …)``
+    after each slice; ``cancel()`` is checked before every SAM2 call.
+    """
+    if options.stages not in (1, 2):
+        raise ValueError("refining reviewed boxes takes 1 or 2 SAM2 stages")
+    stack, rgb = as_stack(stack, rgb)
+    generator.check_stack(stack, rgb)
+    names = generator.classes
+    for b in boxes:
+        if not 1 <= b.class_index <= len(names):
+            raise ValueError(f"a box on slice {b.slice_index} has class {b.class_index}, but the generator knows "
+                             f"only {names}; give each box one of these classes")
+        if not 0 <= b.slice_index < stack.shape[0]:
+            raise ValueError(f"a box lies on slice {b.slice_index}, outside the stack (0–{stack.shape[0] - 1})")
+    by_slice: dict[int, list[BoxProposal]] = {}
+    for b in boxes:
+        by_slice.setdefault(int(b.slice_index), []).append(b)
+    norm = normalise_stack(stack, rgb) if options.mask_prompt else None
+    out: list[RefinedBox] = []
+    for done, z in enumerate(sorted(by_slice)):
+        jobs.check(cancel, "refinement")
+        jobs.report(progress, "slices", done, len(by_slice))
+        emb = model.embed(stack[z], contrast_limits=contrast_limits, gamma=gamma, rgb=rgb,
+                          key=None if key is None else (key, z))
+        prediction = generator.predict_normalised(norm, z) if norm is not None else _flat_prediction(names, stack)
+        for b in by_slice[z]:
+            jobs.check(cancel, "refinement")
+            obj = refine_component(model, emb, _box_component(b, stack.shape[1:3]), prediction, options)
+            rows, cols = np.nonzero(obj.mask)
+            if rows.size == 0:
+                continue
+            top, left = int(rows.min()), int(cols.min())
+            crop = obj.mask[top:int(rows.max()) + 1, left:int(cols.max()) + 1].copy()
+            out.append(RefinedBox(z, b.class_index, top, left, crop, obj.score))
+    jobs.report(progress, "slices", len(by_slice), len(by_slice))
+    return out
+
+
+def _flat_prediction(names: list[str], stack: np.ndarray):
+    """A prediction of even odds everywhere (only its shape is used when the mask prompt is off)."""
+    from ..autoseg.generator import SlicePrediction
+
+    k, (h, w) = len(names) + 1, stack.shape[1:3]
+    probs = np.full((k, h, w), 1.0 / k, np.float32)
+    return SlicePrediction(np.zeros_like(probs), probs, names)
+
+
+def write_objects(labels, classes, objects: Sequence[RefinedBox]) -> tuple[LabelChange, LabelChange, int]:
+    """Write each object into ``labels`` where it is 0 (a fresh id each) and its class into ``classes``.
+
+    ``labels`` and ``classes`` are ``(Z, H, W)`` (or ``(H, W)``) arrays changed in
+    place; an object with no empty pixel left is skipped.  Returns one undo record
+    per array and the number of objects written.
+    """
+    two_d = np.ndim(labels) == 2
+    shape = np.shape(labels)
+    if np.shape(classes) != shape:
+        raise DataError(f"the class map is {np.shape(classes)} but the labels are {shape}; they must match")
+    next_id = int(np.max(labels, initial=0)) + 1
+    by_slice: dict[int, list[RefinedBox]] = {}
+    for o in objects:
+        by_slice.setdefault(o.slice_index, []).append(o)
+    planes_l, planes_c, written = [], [], 0
+    for z in sorted(by_slice):
+        index = () if two_d else (z,)
+        old_l = np.array(labels[index] if index else labels)
+        old_c = np.array(classes[index] if index else classes)
+        new_l, new_c = old_l.copy(), old_c.copy()
+        for o in by_slice[z]:
+            h, w = o.mask.shape
+            view = new_l[o.top:o.top + h, o.left:o.left + w]
+            free = o.mask & (view == 0)
+            if not free.any():
+                continue
+            view[free] = next_id
+            new_c[o.top:o.top + h, o.left:o.left + w][free] = o.class_index
+            next_id, written = next_id + 1, written + 1
+        planes_l.append((index, old_l, new_l))
+        planes_c.append((index, old_c, new_c))
+    change_l, change_c = LabelChange.of_planes(planes_l), LabelChange.of_planes(planes_c)
+    change_l.redo(labels)
+    change_c.redo(classes)
+    return change_l, change_c, written
