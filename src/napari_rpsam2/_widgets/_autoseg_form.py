@@ -62,8 +62,8 @@ def generator_settings() -> Container:
     return Container(widgets=[
         SpinBox(name="epochs", label="Epochs", value=60, min=1, max=100_000,
                 tooltip="Passes over the annotated slices; the best epoch by validation Dice is kept"),
-        SpinBox(name="input_size", label="Input size (px)", value=128, min=16, max=1024, step=16,
-                tooltip="Slices are resized to this square for the U-Net (a multiple of 16)"),
+        ComboBox(name="input_size", label="Input size (px)", choices=[64, 128, 256, 512], value=128,
+                 tooltip="Slices are resized to this square for the U-Net"),
         SpinBox(name="context", label="Context slices", value=0, min=0, max=8,
                 tooltip="Neighbouring slices on each side given to the U-Net as extra channels (volumes)"),
         FloatSpinBox(name="lr", label="Learning rate", value=2e-3, min=1e-6, max=1.0, step=1e-4,

@@ -25,8 +25,10 @@ from ..app.autoseg_review import (
     train_generator_on_arrays,
     write_objects,
 )
+from ..app.autoseg import class_table
 from ..app.label_changes import LabelChange
 from ..jobs import CancelFlag, Cancelled
+from ..training.data import DataError
 from . import _autoseg_boxes as boxes_ui
 from ._autoseg_form import ClassTable, generator_settings, label_ids, plot_log, segment_settings
 from ._job_dock import JobDock
@@ -216,17 +218,20 @@ class AutosegWidget(JobDock):
             self.status.error(f"'{labels.name}' is {layer_shape(labels)} but '{image.name}' is {shape}; "
                               "pick the labels made for this image.")
             return
-        f = {w.name: w.value for w in self.train_form}
-        if f["input_size"] % 16:
-            self.status.error(f"Input size must be a multiple of 16 (got {f['input_size']}).")
+        names = self.classes.names() or None
+        try:
+            class_table(label_ids(labels.data), names)  # every id named: said now, not after the data is read
+        except DataError as err:
+            self.status.error(f"{err}.")
             return
+        f = {w.name: w.value for w in self.train_form}
         self.plot.clear()
         self.status.info("Training the prompt generator… the viewer stays usable.")
         config = GeneratorConfig(context=int(f["context"]), input_size=int(f["input_size"]))
         train_config = GeneratorTrainConfig(epochs=int(f["epochs"]), lr=float(f["lr"]),
                                             val_fraction=float(f["val_fraction"]))
         emit = self._bridge.send
-        self._job(_train_job, image.data, labels.data, rgb=bool(image.rgb), class_names=self.classes.names() or None,
+        self._job(_train_job, image.data, labels.data, rgb=bool(image.rgb), class_names=names,
                   config=config, train_config=train_config, on_epoch=lambda log: emit(("epoch", log)),
                   done=self._trained, what="training")
 
@@ -310,6 +315,7 @@ class AutosegWidget(JobDock):
             self.status.error("The image was removed or changed while the boxes were made; press Propose again.")
             return
         layer = boxes_ui.show_boxes(self.viewer, image, boxes, self.generator.classes, slices)
+        self.viewer.layers.selection.active = layer  # ready for review
         self.status.info(f"{len(boxes)} box(es) on {len(slices)} slice(s) on '{layer.name}'. Move, resize or "
                          "delete boxes there (select mode), then press Refine boxes.")
 

@@ -1,0 +1,140 @@
+"""'Automatic segmentation' driven as a person does: class table, Train / Cancel, Load, Propose, a box deleted
+on the canvas, Refine, Undo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+from gui_forms import choose, click, type_into, type_into_cell  # noqa: E402
+from gui_input import click_button, click_canvas, press_key, show_viewer  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+from shapes_data import discs_and_squares  # noqa: E402
+
+from napari_rpsam2 import RPSAM2  # noqa: E402
+from napari_rpsam2._widgets._autoseg_boxes import boxes_layer, reviewed_boxes  # noqa: E402
+from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
+from napari_rpsam2.app.autoseg_review import refine_boxes, write_objects  # noqa: E402
+from napari_rpsam2.autoseg import GeneratorConfig, GeneratorTrainConfig, load_generator, save_generator  # noqa: E402
+from napari_rpsam2.autoseg.refine import RefineOptions  # noqa: E402
+
+WIDGET = "Automatic segmentation"
+PAINTED = (1, slice(0, 24), slice(0, 64))  # what the person painted on slice 1 before refining
+
+
+@pytest.fixture(scope="module")
+def generator_file(tmp_path_factory):
+    """A generator trained on discs and squares, saved as a person would have it from an earlier session."""
+    from napari_rpsam2.app.autoseg_review import train_generator_on_arrays
+
+    images, classes = discs_and_squares(24, seed=3)
+    result = train_generator_on_arrays(images, classes, rgb=False, class_names={1: "disc", 2: "square"},
+                                       config=GeneratorConfig(input_size=64, features=(8, 8, 16, 32, 64, 8)),
+                                       train_config=GeneratorTrainConfig(epochs=20, batch_size=4, lr=5e-3))
+    return save_generator(tmp_path_factory.mktemp("gen") / "shapes.safetensors", result.generator)
+
+
+@pytest.fixture
+def scene(make_napari_viewer, qtbot, model):
+    """Six 64² slices of discs (id 1) and squares (id 2) on noise, annotated, and the dock."""
+    images, classes = discs_and_squares(6, seed=7)
+    viewer = make_napari_viewer()
+    img = viewer.add_image(images, name="shapes")
+    lab = viewer.add_labels(classes, name="annotation")
+    workspace_for(viewer).set_model(RPSAM2(model.backbone))
+    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", WIDGET)
+    viewer.window._qt_window.resize(1280, 800)
+    show_viewer(qtbot, viewer)
+    viewer.reset_view()
+    return viewer, img, lab, dock
+
+
+def test_train_shows_the_loss_and_dice_per_epoch_and_cancel_stops_within_an_epoch(scene, qtbot):
+    viewer, img, lab, dock = scene
+    click(qtbot, dock.classes_button)
+    assert dock.classes.rowCount() == 2
+    type_into_cell(qtbot, dock.classes, 0, 1, "disc")
+    type_into_cell(qtbot, dock.classes, 1, 1, "")  # id 2 left unnamed
+    click(qtbot, dock.train_button)
+    assert not dock.running and "label ids [2] are not in the class map" in dock.status.text()  # said at once
+    type_into_cell(qtbot, dock.classes, 1, 1, "square")
+    assert dock.classes.names() == {1: "disc", 2: "square"}, dock.classes.names()
+    type_into(qtbot, dock.train_form.epochs, "3")
+    choose(qtbot, dock.train_form.input_size, "64")
+    click(qtbot, dock.train_button)
+    assert dock.running and dock.cancel_button.isEnabled(), dock.status.text()
+    qtbot.waitUntil(lambda: not dock.running, timeout=120_000)
+    assert dock.generator is not None, dock.status.text()
+    assert dock.generator.classes == ["disc", "square"]
+    assert len(dock.plot.logs) == 3 and all(log.val_mdsc is not None for log in dock.plot.logs)
+    assert dock.plot.ax.lines and len(dock.plot.ax.lines[0].get_xdata()) == 3  # the loss curve has 3 points
+    trained = dock.generator
+
+    type_into(qtbot, dock.train_form.epochs, "500")
+    click(qtbot, dock.train_button)
+    qtbot.waitUntil(lambda: len(dock.plot.logs) >= 1, timeout=120_000)
+    seen = len(dock.plot.logs)
+    click(qtbot, dock.cancel_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    assert len(dock.plot.logs) <= seen + 2  # the epoch under way and one already queued, of 500
+    assert dock.generator is trained, "a cancelled run replaced the generator"
+    assert "Cancelled" in dock.status.text()
+
+
+def test_a_deleted_box_gets_no_object_and_undo_reverts_the_run(scene, qtbot, generator_file, model):
+    viewer, img, lab, dock = scene
+    type_into(qtbot, dock.file, str(generator_file))
+    click(qtbot, dock.load_button)
+    assert dock.generator is not None, dock.status.text()
+    earlier = np.zeros((6, 64, 64), np.int32)
+    earlier[PAINTED] = 9  # an earlier object on the target
+    target = viewer.add_labels(earlier, name="target")
+    choose(qtbot, dock.target_picker, "target")
+    for _ in range(viewer.dims.current_step[0] - 1):  # napari opens a stack on its middle slice
+        press_key(qtbot, viewer, Qt.Key.Key_Left)  # the person steps back to slice 1
+    assert viewer.dims.current_step[0] == 1
+    click(qtbot, dock.propose_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    layer = boxes_layer(viewer, img)
+    assert layer is not None and viewer.layers.selection.active is layer, dock.status.text()
+    boxes = reviewed_boxes(layer, dock.generator.classes)
+    assert len(boxes) >= 2 and {b.slice_index for b in boxes} == {1}
+    assert set(layer.features["class"]) <= {"disc", "square"}
+
+    # the person deletes the box furthest from the others: select mode, click inside it, Delete
+    centres = np.array([[(b.box[0] + b.box[2]) / 2, (b.box[1] + b.box[3]) / 2] for b in boxes])
+    spread = [np.sort(np.linalg.norm(centres - c, axis=1))[1] for c in centres]
+    which = int(np.argmax(spread))
+    click_button(qtbot, viewer.window._qt_viewer.controls.widgets[layer].select_button)
+    click_canvas(qtbot, viewer, layer, (1, *centres[which]))
+    assert layer.selected_data == {which}, layer.selected_data
+    press_key(qtbot, viewer, "Delete")
+    assert len(layer.data) == len(boxes) - 1
+    kept = reviewed_boxes(layer, dock.generator.classes)
+
+    before = target.data.copy()
+    choose(qtbot, dock.segment_form.stages.native, "Stage 1 (box + generator mask)")
+    click(qtbot, dock.refine_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=120_000)
+    assert f"from {len(kept)} box(es)" in dock.status.text(), dock.status.text()
+    # the target is what the kept boxes alone give, written where it was empty
+    expected, classes = before.copy(), np.zeros_like(before)
+    generator = load_generator(generator_file)
+    objects = refine_boxes(model, generator, img.data, kept, options=RefineOptions(stages=1), rgb=False,
+                           contrast_limits=list(img.contrast_limits))  # SAM2 sees the layer as shown
+    write_objects(expected, classes, objects)
+    np.testing.assert_array_equal(target.data, expected)
+    assert len(np.unique(target.data[1])) - 2 <= len(kept)  # background, the painted 9, one id per kept box
+    assert (target.data[PAINTED] == 9).all()
+    assert not np.array_equal(target.data, before), "no object was written"
+    class_layer = [ly for ly in viewer.layers if ly.name == "target classes"][0]
+    new = target.data != before
+    assert set(np.unique(class_layer.data[new])) <= {1, 2} and not class_layer.data[~new].any()
+
+    click(qtbot, dock.undo_button)
+    np.testing.assert_array_equal(target.data, before)
+    assert not class_layer.data.any()
+    assert not dock.undo_button.isEnabled()
