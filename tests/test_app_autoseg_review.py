@@ -119,3 +119,30 @@ def test_objects_go_only_where_the_target_is_empty_and_undo_restores_both_layers
     class_change.undo(classes)
     np.testing.assert_array_equal(labels, before)
     assert not classes.any()
+
+
+def test_finetuning_on_arrays_leaves_the_model_as_it_was_and_writes_only_a_finished_run(model, tmp_path):
+    from napari_rpsam2.app.finetune import finetune_from_arrays
+    from napari_rpsam2.model.adapters import load_adapters
+    from napari_rpsam2.training.adapters import FinetuneConfig
+
+    images, classes = discs_and_squares(2, size=64, seed=4)
+    signature = model.backbone.weights_signature
+    flag = jobs.CancelFlag()
+    epochs = []
+
+    def stop_after_first(log):
+        epochs.append(log)
+        flag.set()
+
+    with pytest.raises(jobs.Cancelled):
+        finetune_from_arrays(model, images, classes, tmp_path / "a.safetensors", rgb=False,
+                             config=FinetuneConfig(epochs=5), on_epoch=stop_after_first, cancel=flag)
+    assert len(epochs) == 1 and not (tmp_path / "a.safetensors").exists()
+    out = finetune_from_arrays(model, images, classes, tmp_path / "b.safetensors", rgb=False,
+                               config=FinetuneConfig(epochs=2, lr=1e-2))
+    assert model.backbone.adapters is None and model.backbone.weights_signature == signature
+    adapters, header = load_adapters(out.path, model.backbone.model, model.backbone.name)
+    assert len(out.history) == 2 and header["training"]["epochs"] == 2
+    zero_at_start = [p for n, p in adapters.named_parameters() if n.endswith(("point_out.weight", "up.weight"))]
+    assert zero_at_start and any(float(p.abs().sum()) > 0 for p in zero_at_start)  # trained: no longer SAM2 as is
