@@ -9,7 +9,7 @@ epoch ran, and "Use the adapters" loads it on the viewer's model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from magicgui.widgets import Container, FileEdit, FloatSpinBox, SpinBox
 from qtpy.QtCore import Qt
@@ -19,9 +19,6 @@ from ..jobs import Cancelled
 from ..training.data import DataError
 from ._torch_import import import_torch_compiler
 from ._workers import error_text, start_worker
-
-if TYPE_CHECKING:
-    from .training_widget import TrainingWidget
 
 __all__ = ["AdapterSection"]
 
@@ -37,7 +34,8 @@ def _finetune_job(*args: Any, **kwargs: Any) -> Any:
 class AdapterSection(QWidget):
     """Settings, output file and buttons for adapter fine-tuning (folded until opened)."""
 
-    def __init__(self, dock: TrainingWidget) -> None:
+    def __init__(self, dock: Any) -> None:
+        """``dock``: the training dock whose pickers, progress bar, plot, Stop and status it uses."""
         super().__init__()
         self.dock = dock
         self.outcome: Any = None
