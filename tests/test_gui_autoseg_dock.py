@@ -10,7 +10,7 @@ pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
 from gui_forms import choose, click, type_into, type_into_cell  # noqa: E402
-from gui_input import click_button, click_canvas, press_key, show_viewer  # noqa: E402
+from gui_input import click_button, click_canvas, drag_canvas, press_key, show_viewer  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 from shapes_data import discs_and_squares  # noqa: E402
 
@@ -113,7 +113,14 @@ def test_a_deleted_box_gets_no_object_and_undo_reverts_the_run(scene, qtbot, gen
     assert layer.selected_data == {which}, layer.selected_data
     press_key(qtbot, viewer, "Delete")
     assert len(layer.data) == len(boxes) - 1
+    # …and moves another by dragging it 3 rows down and 4 columns right
+    moved = reviewed_boxes(layer, dock.generator.classes)[0]
+    centre = ((moved.box[0] + moved.box[2]) / 2, (moved.box[1] + moved.box[3]) / 2)
+    drag_canvas(qtbot, viewer, layer, (1, *centre), (1, centre[0] + 3, centre[1] + 4))
     kept = reviewed_boxes(layer, dock.generator.classes)
+    assert len(kept) == len(boxes) - 1
+    shift = [k.box - moved.box for k in kept if k.class_index == moved.class_index]
+    assert any(np.allclose(d, [3, 4, 3, 4], atol=0.5) for d in shift), shift
 
     before = target.data.copy()
     choose(qtbot, dock.segment_form.stages.native, "Stage 1 (box + generator mask)")
@@ -137,4 +144,28 @@ def test_a_deleted_box_gets_no_object_and_undo_reverts_the_run(scene, qtbot, gen
     click(qtbot, dock.undo_button)
     np.testing.assert_array_equal(target.data, before)
     assert not class_layer.data.any()
+    assert not dock.undo_button.isEnabled()
+
+
+def test_cancel_stops_the_refinement_within_a_slice_and_writes_nothing(scene, qtbot, generator_file, monkeypatch):
+    viewer, img, lab, dock = scene
+    type_into(qtbot, dock.file, str(generator_file))
+    click(qtbot, dock.load_button)
+    choose(qtbot, dock.segment_form.slices, "Whole stack")
+    click(qtbot, dock.propose_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    layer = boxes_layer(viewer, img)
+    assert {b.slice_index for b in reviewed_boxes(layer, dock.generator.classes)} == set(range(6)), \
+        dock.status.text()
+    model = workspace_for(viewer).model
+    embeds = []
+    real = model.embed
+    monkeypatch.setattr(model, "embed", lambda *a, **k: embeds.append(1) or real(*a, **k))
+    n_layers = len(viewer.layers)
+    click(qtbot, dock.refine_button)
+    qtbot.waitUntil(lambda: len(embeds) >= 1, timeout=60_000)
+    click(qtbot, dock.cancel_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    assert len(embeds) <= 2, f"{len(embeds)} of 6 slices were encoded after Cancel"
+    assert len(viewer.layers) == n_layers and "Cancelled" in dock.status.text()
     assert not dock.undo_button.isEnabled()
