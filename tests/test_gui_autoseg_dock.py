@@ -52,7 +52,7 @@ def scene(make_napari_viewer, qtbot, model):
     return viewer, img, lab, dock
 
 
-def test_train_shows_the_loss_and_dice_per_epoch_and_cancel_stops_within_an_epoch(scene, qtbot):
+def test_train_shows_the_loss_and_dice_per_epoch_and_cancel_stops_within_an_epoch(scene, qtbot, tmp_path):
     viewer, img, lab, dock = scene
     click(qtbot, dock.classes_button)
     assert dock.classes.rowCount() == 2
@@ -72,6 +72,14 @@ def test_train_shows_the_loss_and_dice_per_epoch_and_cancel_stops_within_an_epoc
     assert len(dock.plot.logs) == 3 and all(log.val_mdsc is not None for log in dock.plot.logs)
     assert dock.plot.ax.lines and len(dock.plot.ax.lines[0].get_xdata()) == 3  # the loss curve has 3 points
     trained = dock.generator
+    saved = tmp_path / "mine.safetensors"
+    type_into(qtbot, dock.file, str(saved))
+    click(qtbot, dock.save_button)
+    assert load_generator(saved).classes == ["disc", "square"], dock.status.text()
+    (tmp_path / "not-a-generator.safetensors").write_bytes(b"junk")
+    type_into(qtbot, dock.file, str(tmp_path / "not-a-generator.safetensors"))
+    click(qtbot, dock.load_button)
+    assert "Could not load the generator" in dock.status.text() and dock.generator is trained
 
     type_into(qtbot, dock.train_form.epochs, "500")
     click(qtbot, dock.train_button)

@@ -53,6 +53,7 @@ class TrainingPlot(FigureCanvasQTAgg):
         val = [(log.epoch, v) for log in self.logs if (v := getattr(log, "val_mdsc", None)) is not None]
         if val:
             axv.plot(*zip(*val), color="black", linestyle="--", marker="o", markersize=3, label="val mDSC")
+        axv.set_visible(bool(val) or not self.logs)  # a run without validation (adapters) has no right axis
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel("loss", fontsize=8)
         axv.set_ylabel("val mDSC (%)", fontsize=8)
