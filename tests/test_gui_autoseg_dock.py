@@ -159,12 +159,18 @@ def test_cancel_stops_the_refinement_within_a_slice_and_writes_nothing(scene, qt
     viewer, img, lab, dock = scene
     type_into(qtbot, dock.file, str(generator_file))
     click(qtbot, dock.load_button)
-    choose(qtbot, dock.segment_form.slices, "Whole stack")
-    click(qtbot, dock.propose_button)
+    click(qtbot, dock.propose_button)  # the slice on screen first
     qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    shown = viewer.dims.current_step[0]
     layer = boxes_layer(viewer, img)
-    assert {b.slice_index for b in reviewed_boxes(layer, dock.generator.classes)} == set(range(6)), \
-        dock.status.text()
+    first = [b.box for b in reviewed_boxes(layer, dock.generator.classes)]
+    assert first and {b.slice_index for b in reviewed_boxes(layer, dock.generator.classes)} == {shown}
+    choose(qtbot, dock.segment_form.slices, "Whole stack")
+    click(qtbot, dock.propose_button)  # then every slice: the boxes of the slice on screen are replaced, not doubled
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    boxes = reviewed_boxes(layer, dock.generator.classes)
+    assert {b.slice_index for b in boxes} == set(range(6)), dock.status.text()
+    assert len([b for b in boxes if b.slice_index == shown]) == len(first)
     model = workspace_for(viewer).model
     embeds = []
     real = model.embed
@@ -177,3 +183,21 @@ def test_cancel_stops_the_refinement_within_a_slice_and_writes_nothing(scene, qt
     assert len(embeds) <= 2, f"{len(embeds)} of 6 slices were encoded after Cancel"
     assert len(viewer.layers) == n_layers and "Cancelled" in dock.status.text()
     assert not dock.undo_button.isEnabled()
+
+
+def test_boxes_layer_keeps_other_slices_and_takes_an_empty_proposal(make_napari_viewer):
+    from napari_rpsam2._widgets._autoseg_boxes import show_boxes
+    from napari_rpsam2.app.autoseg_review import BoxProposal
+
+    viewer = make_napari_viewer()
+    img = viewer.add_image(np.zeros((4, 32, 32)))
+
+    def box(z, k):
+        return BoxProposal(z, k, ["a", "b"][k - 1], np.array([2.0, 3, 10, 12]), 0.5)
+
+    layer = show_boxes(viewer, img, [box(1, 1), box(1, 2), box(2, 1)], ["a", "b"], [1, 2])
+    assert show_boxes(viewer, img, [box(1, 2), box(3, 2)], ["a", "b"], [1, 3]) is layer
+    got = reviewed_boxes(layer, ["a", "b"])
+    assert sorted((g.slice_index, g.class_name) for g in got) == [(1, "b"), (2, "a"), (3, "b")]
+    assert all(np.allclose(g.box, [2, 3, 10, 12]) for g in got)  # drawn around the pixels, read back exactly
+    assert len(show_boxes(viewer, img, [], ["a", "b"], [0, 1, 2, 3]).data) == 0

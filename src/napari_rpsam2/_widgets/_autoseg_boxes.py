@@ -46,7 +46,7 @@ def boxes_layer(viewer: Any, image: Any) -> Any:
 def show_boxes(viewer: Any, image: Any, boxes: list[BoxProposal], classes: list[str],
                slices: list[int]) -> Any:
     """Put ``boxes`` on the image's boxes layer, replacing the boxes it had on ``slices``; returns the layer."""
-    ndim = 2 if image.ndim == 2 or (image.rgb and image.ndim == 2) else 3
+    ndim = 2 if image.ndim == 2 else 3  # napari's ndim leaves out an RGB image's channel axis
     layer = boxes_layer(viewer, image)
     keep_data, keep_classes, keep_scores = [], [], []
     if layer is not None:
@@ -60,7 +60,7 @@ def show_boxes(viewer: Any, image: Any, boxes: list[BoxProposal], classes: list[
     names = keep_classes + [b.class_name for b in boxes]
     scores = keep_scores + [float(b.score) for b in boxes]
     colours = [_colour(classes.index(n) + 1 if n in classes else 1) for n in names]
-    features = {"class": names, "score": scores}
+    features = {"class": np.array(names, dtype=object), "score": np.array(scores, dtype=float)}  # typed when empty
     text = {"string": "{class}", "size": 9, "color": "white", "anchor": "upper_left"}
     if layer is None:
         layer = viewer.add_shapes(data or None, ndim=ndim, shape_type="rectangle", edge_width=1.5,
@@ -71,7 +71,7 @@ def show_boxes(viewer: Any, image: Any, boxes: list[BoxProposal], classes: list[
     else:
         layer.selected_data = set()
         layer.data = []
-        layer.features = {"class": [], "score": []}
+        layer.features = {"class": np.array([], dtype=object), "score": np.array([], dtype=float)}
         if data:
             layer.add_rectangles(data, edge_color=colours, face_color="transparent")
             layer.features = features
