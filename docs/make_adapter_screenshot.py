@@ -1,4 +1,6 @@
-"""Screenshot of the training dock's SAM2 adapters section after a short run: ``xvfb-run -a python docs/make_adapter_screenshot.py``.
+"""Screenshot of the training dock's SAM2 adapters section after a short run.
+
+Run: ``xvfb-run -a python docs/make_adapter_screenshot.py``.
 
 A 1280×800 window on the sample stack: the section unfolded, three epochs
 typed in, Fine-tune adapters pressed; the loss per epoch is in the plot.

@@ -1,4 +1,6 @@
-"""Screenshots of the "Automatic segmentation" dock, driven by real input: ``xvfb-run -a python docs/make_autoseg_screenshots.py``.
+"""Screenshots of the "Automatic segmentation" dock, driven by real input.
+
+Run: ``xvfb-run -a python docs/make_autoseg_screenshots.py``.
 
 A 1280×800 window on a generated stack of discs and squares on noise (24
 slices, 128²) with its labels.  The class table is filled and typed in,
