@@ -146,3 +146,33 @@ def test_finetuning_on_arrays_leaves_the_model_as_it_was_and_writes_only_a_finis
     assert len(out.history) == 2 and header["training"]["epochs"] == 2
     zero_at_start = [p for n, p in adapters.named_parameters() if n.endswith(("point_out.weight", "up.weight"))]
     assert zero_at_start and any(float(p.abs().sum()) > 0 for p in zero_at_start)  # trained: no longer SAM2 as is
+
+
+def test_one_slice_is_predicted_as_in_the_whole_stack_without_normalising_the_stack():
+    from napari_rpsam2.app.autoseg_review import _SlicePredictor
+    from napari_rpsam2.autoseg import PromptGenerator
+    from napari_rpsam2.autoseg.generator import normalise_stack
+
+    images, _ = discs_and_squares(5, seed=8)
+    images[4] *= 3  # the stack's range is set by another slice
+    generator = PromptGenerator.create(GeneratorConfig(classes=["a"], context=1, **TINY), seed=1)
+    whole = normalise_stack(images, False)
+    for z in (0, 2, 4):  # the edges repeat, as in the whole stack
+        np.testing.assert_array_equal(_SlicePredictor(generator, images, False)(z).logits,
+                                      generator.predict_normalised(whole, z).logits)
+
+
+def test_generator_only_takes_the_generator_region_inside_each_reviewed_box(trained):
+    from napari_rpsam2.autoseg.generator import normalise_stack
+
+    images, _ = discs_and_squares(1, seed=52)
+    cmap = trained.predict_normalised(normalise_stack(images, False), 0).class_map()
+    box = BoxProposal(0, 2, "square", np.array([0.0, 0.0, 40.0, 30.0]))
+    (got,) = refine_boxes(None, trained, images, [box], options=RefineOptions(stages=0))
+    want = np.zeros_like(cmap, bool)
+    want[:41, :31] = cmap[:41, :31] == 2
+    full = np.zeros_like(want)
+    full[got.top:got.top + got.mask.shape[0], got.left:got.left + got.mask.shape[1]] = got.mask
+    np.testing.assert_array_equal(full, want)
+    with pytest.raises(ValueError, match="needs a model"):
+        refine_boxes(None, trained, images, [box], options=RefineOptions(stages=1))

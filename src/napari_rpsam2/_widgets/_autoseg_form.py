@@ -12,7 +12,8 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 __all__ = ["ClassTable", "generator_settings", "segment_settings", "plot_log", "SLICE_CHOICES", "STAGE_CHOICES"]
 
 SLICE_CHOICES = [("Slice on screen", "current"), ("Range of slices", "range"), ("Whole stack", "all")]
-STAGE_CHOICES = [("Stage 1 (box + generator mask)", 1), ("Stages 1 + 2 (RFMedSAM 2)", 2)]
+STAGE_CHOICES = [("Generator only (no SAM2)", 0), ("Stage 1 (box + generator mask)", 1),
+                 ("Stages 1 + 2 (RFMedSAM 2)", 2)]
 
 
 class ClassTable(QTableWidget):
@@ -82,8 +83,8 @@ def segment_settings() -> Container:
         SpinBox(name="min_area", label="Smallest region (px)", value=16, min=1, max=1_000_000,
                 tooltip="Regions of the generator smaller than this get no box"),
         ComboBox(name="stages", label="Refinement", choices=STAGE_CHOICES, value=2,
-                 tooltip="Stage 1: SAM2 from each box and the generator's mask; stage 2: again from the box "
-                         "and logits of stage 1"),
+                 tooltip="Generator only: its own region inside each box; stage 1: SAM2 from each box and the "
+                         "generator's mask;\nstage 2: again from the box and logits of stage 1"),
     ])
 
 

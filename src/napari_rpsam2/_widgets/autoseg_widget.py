@@ -320,8 +320,12 @@ class AutosegWidget(JobDock):
                          "delete boxes there (select mode), then press Refine boxes.")
 
     def refine(self) -> None:
-        """SAM2 from the reviewed boxes, in a worker; written in :meth:`_refined`."""
-        if self.running or self.generator is None or (model := self._model_or_complain()) is None:
+        """Masks for the reviewed boxes (SAM2, or the generator alone), in a worker; written in :meth:`_refined`."""
+        stages = int(self.segment_form.stages.value)
+        if self.running or self.generator is None:
+            return
+        model = self.workspace.model
+        if stages and self._model_or_complain() is None:
             return
         try:
             image = self._segment_image()
@@ -340,9 +344,10 @@ class AutosegWidget(JobDock):
             return
         from ..autoseg.refine import RefineOptions
 
-        options = RefineOptions(stages=int(self.segment_form.stages.value))
+        options = RefineOptions(stages=stages)
         key = slice_cache_key(image, (0,))[0]  # the stack's part of every slice's key, as in the other docks
-        self.status.info(f"Refining {len(boxes)} box(es) with SAM2 ({options.stages} stage(s))…")
+        how = f"SAM2 ({stages} stage(s))" if stages else "the generator alone"
+        self.status.info(f"Segmenting {len(boxes)} box(es) with {how}…")
         self._job(refine_boxes, model, self.generator, image.data, boxes, options=options, rgb=bool(image.rgb),
                   contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
                   key=key,

@@ -24,7 +24,7 @@ from ..autoseg import (
     train_generator,
 )
 from ..autoseg.components import Component, components
-from ..autoseg.generator import as_stack, normalise_stack
+from ..autoseg.generator import SlicePrediction, as_stack, normalise_with, stack_limits
 from ..autoseg.refine import RefineOptions, refine_component
 from ..training.data import DataError
 from .autoseg import _class_ids, class_table
@@ -59,6 +59,30 @@ class RefinedBox:
     left: int
     mask: np.ndarray
     score: float
+
+
+def _stack(data, rgb: bool | None) -> tuple[object, bool]:
+    """``(Z, H, W[, 3])`` without reading a stack already shaped so (a lazy layer stays lazy); 2D becomes one slice."""
+    shape = np.shape(data)
+    if rgb is None:
+        rgb = len(shape) in (3, 4) and shape[-1] == 3
+    if len(shape) == (4 if rgb else 3):
+        return data, bool(rgb)
+    return as_stack(np.asarray(data), rgb)
+
+
+class _SlicePredictor:
+    """The generator on single slices of a stack, normalised as the whole stack would be (only the slice
+    and its context are read and normalised)."""
+
+    def __init__(self, generator: PromptGenerator, stack, rgb: bool) -> None:
+        self.generator, self.stack, self.rgb = generator, stack, rgb
+        self.limits = stack_limits(stack, rgb)
+
+    def __call__(self, z: int) -> SlicePrediction:
+        c, n = self.generator.config.context, np.shape(self.stack)[0]
+        picks = [min(max(z + d, 0), n - 1) for d in range(-c, c + 1)]
+        return self.generator.predict_normalised(normalise_with(self.stack[picks], self.limits, self.rgb), c)
 
 
 def generator_data_from_arrays(image: np.ndarray, labels: np.ndarray, *, rgb: bool,
@@ -118,17 +142,18 @@ def propose_boxes(generator: PromptGenerator, stack: np.ndarray, slices: Sequenc
                   min_area: int = 16, progress: jobs.Progress | None = None,
                   cancel: jobs.Cancel | None = None) -> list[BoxProposal]:
     """The generator's regions on ``slices`` as boxes (one per connected region, largest first per class)."""
-    stack, rgb = as_stack(stack, rgb)
-    generator.check_stack(stack, rgb)
-    bad = [z for z in slices if not 0 <= z < stack.shape[0]]
+    stack, rgb = _stack(stack, rgb)
+    generator.check_stack(np.zeros((1, 1, 1, 3) if rgb else (1, 1, 1)), rgb)
+    n = np.shape(stack)[0]
+    bad = [z for z in slices if not 0 <= z < n]
     if bad:
-        raise ValueError(f"slice {bad[0]} is outside the stack (0–{stack.shape[0] - 1})")
-    norm = normalise_stack(stack, rgb)
+        raise ValueError(f"slice {bad[0]} is outside the stack (0–{n - 1})")
+    predict = _SlicePredictor(generator, stack, rgb)
     out: list[BoxProposal] = []
     for done, z in enumerate(slices):
         jobs.check(cancel, "box proposal")
         jobs.report(progress, "slices", done, len(slices))
-        prediction = generator.predict_normalised(norm, int(z))
+        prediction = predict(int(z))
         out += [BoxProposal(int(z), c.class_index, generator.classes[c.class_index - 1], c.box.copy(), c.score)
                 for c in components(prediction, min_area=min_area)]
     jobs.report(progress, "slices", len(slices), len(slices))
@@ -150,55 +175,55 @@ def refine_boxes(model, generator: PromptGenerator, stack: np.ndarray, boxes: Se
                  options: RefineOptions = RefineOptions(), rgb: bool | None = None,
                  contrast_limits: Sequence[float] | None = None, gamma: float = 1.0, key=None,
                  progress: jobs.Progress | None = None, cancel: jobs.Cancel | None = None) -> list[RefinedBox]:
-    """SAM2's refinement (``options.stages`` 1 or 2) from reviewed boxes; nothing is written.
+    """Masks for reviewed boxes; nothing is written.
 
-    Each box is stage 1's box; the generator's log-odds of the box's class on its
-    slice are the mask prompt (as in the automatic path).  ``key`` names the
-    stack for the embedding cache (slice ``z`` is ``(key, z)``); ``progress("slices", …)``
+    ``options.stages`` 1 or 2: SAM2's refinement, each box being stage 1's box
+    and the generator's log-odds of the box's class on its slice the mask prompt
+    (as in the automatic path).  0: the generator's own region of the box's class
+    inside the box (no SAM2; ``model`` may be ``None``).  ``key`` names the stack
+    for the embedding cache (slice ``z`` is ``(key, z)``); ``progress("slices", …)``
     after each slice; ``cancel()`` is checked before every SAM2 call.
     """
-    if options.stages not in (1, 2):
-        raise ValueError("refining reviewed boxes takes 1 or 2 SAM2 stages")
-    stack, rgb = as_stack(stack, rgb)
-    generator.check_stack(stack, rgb)
+    if options.stages and model is None:
+        raise ValueError("SAM2 refinement (stages 1 or 2) needs a model; stage 0 uses the generator alone")
+    stack, rgb = _stack(stack, rgb)
+    generator.check_stack(np.zeros((1, 1, 1, 3) if rgb else (1, 1, 1)), rgb)
+    n, hw = np.shape(stack)[0], tuple(np.shape(stack)[1:3])
     names = generator.classes
     for b in boxes:
         if not 1 <= b.class_index <= len(names):
             raise ValueError(f"a box on slice {b.slice_index} has class {b.class_index}, but the generator knows "
                              f"only {names}; give each box one of these classes")
-        if not 0 <= b.slice_index < stack.shape[0]:
-            raise ValueError(f"a box lies on slice {b.slice_index}, outside the stack (0–{stack.shape[0] - 1})")
+        if not 0 <= b.slice_index < n:
+            raise ValueError(f"a box lies on slice {b.slice_index}, outside the stack (0–{n - 1})")
     by_slice: dict[int, list[BoxProposal]] = {}
     for b in boxes:
         by_slice.setdefault(int(b.slice_index), []).append(b)
-    norm = normalise_stack(stack, rgb) if options.mask_prompt else None
+    predict = _SlicePredictor(generator, stack, rgb)
     out: list[RefinedBox] = []
     for done, z in enumerate(sorted(by_slice)):
         jobs.check(cancel, "refinement")
         jobs.report(progress, "slices", done, len(by_slice))
-        emb = model.embed(stack[z], contrast_limits=contrast_limits, gamma=gamma, rgb=rgb,
-                          key=None if key is None else (key, z))
-        prediction = generator.predict_normalised(norm, z) if norm is not None else _flat_prediction(names, stack)
+        prediction = predict(z)
+        emb = None
+        if options.stages:
+            emb = model.embed(np.asarray(stack[z]), contrast_limits=contrast_limits, gamma=gamma, rgb=rgb,
+                              key=None if key is None else (key, z))
         for b in by_slice[z]:
             jobs.check(cancel, "refinement")
-            obj = refine_component(model, emb, _box_component(b, stack.shape[1:3]), prediction, options)
-            rows, cols = np.nonzero(obj.mask)
+            comp = _box_component(b, hw)
+            if options.stages:
+                mask, score = (obj := refine_component(model, emb, comp, prediction, options)).mask, obj.score
+            else:
+                mask, score = comp.mask & (prediction.class_map() == b.class_index), b.score
+            rows, cols = np.nonzero(mask)
             if rows.size == 0:
                 continue
             top, left = int(rows.min()), int(cols.min())
-            crop = obj.mask[top:int(rows.max()) + 1, left:int(cols.max()) + 1].copy()
-            out.append(RefinedBox(z, b.class_index, top, left, crop, obj.score))
+            out.append(RefinedBox(z, b.class_index, top, left,
+                                  mask[top:int(rows.max()) + 1, left:int(cols.max()) + 1].copy(), score))
     jobs.report(progress, "slices", len(by_slice), len(by_slice))
     return out
-
-
-def _flat_prediction(names: list[str], stack: np.ndarray):
-    """A prediction of even odds everywhere (only its shape is used when the mask prompt is off)."""
-    from ..autoseg.generator import SlicePrediction
-
-    k, (h, w) = len(names) + 1, stack.shape[1:3]
-    probs = np.full((k, h, w), 1.0 / k, np.float32)
-    return SlicePrediction(np.zeros_like(probs), probs, names)
 
 
 def write_objects(labels, classes, objects: Sequence[RefinedBox]) -> tuple[LabelChange, LabelChange, int]:
