@@ -7,8 +7,8 @@ slices, 128²) with its labels.  The class table is filled and typed in,
 the generator trains for 40 epochs (``autoseg_widget.png``: the plot), its
 boxes are proposed on one slice and one box is deleted with the select tool
 and the Delete key (``autoseg_boxes.png``), then the remaining boxes are
-refined (``autoseg_refined.png``).  SAM2 has random weights (no network
-here): the refined masks mean nothing; the generator's boxes do.
+segmented with the generator alone (``autoseg_refined.png``).  SAM2 has random
+weights here (no network), so its refinement would show nothing useful.
 """
 import os
 import pathlib
@@ -33,7 +33,7 @@ def scroll_to(dock, widget) -> None:
     """Scroll the dock so ``widget`` is in view (as a person scrolls the dock)."""
     from qtpy.QtWidgets import QScrollArea
 
-    dock.findChild(QScrollArea).ensureWidgetVisible(widget, 0, 40)
+    dock.findChild(QScrollArea).ensureWidgetVisible(widget, 0, 40)  # as a person scrolls the dock
     settle()
 
 
@@ -77,6 +77,7 @@ scroll_to(dock, dock.refine_button)
 viewer.reset_view()
 grab(viewer, IMAGES / "autoseg_boxes.png")
 
+gui_forms.choose(BOT, dock.segment_form.stages, "Generator only (no SAM2)")  # random SAM2 would say nothing
 press(dock.refine_button)
 wait(lambda: not dock.running)
 print(dock.status.text())

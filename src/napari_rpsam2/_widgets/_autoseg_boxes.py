@@ -4,7 +4,7 @@ One rectangle per region, drawn around the region's pixels (half a pixel
 outside their centres); the class is the shape's ``class`` feature, shown as
 its text and its edge colour.  A person moves, resizes, deletes or adds
 rectangles with napari's own Shapes tools; :func:`reviewed_boxes` reads
-whatever is there when Refine is pressed.
+whatever is there when Segment boxes is pressed.
 """
 
 from __future__ import annotations

@@ -85,12 +85,12 @@ class AutosegWidget(JobDock):
         self.target_picker = LayerPicker(v, (Labels,), allow_none="(new Labels layer)")
         self.propose_button = QPushButton("Propose boxes")
         self.propose_button.setToolTip("The generator's regions as boxes on a Shapes layer: move, resize, delete "
-                                       "or add boxes there, then press Refine")
-        self.refine_button = QPushButton("Refine boxes (SAM2)")
-        self.refine_button.setToolTip("SAM2 segments each box on the boxes layer; objects are written only "
-                                       "where the target is empty")
+                                       "or add boxes there, then press Segment boxes")
+        self.refine_button = QPushButton("Segment boxes")
+        self.refine_button.setToolTip("Segment each box on the boxes layer (SAM2, or the generator alone); "
+                                       "objects are written only where the target is empty")
         self.undo_button = QPushButton("Undo")
-        self.undo_button.setToolTip("Revert the last refinement run (its objects and classes)")
+        self.undo_button.setToolTip("Revert the last Segment boxes run (its objects and classes)")
         self.status = StatusLabel("Pick an annotated image and its labels, then press Train generator "
                                   "(or load a generator).")
         for button, slot in ((self.classes_button, self.fill_classes), (self.train_button, self.train),
@@ -317,7 +317,7 @@ class AutosegWidget(JobDock):
         layer = boxes_ui.show_boxes(self.viewer, image, boxes, self.generator.classes, slices)
         self.viewer.layers.selection.active = layer  # ready for review
         self.status.info(f"{len(boxes)} box(es) on {len(slices)} slice(s) on '{layer.name}'. Move, resize or "
-                         "delete boxes there (select mode), then press Refine boxes.")
+                         "delete boxes there (select mode), then press Segment boxes.")
 
     def refine(self) -> None:
         """Masks for the reviewed boxes (SAM2, or the generator alone), in a worker; written in :meth:`_refined`."""
