@@ -201,3 +201,37 @@ def test_boxes_layer_keeps_other_slices_and_takes_an_empty_proposal(make_napari_
     assert sorted((g.slice_index, g.class_name) for g in got) == [(1, "b"), (2, "a"), (3, "b")]
     assert all(np.allclose(g.box, [2, 3, 10, 12]) for g in got)  # drawn around the pixels, read back exactly
     assert len(show_boxes(viewer, img, [], ["a", "b"], [0, 1, 2, 3]).data) == 0
+
+
+def test_deleting_the_target_mid_run_stops_it_and_nothing_is_written(scene, qtbot, generator_file, monkeypatch):
+    import threading
+
+    viewer, img, lab, dock = scene
+    type_into(qtbot, dock.file, str(generator_file))
+    click(qtbot, dock.load_button)
+    target = viewer.add_labels(np.zeros((6, 64, 64), np.int32), name="target")
+    choose(qtbot, dock.target_picker, "target")
+    choose(qtbot, dock.segment_form.slices, "Whole stack")
+    click(qtbot, dock.propose_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    model = workspace_for(viewer).model
+    entered, release = threading.Event(), threading.Event()
+    real = model.embed
+
+    def held_embed(*a, **k):  # the first slice's encoding takes until the person has deleted the target
+        entered.set()
+        release.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(model, "embed", held_embed)
+    click(qtbot, dock.refine_button)
+    qtbot.waitUntil(entered.is_set, timeout=30_000)
+    viewer.layers.selection.active = target
+    click_button(qtbot, viewer.window._qt_viewer.layerButtons.deleteButton)
+    assert target not in viewer.layers
+    assert "was deleted" in dock.status.text() and not dock.cancel_button.isEnabled(), dock.status.text()
+    release.set()
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    assert "nothing was written" in dock.status.text(), dock.status.text()
+    assert not target.data.any() and not [ly for ly in viewer.layers if ly.name.endswith("classes")]
+    assert not dock.undo_button.isEnabled()

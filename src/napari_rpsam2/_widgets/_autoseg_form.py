@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -9,7 +10,8 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
-__all__ = ["ClassTable", "generator_settings", "segment_settings", "plot_log", "SLICE_CHOICES", "STAGE_CHOICES"]
+__all__ = ["ClassTable", "generator_settings", "segment_settings", "plot_log", "save_generator_file",
+           "load_generator_file", "SLICE_CHOICES", "STAGE_CHOICES"]
 
 SLICE_CHOICES = [("Slice on screen", "current"), ("Range of slices", "range"), ("Whole stack", "all")]
 STAGE_CHOICES = [("Generator only (no SAM2)", 0), ("Stage 1 (box + generator mask)", 1),
@@ -92,3 +94,31 @@ def plot_log(log: Any) -> SimpleNamespace:
     """A generator epoch as the training plot draws it (validation Dice in %)."""
     val = None if log.val_dice != log.val_dice else 100.0 * log.val_dice
     return SimpleNamespace(epoch=log.epoch, loss=log.loss, val_mdsc=val)
+
+
+def save_generator_file(generator: Any, text: str) -> Path:
+    """Write ``generator`` to the path typed in the file field (``.safetensors`` added); ``ValueError`` says why not."""
+    from ..autoseg import save_generator
+
+    path = Path(text).expanduser()
+    if generator is None:
+        raise ValueError("No generator to save yet: train or load one first.")
+    if not path.name or text.strip() in ("", ".") or not path.parent.is_dir():
+        raise ValueError(f"Choose a generator file in an existing folder (got '{text}').")
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    try:
+        return save_generator(path, generator, training=generator.header.get("training"))
+    except OSError as err:
+        raise ValueError(f"Could not save the generator: {err}") from None
+
+
+def load_generator_file(text: str) -> Any:
+    """The generator in the file typed in the field; ``ValueError`` saying what is wrong with it."""
+    from ..autoseg import load_generator
+    from ..model.checkpoint import CheckpointError
+
+    try:
+        return load_generator(Path(text).expanduser())
+    except (CheckpointError, OSError) as err:
+        raise ValueError(f"Could not load the generator: {err}") from None

@@ -18,6 +18,7 @@ from magicgui.widgets import Container, FileEdit
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from ..app.autoseg import class_table
 from ..app.autoseg_review import (
     propose_boxes,
     refine_boxes,
@@ -25,12 +26,19 @@ from ..app.autoseg_review import (
     train_generator_on_arrays,
     write_objects,
 )
-from ..app.autoseg import class_table
 from ..app.label_changes import LabelChange
 from ..jobs import CancelFlag, Cancelled
 from ..training.data import DataError
 from . import _autoseg_boxes as boxes_ui
-from ._autoseg_form import ClassTable, generator_settings, label_ids, plot_log, segment_settings
+from ._autoseg_form import (
+    ClassTable,
+    generator_settings,
+    label_ids,
+    load_generator_file,
+    plot_log,
+    save_generator_file,
+    segment_settings,
+)
 from ._job_dock import JobDock
 from ._layer_picker import LayerPicker
 from ._plot import TrainingPlot
@@ -62,6 +70,8 @@ class AutosegWidget(JobDock):
         self.generator: Any = None
         self.history: list[list[tuple[Any, LabelChange]]] = []  # one entry per run, newest last
         self._class_layers: dict[str, Any] = {}
+        self._watched: tuple = ()  # the layers the running job reads or writes
+        self._stop_reason = ""
         self._bridge.message.connect(self._on_message)
         v = self.viewer
         self.image_picker = LayerPicker(v, (Image,))
@@ -99,6 +109,7 @@ class AutosegWidget(JobDock):
                              (self.refine_button, self.refine), (self.undo_button, self.undo)):
             button.clicked.connect(slot)
         self.segment_form.slices.changed.connect(self._slices_changed)
+        self.viewer.layers.events.removed.connect(self._layer_removed)
         scrolling_dock(self, self._panel())
         self._slices_changed()
         self._buttons()
@@ -165,6 +176,15 @@ class AutosegWidget(JobDock):
         self.cancel()
         for picker in (self.image_picker, self.labels_picker, self.segment_picker, self.target_picker):
             picker.disconnect_viewer()
+        self.viewer.layers.events.removed.disconnect(self._layer_removed)
+
+    def _layer_removed(self, event: Any) -> None:
+        """A layer the running job reads or writes was deleted: stop the job at once (nothing is written)."""
+        if self.running and any(event.value is layer for layer in self._watched):
+            self._stop_reason = f"'{event.value.name}' was deleted: the run stopped and nothing was written."
+            self._cancel.set()
+            self.status.error(self._stop_reason)
+            self._buttons()
 
     def _on_message(self, msg: tuple) -> None:
         if msg[0] == "progress":
@@ -173,9 +193,13 @@ class AutosegWidget(JobDock):
         elif msg[0] == "epoch":
             self.plot.add(plot_log(msg[1]))
 
-    def _job(self, func: Any, *args: Any, done: Any, what: str, **kwargs: Any) -> None:
-        """Run ``func`` in a worker with progress and Cancel; ``done(result)`` only if it was not cancelled."""
+    def _job(self, func: Any, *args: Any, done: Any, what: str, layers: tuple = (), **kwargs: Any) -> None:
+        """Run ``func`` in a worker with progress and Cancel; ``done(result)`` only if it was not cancelled.
+
+        Deleting one of ``layers`` while it runs cancels it.
+        """
         flag = self._begin_job()
+        self._watched, self._stop_reason = tuple(layers), ""
         emit = self._bridge.send
         start_worker(func, *args, progress=lambda stage, d, total: None if flag() else emit(("progress", stage, d,
                                                                                                   total)),
@@ -184,7 +208,9 @@ class AutosegWidget(JobDock):
                      on_finish=lambda: self._end_job(flag), **kwargs)
 
     def _failed(self, flag: CancelFlag, err: BaseException, what: str) -> None:
-        if flag() or isinstance(err, Cancelled):
+        if flag() and self._stop_reason:
+            self.status.error(self._stop_reason)
+        elif flag() or isinstance(err, Cancelled):
             self.status.info(f"Cancelled: {what} stopped; nothing was written.")
         else:
             self.status.error(f"{what.capitalize()} failed: {error_text(err)}")
@@ -233,7 +259,7 @@ class AutosegWidget(JobDock):
         emit = self._bridge.send
         self._job(_train_job, image.data, labels.data, rgb=bool(image.rgb), class_names=names,
                   config=config, train_config=train_config, on_epoch=lambda log: emit(("epoch", log)),
-                  done=self._trained, what="training")
+                  done=self._trained, what="training", layers=(image, labels))
 
     def _trained(self, result: Any) -> None:
         self._use_generator(result.generator)
@@ -250,30 +276,19 @@ class AutosegWidget(JobDock):
 
     def save_generator(self) -> None:
         """Write the generator to the file field (atomically)."""
-        from ..autoseg import save_generator
-
-        path = Path(str(self.file.value)).expanduser()
-        if self.generator is None or not path.name or not path.parent.is_dir():
-            self.status.error(f"Choose a generator file in an existing folder (got '{self.file.value}').")
-            return
-        if path.suffix != ".safetensors":
-            path = path.with_name(path.name + ".safetensors")
         try:
-            save_generator(path, self.generator, training=self.generator.header.get("training"))
-        except OSError as err:
-            self.status.error(f"Could not save the generator: {error_text(err)}")
+            path = save_generator_file(self.generator, str(self.file.value))
+        except (OSError, ValueError) as err:
+            self.status.error(error_text(err))
             return
         self.status.info(f"Generator saved to {path}.")
 
     def load_generator(self) -> None:
         """Read a generator file (safetensors; nothing is unpickled)."""
-        from ..autoseg import load_generator
-        from ..model.checkpoint import CheckpointError
-
         try:
-            generator = load_generator(Path(str(self.file.value)).expanduser())
-        except (CheckpointError, OSError) as err:
-            self.status.error(f"Could not load the generator: {error_text(err)}")
+            generator = load_generator_file(str(self.file.value))
+        except (OSError, ValueError) as err:
+            self.status.error(error_text(err))
             return
         self._use_generator(generator)
         self.status.info(f"Generator loaded from {self.file.value}. Press Propose boxes.")
@@ -308,7 +323,8 @@ class AutosegWidget(JobDock):
         self.status.info(f"Proposing boxes on {len(slices)} slice(s)…")
         self._job(propose_boxes, self.generator, image.data, slices, rgb=bool(image.rgb),
                   min_area=int(self.segment_form.min_area.value),
-                  done=lambda boxes: self._proposed(image, key, slices, boxes), what="box proposal")
+                  done=lambda boxes: self._proposed(image, key, slices, boxes), what="box proposal",
+                  layers=(image,))
 
     def _proposed(self, image: Any, key: Any, slices: list[int], boxes: list) -> None:
         if image not in self.viewer.layers or slice_cache_key(image, (0,))[0] != key:
@@ -351,12 +367,12 @@ class AutosegWidget(JobDock):
         self._job(refine_boxes, model, self.generator, image.data, boxes, options=options, rgb=bool(image.rgb),
                   contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
                   key=key,
-                  done=lambda objects: self._refined(image, key, objects, len(boxes)), what="refinement")
+                  done=lambda objects: self._refined(image, target, key, objects, len(boxes)), what="refinement",
+                  layers=(image, target))
 
     # ------------------------------------------------------------------ writing and undo
-    def _outputs(self, image: Any) -> tuple[Any, Any]:
-        """The target Labels layer (new if none is picked) and its class-map layer."""
-        target = self.target_picker.layer()
+    def _outputs(self, image: Any, target: Any) -> tuple[Any, Any]:
+        """The target chosen when the run started (a new Labels layer for ``None``) and its class-map layer."""
         shape = layer_shape(image)
         if target is None:
             target = unwrap(self.viewer.add_labels(np.zeros(shape, np.int32), name=f"{image.name} automatic",
@@ -371,11 +387,11 @@ class AutosegWidget(JobDock):
         classes.features = {"index": list(range(len(names))), "class": names}
         return target, classes
 
-    def _refined(self, image: Any, key: Any, objects: list, n_boxes: int) -> None:
+    def _refined(self, image: Any, target: Any, key: Any, objects: list, n_boxes: int) -> None:
         if image not in self.viewer.layers or slice_cache_key(image, (0,))[0] != key:
             self.status.error("The image was removed or changed during the refinement; nothing written.")
             return
-        target, classes = self._outputs(image)
+        target, classes = self._outputs(image, target)
         if not isinstance(target.data, np.ndarray):
             self.status.error(f"'{target.name}' is not held in memory; pick another Labels layer.")
             return
