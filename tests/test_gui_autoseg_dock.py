@@ -165,6 +165,12 @@ def test_cancel_stops_the_refinement_within_a_slice_and_writes_nothing(scene, qt
     layer = boxes_layer(viewer, img)
     first = [b.box for b in reviewed_boxes(layer, dock.generator.classes)]
     assert first and {b.slice_index for b in reviewed_boxes(layer, dock.generator.classes)} == {shown}
+    choose(qtbot, dock.segment_form.slices, "Range of slices")
+    type_into(qtbot, dock.segment_form.last, "5")
+    type_into(qtbot, dock.segment_form.first, "4")
+    click(qtbot, dock.propose_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    assert {b.slice_index for b in reviewed_boxes(layer, dock.generator.classes)} == {shown, 4, 5}
     choose(qtbot, dock.segment_form.slices, "Whole stack")
     click(qtbot, dock.propose_button)  # then every slice: the boxes of the slice on screen are replaced, not doubled
     qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
