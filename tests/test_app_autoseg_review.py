@@ -176,3 +176,17 @@ def test_generator_only_takes_the_generator_region_inside_each_reviewed_box(trai
     np.testing.assert_array_equal(full, want)
     with pytest.raises(ValueError, match="needs a model"):
         refine_boxes(None, trained, images, [box], options=RefineOptions(stages=1))
+
+
+def test_a_single_image_is_one_slice_from_proposal_to_writing(trained):
+    images, _ = discs_and_squares(1, seed=53)
+    image = images[0]  # (H, W): a 2D image, as a 2D layer holds it
+    boxes = propose_boxes(trained, image, [0], rgb=False)
+    assert boxes and {b.slice_index for b in boxes} == {0}
+    objects = refine_boxes(None, trained, image, boxes, options=RefineOptions(stages=0), rgb=False)
+    labels, classes = np.zeros(image.shape, np.int32), np.zeros(image.shape, np.int32)
+    change, _, written = write_objects(labels, classes, objects)
+    assert written == len(objects) > 0 and labels.max() == written
+    assert set(np.unique(classes[labels > 0])) <= {1, 2}
+    change.undo(labels)
+    assert not labels.any()

@@ -241,3 +241,22 @@ def test_deleting_the_target_mid_run_stops_it_and_nothing_is_written(scene, qtbo
     assert "nothing was written" in dock.status.text(), dock.status.text()
     assert not target.data.any() and not [ly for ly in viewer.layers if ly.name.endswith("classes")]
     assert not dock.undo_button.isEnabled()
+
+
+def test_a_2d_image_gets_boxes_and_objects_without_sam2(make_napari_viewer, qtbot, generator_file):
+    images, _ = discs_and_squares(1, seed=53)
+    viewer = make_napari_viewer()
+    img = viewer.add_image(images[0], name="one picture")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", WIDGET)
+    type_into(qtbot, dock.file, str(generator_file))
+    click(qtbot, dock.load_button)
+    click(qtbot, dock.propose_button)  # no model is needed for the generator
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    layer = boxes_layer(viewer, img)
+    assert layer is not None and layer.ndim == 2 and len(layer.data) > 0, dock.status.text()
+    choose(qtbot, dock.segment_form.stages, "Generator only (no SAM2)")
+    click(qtbot, dock.refine_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    target = dock.target_picker.layer()
+    assert target is not None and target.data.shape == images[0].shape and target.data.max() >= 1, \
+        dock.status.text()
