@@ -76,6 +76,7 @@ def test_train_shows_the_loss_and_dice_per_epoch_and_cancel_stops_within_an_epoc
     type_into(qtbot, dock.file, str(saved))
     click(qtbot, dock.save_button)
     assert load_generator(saved).classes == ["disc", "square"], dock.status.text()
+    assert load_generator(saved).header["training"]["epochs"] == 3
     (tmp_path / "not-a-generator.safetensors").write_bytes(b"junk")
     type_into(qtbot, dock.file, str(tmp_path / "not-a-generator.safetensors"))
     click(qtbot, dock.load_button)

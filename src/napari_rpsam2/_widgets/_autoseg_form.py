@@ -108,7 +108,8 @@ def save_generator_file(generator: Any, text: str) -> Path:
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
     try:
-        return save_generator(path, generator, training=generator.header.get("training"))
+        return save_generator(path, generator, training=generator.header.get("training"),
+                              metrics=generator.header.get("metrics"))
     except OSError as err:
         raise ValueError(f"Could not save the generator: {err}") from None
 

@@ -119,8 +119,16 @@ def train_generator_on_arrays(image: np.ndarray, labels: np.ndarray, *, rgb: boo
                               cancel: jobs.Cancel | None = None) -> GeneratorTrainResult:
     """Train a prompt generator on one annotated stack; nothing is written (save it with ``save_generator``)."""
     data = generator_data_from_arrays(image, labels, rgb=rgb, class_names=class_names)
-    return train_generator(data, config or GeneratorConfig(), train_config, progress=progress,
-                           on_epoch=on_epoch, cancel=cancel)
+    tc = train_config
+    result = train_generator(data, config or GeneratorConfig(), tc, progress=progress, on_epoch=on_epoch,
+                             cancel=cancel)
+    result.generator.header = {  # what save_generator records about the run
+        "training": {"source": "napari layers", "slices": data.n_slices, "classes": data.classes,
+                     "epochs": tc.epochs, "best_epoch": result.best_epoch, "train_slices": result.n_train,
+                     "val_slices": result.n_val, "lr": tc.lr, "batch_size": tc.batch_size, "augment": tc.augment,
+                     "seed": tc.seed},
+        "metrics": {"val_dice": result.best_val_dice}}
+    return result
 
 
 def slice_choice(mode: str, current: int, first: int, last: int, n_slices: int) -> list[int]:
