@@ -197,16 +197,25 @@ def test_cancel_stops_the_refinement_within_a_slice_and_writes_nothing(scene, qt
     boxes = reviewed_boxes(layer, dock.generator.classes)
     assert {b.slice_index for b in boxes} == set(range(6)), dock.status.text()
     assert len([b for b in boxes if b.slice_index == shown]) == len(first)
+    import threading
+
     model = workspace_for(viewer).model
-    embeds = []
+    embeds, pressed = [], threading.Event()
     real = model.embed
-    monkeypatch.setattr(model, "embed", lambda *a, **k: embeds.append(1) or real(*a, **k))
+
+    def held_embed(*a, **k):  # the first slice's encoding lasts until the person has pressed Cancel
+        embeds.append(1)
+        pressed.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(model, "embed", held_embed)
     n_layers = len(viewer.layers)
     click(qtbot, dock.refine_button)
     qtbot.waitUntil(lambda: len(embeds) >= 1, timeout=60_000)
     click(qtbot, dock.cancel_button)
+    pressed.set()
     qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
-    assert len(embeds) <= 2, f"{len(embeds)} of 6 slices were encoded after Cancel"
+    assert len(embeds) == 1, f"{len(embeds)} of 6 slices were encoded: Cancel did not stop within the slice"
     assert len(viewer.layers) == n_layers and "Cancelled" in dock.status.text()
     assert not dock.undo_button.isEnabled()
 
