@@ -51,3 +51,18 @@ def choose(qtbot: Any, combo: Any, text: str) -> None:
         qtbot.keyClick(native, Qt.Key.Key_Down)
     offered = [native.itemText(i) for i in range(native.count())]
     assert native.currentText() == text, f"{text!r} is not offered: {offered}"
+
+
+def type_into_cell(qtbot: Any, table: Any, row: int, column: int, text: str) -> None:
+    """Click a table cell, press F2 to edit it, select its text (Ctrl+A), delete it, type ``text``, then Enter."""
+    rect = table.visualItemRect(table.item(row, column))
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.keyClick(table, Qt.Key.Key_F2)
+    editors = [e for e in table.viewport().findChildren(QLineEdit) if e.isVisible()]
+    editor = editors[-1] if editors else None  # the delegate's editor (focus may be elsewhere under Xvfb)
+    assert isinstance(editor, QLineEdit), f"the cell opened no text editor ({type(editor).__name__})"
+    qtbot.keyClick(editor, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(editor, Qt.Key.Key_Backspace)  # ("" clears the cell)
+    qtbot.keyClicks(editor, text)
+    qtbot.keyClick(editor, Qt.Key.Key_Return)
+    qtbot.wait(10)  # the closed editor is deleted

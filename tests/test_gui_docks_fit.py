@@ -1,4 +1,4 @@
-"""Every dock of the plugin fits a 1280×800 window without cutting text, alone or all five stacked.
+"""Every dock of the plugin fits a 1280×800 window without cutting text, alone or all six stacked.
 
 The docks are opened from the Plugins ▸ RP-SAM2 menu and a 'random' model is loaded with the click
 dock's Load model button, so the status lines are at their longest.
@@ -19,7 +19,7 @@ from napari_rpsam2._widgets._workspace import workspace_for
 from napari_rpsam2.sample_data import make_instrument_stack
 
 ENTRIES = ("Click segmentation", "Click-sensitivity heatmap", "Train shift block", "Propagate through stack",
-           "One-shot segmentation")
+           "One-shot segmentation", "Automatic segmentation")
 
 
 def _open_from_menu(qtbot, viewer, entry: str):

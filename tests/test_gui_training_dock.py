@@ -205,3 +205,51 @@ def test_start_asks_before_replacing_a_checkpoint(scene, qtbot, tmp_path):
     assert len(asked) == 2 and dock.running
     click(qtbot, dock.stop_button)
     qtbot.waitUntil(lambda: not dock.running, timeout=120_000)
+
+
+def test_adapter_fine_tuning_writes_a_file_stops_on_cancel_and_is_used_when_asked(scene, qtbot, tmp_path, model,
+                                                                                   monkeypatch):
+    from napari_rpsam2.model.adapters import read_adapter_header
+
+    _, _, dock, workspace = scene
+    section = dock.adapters
+    assert not section.body.isVisible()
+    click(qtbot, section.toggle)  # unfold the section
+    type_into(qtbot, section.form.epochs, "40")
+    stopped = tmp_path / "stopped.safetensors"
+    type_into(qtbot, section.out, str(stopped))
+    import napari_rpsam2.app.finetune as finetune
+
+    real, flags = finetune.finetune_adapters, []  # whether Stop had been pressed when each epoch ended
+
+    def recording(backbone, stack, config, *, progress, on_epoch, cancel):
+        return real(backbone, stack, config, progress=progress, cancel=cancel,
+                    on_epoch=lambda log: flags.append(bool(cancel())) or on_epoch(log))
+
+    monkeypatch.setattr(finetune, "finetune_adapters", recording)
+    click(qtbot, section.start_button)
+    assert dock.running and dock.stop_button.isEnabled() and not dock.start_button.isEnabled()
+    qtbot.waitUntil(lambda: len(dock.plot.logs) >= 1, timeout=170_000)
+    click(qtbot, dock.stop_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=120_000)
+    assert sum(flags) <= 1 and len(flags) < 40  # stops within the slice under way: at most its epoch ends
+    assert "no adapter file was written" in dock.status.text()
+    monkeypatch.undo()
+    assert not stopped.exists() and not list(tmp_path.glob("*.tmp*"))
+    assert not section.use_button.isEnabled()
+
+    out = tmp_path / "adapters.safetensors"
+    type_into(qtbot, section.form.epochs, "2")
+    type_into(qtbot, section.out, str(out))
+    click(qtbot, section.start_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=170_000)
+    assert out.exists(), dock.status.text()
+    assert read_adapter_header(out)["backbone"] == model.backbone.name
+    assert len(dock.plot.logs) == 2 and dock.plot.ax.lines  # the loss per epoch
+    assert workspace.model.backbone.adapters is None  # the viewer's SAM2 is unchanged until asked
+    try:
+        click(qtbot, section.use_button)
+        assert workspace.model.backbone.adapters is not None, dock.status.text()
+        assert "now uses the adapters" in dock.status.text()
+    finally:
+        model.backbone.use_adapters(None)  # the session's backbone is shared with other tests

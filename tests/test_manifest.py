@@ -13,6 +13,7 @@ WIDGETS = {
     "Train shift block": "TrainingWidget",
     "Propagate through stack": "PropagateWidget",
     "One-shot segmentation": "OneShotWidget",
+    "Automatic segmentation": "AutosegWidget",
 }
 
 

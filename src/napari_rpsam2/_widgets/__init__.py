@@ -4,7 +4,7 @@ The manifest (``napari.yaml``) points at the modules directly, so importing
 this package does not import napari or Qt.
 """
 
-__all__ = ["ClickWidget", "HeatmapWidget", "TrainingWidget", "PropagateWidget", "OneShotWidget"]
+__all__ = ["ClickWidget", "HeatmapWidget", "TrainingWidget", "PropagateWidget", "OneShotWidget", "AutosegWidget"]
 
 
 def __getattr__(name: str):
@@ -23,4 +23,7 @@ def __getattr__(name: str):
     if name == "OneShotWidget":
         from .oneshot_widget import OneShotWidget
         return OneShotWidget
+    if name == "AutosegWidget":
+        from .autoseg_widget import AutosegWidget
+        return AutosegWidget
     raise AttributeError(name)

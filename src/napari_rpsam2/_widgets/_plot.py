@@ -47,11 +47,13 @@ class TrainingPlot(FigureCanvasQTAgg):
         for legend in list(self.figure.legends):
             legend.remove()
         epochs = [log.epoch for log in self.logs]
-        for attr, label in TERMS:
-            ax.plot(epochs, [getattr(log, attr) for log in self.logs], marker=".", label=label)
-        val = [(log.epoch, log.val_mdsc) for log in self.logs if log.val_mdsc is not None]
+        for attr, label in TERMS:  # the terms the logs have (a generator or adapter run logs its loss only)
+            if all(hasattr(log, attr) for log in self.logs):
+                ax.plot(epochs, [getattr(log, attr) for log in self.logs], marker=".", label=label)
+        val = [(log.epoch, v) for log in self.logs if (v := getattr(log, "val_mdsc", None)) is not None]
         if val:
             axv.plot(*zip(*val), color="black", linestyle="--", marker="o", markersize=3, label="val mDSC")
+        axv.set_visible(bool(val) or not self.logs)  # a run without validation (adapters) has no right axis
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel("loss", fontsize=8)
         axv.set_ylabel("val mDSC (%)", fontsize=8)

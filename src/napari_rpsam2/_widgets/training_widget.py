@@ -5,6 +5,8 @@ embeddings and grid-Dice results the workspace already holds, and hands the
 result over with ``workspace.use_shift_block``: the click dock, another
 view of the same workspace, uses it from then on.  Label layers may be
 Labels layers or label PNGs opened as RGB images (three equal channels).
+Its "SAM2 adapters" section (:mod:`._adapter_section`) fine-tunes RFMedSAM 2's
+adapters on the same image and labels instead.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from qtpy.QtWidgets import (
 from ..app.train import label_array, train_from_arrays, would_replace
 from ..jobs import CancelFlag, Cancelled
 from ..training.data import DEFAULT_MERGE_GAP, DataError
+from ._adapter_section import AdapterSection
 from ._job_dock import JobDock
 from ._layer_picker import LayerPicker
 from ._plot import TrainingPlot
@@ -145,6 +148,7 @@ class TrainingWidget(JobDock):
         self.progress = QProgressBar()
         self.plot = TrainingPlot()
         self.status = StatusLabel("Pick an annotated image and its labels, then press Start.")
+        self.adapters = AdapterSection(self)  # fine-tunes SAM2's adapters on the same image and labels
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.cancel)
         self.use_button.clicked.connect(self.use_trained_block)
@@ -171,7 +175,7 @@ class TrainingWidget(JobDock):
         row.addWidget(self.start_button)
         row.addWidget(self.stop_button)
         lay.addLayout(row)
-        for w in (self.progress, self.plot, self.use_button, self.status):
+        for w in (self.adapters, self.progress, self.plot, self.use_button, self.status):
             lay.addWidget(w)
         return panel
 
@@ -204,6 +208,7 @@ class TrainingWidget(JobDock):
     def _buttons(self) -> None:
         self.start_button.setEnabled(not self.running)
         self.stop_button.setEnabled(self.running and not self._cancel())
+        self.adapters.buttons(self.running)
 
     def _pair(self, image: Any, labels: Any, what: str) -> tuple[Any, Any, bool]:
         """Image data, label data and ``rgb``, checked cheaply (no copies)."""

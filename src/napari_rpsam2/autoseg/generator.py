@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["GeneratorConfig", "PromptGenerator", "SlicePrediction", "normalise_stack", "slice_input"]
+__all__ = ["GeneratorConfig", "PromptGenerator", "SlicePrediction", "normalise_stack", "stack_limits",
+           "normalise_with", "slice_input"]
 
 _LOW, _HIGH = 0.5, 99.5  # percentiles mapped to 0 and 1
 
@@ -75,19 +76,34 @@ def build_network(config: GeneratorConfig) -> torch.nn.Module:
                      norm=("instance", {"affine": True}), dropout=0.0)
 
 
+def stack_limits(stack, rgb: bool) -> tuple[float, float]:
+    """The stack's 0.5th and 99.5th intensity percentiles (on a sparse sample, at most ~256² per slice).
+
+    Reads only the sample, so a lazy stack is not loaded whole.
+    """
+    h, w = np.shape(stack)[1:3]
+    sample = np.asarray(stack[:, :: max(1, h // 256), :: max(1, w // 256)], dtype=np.float32)
+    lo, hi = np.percentile(sample, [_LOW, _HIGH])
+    if not hi > lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def normalise_with(stack, limits: tuple[float, float], rgb: bool) -> np.ndarray:
+    """``(Z, H, W[, 3])`` float32 in ``[0, 1]`` between ``limits``; a grey stack gets one channel: ``(Z, H, W, C)``."""
+    x = np.asarray(stack, dtype=np.float32)
+    if not rgb:
+        x = x[..., None]
+    lo, hi = limits
+    return np.clip((x - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32, copy=False)
+
+
 def normalise_stack(stack: np.ndarray, rgb: bool) -> np.ndarray:
     """``(Z, H, W[, 3])`` float32 in ``[0, 1]`` between the stack's 0.5th/99.5th percentiles.
 
     Channels last for RGB; a grey stack gets one channel: ``(Z, H, W, C)``.
     """
-    x = np.asarray(stack, dtype=np.float32)
-    if not rgb:
-        x = x[..., None]
-    sample = x[:, :: max(1, x.shape[1] // 256), :: max(1, x.shape[2] // 256)]
-    lo, hi = np.percentile(sample, [_LOW, _HIGH])
-    if not hi > lo:
-        hi = lo + 1.0
-    return np.clip((x - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32, copy=False)
+    return normalise_with(stack, stack_limits(stack, rgb), rgb)
 
 
 def slice_input(norm: np.ndarray, index: int, context: int) -> np.ndarray:
