@@ -96,8 +96,9 @@ class ClickSessionEvents(SignalGroup):
     """``(level, text)`` for the person: level ``"info"`` or ``"error"``."""
 
 
-def _label_array(target: Any) -> np.ndarray:
-    return np.asarray(getattr(target, "data", target))
+def _label_array(target: Any) -> Any:
+    """The layer's array as it is (a chunked volume is never made dense)."""
+    return getattr(target, "data", target)
 
 
 def _write(target: Any, indices: tuple[np.ndarray, ...], value: int) -> None:
