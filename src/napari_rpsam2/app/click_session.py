@@ -97,8 +97,8 @@ class ClickSessionEvents(SignalGroup):
 
 
 def _label_array(target: Any) -> Any:
-    """The layer's array as it is (a chunked volume is never made dense)."""
-    return getattr(target, "data", target)
+    """The layer's array as it is (a chunked volume is never made dense); an array is itself."""
+    return target if isinstance(target, np.ndarray) or not hasattr(target, "data_setitem") else target.data
 
 
 def _write(target: Any, indices: tuple[np.ndarray, ...], value: int) -> None:
