@@ -123,3 +123,18 @@ def test_export_and_writer_read_a_chunked_volume_slice_by_slice(tmp_path):
     coco = coco_json(vol)
     assert {a["object_id"] for a in coco["annotations"]} == {2, 300}
     assert coco == coco_json(dense)
+
+
+def test_a_work_folder_records_a_chunked_volume_and_restores_it_chunked(tmp_path, monkeypatch):
+    from napari_rpsam2.annotations import WorkFolder
+
+    monkeypatch.setenv(DENSE_LIMIT_ENV, "0")  # as for a long video
+    vol = new_label_volume((30, 32, 40))
+    assert is_chunked(vol)
+    folder = WorkFolder.create(tmp_path / "clip.rpsam2", image_path="clip.mp4", shape=(30, 32, 40), signature="s")
+    vol[17, 4:20, 5:25] = 1
+    folder.record("commit", {"objects": [1], "prompts": [{"slice": [17], "object": 1, "clicks": [[9.0, 9.0]],
+                                                          "labels": [1], "box": None}]}, labels=vol, slices=[(17,)])
+    restored = folder.read_labels()
+    assert is_chunked(restored) and planes_in_use(restored) == [(17,)]
+    assert np.array_equal(restored[:], vol[:])

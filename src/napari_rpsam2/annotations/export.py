@@ -34,7 +34,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
         shape = tuple(labels.shape)
         planes = (np.asarray(labels[ix]).astype(dtype) for ix in np.ndindex(*shape[:-2]))
         return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, planes, shape=shape, dtype=dtype,
-                                                              compression="zlib"))
+                                                              compression="zlib", photometric="minisblack"))
     labels = np.asarray(labels)
     hi = int(labels.max()) if labels.size else 0
     lo = int(labels.min()) if labels.size else 0

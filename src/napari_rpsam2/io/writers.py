@@ -99,7 +99,7 @@ def write_tiff(labels: np.ndarray, out: str | os.PathLike, metadata: dict | None
         shape, planes = _planes(labels)
         return atomic_write(out, lambda tmp: tifffile.imwrite(
             tmp, (p.astype(dtype, copy=False) for p in planes), shape=shape, dtype=dtype, compression="zlib",
-            description=text, metadata=None))
+            photometric="minisblack", description=text, metadata=None))
     arr = np.asarray(labels)
     arr = arr.astype(label_dtype(arr), copy=False)
     return atomic_write(out, lambda tmp: tifffile.imwrite(tmp, arr, compression="zlib", description=text,
