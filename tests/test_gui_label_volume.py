@@ -13,12 +13,12 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from napari.layers import Labels  # noqa: E402
-from qtpy.QtCore import Qt  # noqa: E402
-
 from gui_forms import choose  # noqa: E402
 from gui_input import click_button, click_canvas, drag_canvas, press_key  # noqa: E402
 from gui_scenes import clicks_layer, inside  # noqa: E402
+from napari.layers import Labels  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+
 from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
 from napari_rpsam2.io.label_volume import DENSE_LIMIT_ENV, is_chunked  # noqa: E402

@@ -17,7 +17,12 @@ from napari_rpsam2.app.click_commit import plan_commit, plan_undo
 from napari_rpsam2.app.label_changes import LabelChange
 from napari_rpsam2.app.propagation import renumber_taken_ids, write_new_labels
 from napari_rpsam2.io.label_volume import (
-    DENSE_LIMIT_ENV, is_chunked, label_ids, label_max, new_label_volume, planes_in_use,
+    DENSE_LIMIT_ENV,
+    is_chunked,
+    label_ids,
+    label_max,
+    new_label_volume,
+    planes_in_use,
 )
 from napari_rpsam2.model.label_planes import LabelPlanes
 from napari_rpsam2.model.propagation import PropagationResult
@@ -108,7 +113,8 @@ def test_a_15000_frame_layer_is_made_and_a_propagated_slice_written_without_grow
 def test_export_and_writer_read_a_chunked_volume_slice_by_slice(tmp_path):
     import tifffile
 
-    from napari_rpsam2.annotations.export import coco_json, write_labels as export_labels
+    from napari_rpsam2.annotations.export import coco_json
+    from napari_rpsam2.annotations.export import write_labels as export_labels
     from napari_rpsam2.io import write_labels
 
     vol = new_label_volume((5, 20, 24), dense_limit=0)

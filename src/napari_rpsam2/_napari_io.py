@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from .io import ImageSource, InputError, open_images, write_labels
-from .io.label_volume import is_chunked
 from .io.arrays import is_zarr
 from .io.frames import FRAME_SUFFIXES
+from .io.label_volume import is_chunked
 from .io.source import path_label
 from .io.video import VIDEO_SUFFIXES
 from .io.volumes import is_dicom_folder, is_nifti
