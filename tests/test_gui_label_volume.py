@@ -7,6 +7,8 @@ mouse and keyboard input on the canvas and the docks' buttons.
 
 from __future__ import annotations
 
+import resource
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,7 @@ from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2._widgets._workspace import workspace_for  # noqa: E402
-from napari_rpsam2.io.label_volume import DENSE_LIMIT_ENV, is_chunked  # noqa: E402
+from napari_rpsam2.io.label_volume import DENSE_LIMIT_ENV, is_chunked, new_label_volume  # noqa: E402
 from napari_rpsam2.sample_data import make_instrument_stack  # noqa: E402
 
 TIMEOUT = 120_000
@@ -110,3 +112,29 @@ def test_painting_a_chunked_layer_and_ctrl_z(make_napari_viewer, qtbot, model, s
     viewer.layers.selection.active = target
     viewer.layers.save(str(tmp_path / "objects.tif"), selected=True, plugin=PLUGIN)
     assert np.array_equal(tifffile.imread(tmp_path / "objects.tif"), np.asarray(target.data[:]))
+
+
+def test_a_layer_for_the_15000_frame_video_is_made_and_shows_a_written_slice(make_napari_viewer, qtbot):
+    """The issue's video (15,000 frames of 1024×768: 47 GB as dense int32) gets a Labels layer."""
+    from napari_rpsam2.app.propagation import write_new_labels
+    from napari_rpsam2.model.label_planes import LabelPlanes
+    from napari_rpsam2.model.propagation import PropagationResult
+
+    with open("/proc/self/statm") as f:
+        before = int(f.read().split()[1])
+    shape = (15_000, 768, 1024)
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_labels(new_label_volume(shape), name="video objects")
+    plane = np.zeros(shape[1:], np.int32)
+    plane[200:600, 300:800] = 3
+    labels = LabelPlanes(shape, np.int32)
+    labels[12_345] = plane
+    tracked = np.zeros(shape[0], bool)
+    tracked[12_345] = True
+    write_new_labels(layer.data, PropagationResult(labels, np.zeros((shape[0], 1), np.float32), (3,), tracked))
+    viewer.dims.set_current_step(0, 12_345)
+    qtbot.wait(50)
+    assert np.array_equal(np.asarray(layer._slice.image.raw) == 3, plane == 3)
+    with open("/proc/self/statm") as f:
+        grown = (int(f.read().split()[1]) - before) * resource.getpagesize() / 2**20
+    assert grown < 400, f"memory grew by {grown:.0f} MiB"  # a viewer's own start-up is most of it
