@@ -22,7 +22,7 @@ import numpy as np
 
 from .._atomic import OutputError, atomic_write, check_writable
 from .contrast import contrast_record
-from .label_volume import is_chunked, label_max, planes_in_use
+from .label_volume import label_max, planes_in_use
 from .source import ImageSource, InputError
 
 __all__ = ["output_form", "default_form", "check_output", "write_labels", "write_tiff", "write_png_folder",
@@ -68,6 +68,11 @@ def check_output(path: str | os.PathLike, what: str = "output") -> tuple[Path, s
     return p, form
 
 
+def _by_slice(labels) -> bool:
+    """Whether ``labels`` is a stack to read one slice at a time (a chunked or compact volume, not numpy)."""
+    return not isinstance(labels, np.ndarray) and hasattr(labels, "shape") and len(labels.shape) > 2
+
+
 def _planes(labels) -> tuple[tuple[int, ...], object]:
     """``(shape, iterator of 2D planes)`` of a label stack, read one slice at a time (basic indexing)."""
     shape = tuple(np.shape(labels))
@@ -76,7 +81,7 @@ def _planes(labels) -> tuple[tuple[int, ...], object]:
 
 def label_dtype(labels: np.ndarray):
     """The smallest unsigned type holding the label ids (uint8, uint16 or uint32)."""
-    if is_chunked(labels):  # read only the slices that hold labels, one at a time
+    if _by_slice(labels):  # read one slice at a time (a chunked volume: only the slices holding labels)
         top = label_max(labels)
         low = min([0, *(int(np.asarray(labels[ix]).min()) for ix in planes_in_use(labels))])
     else:
@@ -89,12 +94,12 @@ def label_dtype(labels: np.ndarray):
 def write_tiff(labels: np.ndarray, out: str | os.PathLike, metadata: dict | None = None) -> Path:
     """A zlib-compressed TIFF stack; ``metadata`` as JSON in its description.
 
-    A chunked label volume is written one slice at a time (never made dense).
+    A chunked or compact label volume is written one slice at a time (never made dense).
     """
     import tifffile
 
     text = json.dumps(metadata or {}, default=str)
-    if is_chunked(labels) and np.ndim(labels) > 2:
+    if _by_slice(labels):
         dtype = label_dtype(labels)
         shape, planes = _planes(labels)
         return atomic_write(out, lambda tmp: tifffile.imwrite(
@@ -125,7 +130,7 @@ def write_png_folder(labels: np.ndarray, out: str | os.PathLike, names: list[str
                      metadata: dict | None = None) -> Path:
     """One PNG per slice, ``<name>.png``, in a folder written beside ``out`` and renamed into place."""
     out = Path(out)
-    arr = labels if is_chunked(labels) else np.asarray(labels)  # chunked: read one slice at a time
+    arr = labels if _by_slice(labels) else np.asarray(labels)  # chunked or compact: one slice at a time
     n = arr.shape[0]
     names = list(names) if names is not None else [f"frame_{i:06d}" for i in range(n)]
     if len(names) != n:
