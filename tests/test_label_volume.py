@@ -144,3 +144,20 @@ def test_a_work_folder_records_a_chunked_volume_and_restores_it_chunked(tmp_path
     restored = folder.read_labels()
     assert is_chunked(restored) and planes_in_use(restored) == [(17,)]
     assert np.array_equal(restored[:], vol[:])
+
+
+def test_the_command_lines_compact_result_is_written_slice_by_slice(tmp_path, monkeypatch):
+    import tifffile
+
+    from napari_rpsam2.io import write_labels
+
+    labels = LabelPlanes((6, 16, 20), np.int32)
+    plane = np.zeros((16, 20), np.int32)
+    plane[3:9, 4:12] = 2
+    labels[4] = plane
+    def dense(*args, **kwargs):
+        raise AssertionError("the whole volume was made dense")
+
+    monkeypatch.setattr(LabelPlanes, "__array__", dense)
+    written = tifffile.imread(write_labels(labels, tmp_path / "labels.tif"))
+    assert written.shape == (6, 16, 20) and np.array_equal(written[4], plane) and not written[:4].any()
