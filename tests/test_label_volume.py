@@ -18,6 +18,7 @@ from napari_rpsam2.app.label_changes import LabelChange
 from napari_rpsam2.app.propagation import renumber_taken_ids, write_new_labels
 from napari_rpsam2.io.label_volume import (
     DENSE_LIMIT_ENV,
+    has_labels,
     is_chunked,
     label_ids,
     label_max,
@@ -46,10 +47,10 @@ def test_small_volumes_are_numpy_large_ones_chunked_and_the_limit_comes_from_the
 
 def test_max_ids_and_planes_in_use_follow_writes_and_erasures():
     vol = new_label_volume((50, 40, 30), dense_limit=0)
-    assert label_max(vol) == 0 and planes_in_use(vol) == [] and label_ids(vol).size == 0
+    assert label_max(vol) == 0 and planes_in_use(vol) == [] and label_ids(vol).size == 0 and not has_labels(vol)
     vol[7, 3:9, 4:10] = 5
     vol[31, 0, 0] = 12
-    assert label_max(vol) == 12 and planes_in_use(vol) == [(7,), (31,)]
+    assert label_max(vol) == 12 and planes_in_use(vol) == [(7,), (31,)] and has_labels(vol)
     assert label_ids(vol).tolist() == [5, 12]
     vol[31, 0, 0] = 0  # the slice is all 0 again: it no longer counts
     assert label_max(vol) == 5 and planes_in_use(vol) == [(7,)] and label_ids(vol).tolist() == [5]

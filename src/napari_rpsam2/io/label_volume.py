@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["DENSE_LIMIT_ENV", "new_label_volume", "dense_limit_bytes", "is_chunked", "planes_in_use",
-           "label_max", "label_ids", "copy_label_volume"]
+           "has_labels", "label_max", "label_ids", "copy_label_volume"]
 
 DENSE_LIMIT_ENV = "NAPARI_RPSAM2_DENSE_LABELS_MIB"
 DEFAULT_DENSE_LIMIT_MIB = 256
@@ -127,6 +127,13 @@ def planes_in_use(volume: Any) -> list[tuple[int, ...]]:
     if walk is None:
         return [tuple(int(i) for i in ix) for ix in np.ndindex(*shape[:-2])]
     return sorted({region[:-2] for _, _, region in walk})
+
+
+def has_labels(volume: Any) -> bool:
+    """Whether any voxel of ``volume`` is non-0 (stops at the first slice that has one)."""
+    if isinstance(volume, np.ndarray):
+        return bool(volume.any())
+    return any(np.asarray(volume[ix]).any() for ix in planes_in_use(volume))
 
 
 def _chunk_stat(volume: Any, which: str) -> Iterator[Any]:
