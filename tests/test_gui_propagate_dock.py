@@ -256,7 +256,7 @@ def test_clicks_on_a_propagated_slice_correct_one_object_with_the_memory_kept(
     click_button(qtbot, dock.run_button)
     wait_done(qtbot, dock)
     assert "Corrected object 1" in dock.status.text(), dock.status.text()
-    after = target.data
+    after = np.array(target.data[:])
     # the same run continued (SAM2's memory kept), now conditioned on slice 2 too
     assert dock._runs[dock.image_picker.layer().unique_id].run is kept
     assert kept.session.prompted_slices()[1] == [0, 2]
