@@ -89,7 +89,12 @@ def object_at(t: int, height: int, width: int) -> tuple[float, float]:
 
 def label_rows_mib(volume) -> float:
     """Memory the label volume holds: the rows of its slices that hold any label (a fresh volume is all 0
-    and takes memory only where it is written; a write spans the rows of its box)."""
+    and takes memory only where it is written; a write spans the rows of its box).  A chunked volume
+    (large stacks) holds its compressed chunks."""
+    from napari_rpsam2.io.label_volume import is_chunked
+
+    if is_chunked(volume):
+        return volume.nbytes_stored() / 2**20
     rows = sum(int(np.asarray(volume[t]).any(axis=1).sum()) for t in range(volume.shape[0]))
     return rows * volume.shape[2] * volume.dtype.itemsize / 2**20
 

@@ -76,7 +76,7 @@ def test_run_fills_the_other_slices_only_where_empty_and_one_undo_reverts_it(sce
         type_into(qtbot, dock.form.warp_steps, "2")  # a tiny warping model training
         type_into(qtbot, dock.form.rounds, "0")  # no retraining (tests/test_gui_oneshot_settings.py has it)
     choose(qtbot, dock.target_picker, "annotation")  # write into the person's own labels
-    before = lab.data.copy()
+    before = np.array(lab.data[:])
     run_and_wait(qtbot, dock)
     assert dock.last_outcome is not None, dock.status.text()
     assert dock.last_outcome.method == ("p2sam" if method.startswith("P") else "medpersam")
@@ -106,7 +106,7 @@ def test_cancel_mid_run_leaves_the_labels_untouched(scene, qtbot):
     choose(qtbot, dock.method, "Med-PerSAM (warping)")
     type_into(qtbot, dock.form.warp_steps, "5000")
     choose(qtbot, dock.target_picker, "annotation")
-    before = lab.data.copy()
+    before = np.array(lab.data[:])
     n_layers = len(viewer.layers)
     click(qtbot, dock.run_button)
     qtbot.waitUntil(lambda: dock.progress.value() >= 1 and "warping" in dock.progress.format(), timeout=120_000)
@@ -124,7 +124,7 @@ def test_deleting_a_generated_click_and_rerunning_changes_that_slice_only(scene,
     run_and_wait(qtbot, dock)  # PerSAM, the default
     target = dock.target_picker.layer()
     assert target is not None and target in viewer.layers and target is not lab  # the real layer, not a proxy
-    result = target.data.copy()
+    result = np.array(target.data[:])
     points = clicks_layer(viewer)
     assert viewer.layers.selection.active is points  # ready for corrections
     # delete a generated positive click (one no other click hides) with the mouse and the Delete key

@@ -85,7 +85,7 @@ def test_propagate_adds_the_committed_object_to_every_slice_and_undo_takes_it_ba
     painted = target.data[1] == 9
     assert painted.any()
     viewer.dims.set_current_step(0, 0)
-    before = target.data.copy()
+    before = np.array(target.data[:])
 
     dock = open_dock(viewer)
     # results go by default into the layer the click dock committed into (a new layer only when there is none)
@@ -118,7 +118,7 @@ def test_cancel_mid_run_leaves_the_labels_untouched(make_napari_viewer, qtbot, m
     image, truth = stack
     viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
     target = click_and_commit(qtbot, viewer, clicks, inside(truth[0], 2))
-    before = target.data.copy()
+    before = np.array(target.data[:])
     dock = open_dock(viewer)
     choose(qtbot, dock.source_picker, target.name)
     choose(qtbot, dock.target_picker, target.name)
@@ -152,7 +152,7 @@ def test_cancel_on_a_long_run_acts_within_a_frame(make_napari_viewer, qtbot, mod
     monkeypatch.setattr(PropagationRun, "propagate", counted)
     viewer, clicks = open_viewer(qtbot, make_napari_viewer, model, image, background=False)
     target = click_and_commit(qtbot, viewer, clicks, inside(truth[0], 1))
-    before = target.data.copy()
+    before = np.array(target.data[:])
     dock = open_dock(viewer)
     choose(qtbot, dock.source_picker, target.name)
     choose(qtbot, dock.target_picker, target.name)
@@ -243,7 +243,7 @@ def test_clicks_on_a_propagated_slice_correct_one_object_with_the_memory_kept(
     wait_done(qtbot, dock)
     assert "Propagated objects 1, 2" in dock.status.text(), dock.status.text()
     kept = dock._runs[dock.image_picker.layer().unique_id].run
-    first = target.data.copy()
+    first = np.array(target.data[:])
     assert viewer.layers.selection.active is clicks_layer(viewer), "the clicks layer stays the active one"
     assert (first[2] == 1).any() and (first[2] == 2).any()
 
@@ -256,7 +256,7 @@ def test_clicks_on_a_propagated_slice_correct_one_object_with_the_memory_kept(
     click_button(qtbot, dock.run_button)
     wait_done(qtbot, dock)
     assert "Corrected object 1" in dock.status.text(), dock.status.text()
-    after = target.data
+    after = np.array(target.data[:])
     # the same run continued (SAM2's memory kept), now conditioned on slice 2 too
     assert dock._runs[dock.image_picker.layer().unique_id].run is kept
     assert kept.session.prompted_slices()[1] == [0, 2]

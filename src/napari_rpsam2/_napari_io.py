@@ -23,6 +23,7 @@ import numpy as np
 from .io import ImageSource, InputError, open_images, write_labels
 from .io.arrays import is_zarr
 from .io.frames import FRAME_SUFFIXES
+from .io.label_volume import is_chunked
 from .io.source import path_label
 from .io.video import VIDEO_SUFFIXES
 from .io.volumes import is_dicom_folder, is_nifti
@@ -113,19 +114,19 @@ def read_path(path: str | list[str]) -> list[LayerData]:
 def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer for labels: ``.tif``/``.tiff``, ``.nii``/``.nii.gz`` or ``.png`` (a folder)."""
     out = Path(path)
-    labels = np.asarray(data)
+    labels = data if is_chunked(data) else np.asarray(data)  # a chunked volume is written slice by slice
     if labels.ndim == 2:
-        labels = labels[None]
+        labels = np.asarray(labels)[None]
     info = dict((meta.get("metadata") or {}).get(METADATA_KEY, {}))
     scale = meta.get("scale")
     if out.suffix.lower() == ".png":
         out = out.with_suffix("")
     names = info.get("names")
-    if names is not None and len(names) != len(labels):
+    if names is not None and len(names) != labels.shape[0]:
         names = None
     spacing = tuple(float(s) for s in scale[-3:]) if scale is not None and len(scale) >= 3 else None
     source = ImageSource(labels, Path(info.get("path", out)), info.get("kind", "labels"),
-                         names or [f"frame_{i:06d}" for i in range(len(labels))], spacing=spacing,
+                         names or [f"frame_{i:06d}" for i in range(labels.shape[0])], spacing=spacing,
                          affine=None if "affine" not in info else np.asarray(info["affine"], dtype=float),
                          meta={k: info[k] for k in ("qform_code", "sform_code") if k in info})
     record = {"layer": meta.get("name"), "window": info.get("window"), "contrast_limits": info.get("contrast_limits")}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from ..io.label_volume import new_label_volume
 from ._layer_picker import LayerPicker
 from ._objects_layer import objects_metadata
 from ._slicing import layer_shape
@@ -27,7 +26,7 @@ def commit_target(viewer: "napari.viewer.Viewer", picker: LayerPicker, image: An
     """
     target = picker.layer()
     if target is None:
-        target = unwrap(viewer.add_labels(np.zeros(layer_shape(image), np.int32), name=f"{image.name} objects",
+        target = unwrap(viewer.add_labels(new_label_volume(layer_shape(image)), name=f"{image.name} objects",
                                           scale=image.scale, translate=image.translate,
                                           metadata=objects_metadata(image)))
         picker.set_layer(target)

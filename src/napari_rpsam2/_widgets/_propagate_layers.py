@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from napari.layers import Labels, Shapes
 
+from ..io.label_volume import new_label_volume
 from ._objects_layer import objects_metadata
 from ._slicing import layer_shape
 from ._views import METADATA_KEY, mark_plugin_layer, plugin_layers
@@ -63,6 +63,6 @@ def box_layer(viewer: Any, image: Any, create: bool = False) -> Shapes | None:
 def new_target(viewer: Any, image: Any) -> Labels:
     """A new, empty ``<image> propagated`` Labels layer on the image's grid: the image's objects layer."""
     with _KeepActive(viewer):
-        return unwrap(viewer.add_labels(np.zeros(layer_shape(image), np.int32), name=f"{image.name} propagated",
+        return unwrap(viewer.add_labels(new_label_volume(layer_shape(image)), name=f"{image.name} propagated",
                                         scale=image.scale, translate=image.translate,
                                         metadata=objects_metadata(image)))

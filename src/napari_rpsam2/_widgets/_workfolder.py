@@ -24,6 +24,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..app import workfolder as wf
+from ..io.label_volume import has_labels
 from ._objects_layer import RESTORED_KEY, objects_metadata
 from ._slicing import full_resolution, layer_shape
 from ._views import METADATA_KEY
@@ -318,7 +319,7 @@ class WorkFolderPanel(QWidget):
             self.save_box.setChecked(False)
             self.report(f"Work folder not restored: {err}")
             return None
-        if not restored.objects and not restored.labels.any():
+        if not restored.objects and not has_labels(restored.labels):
             return None
         image = self.image
         labels = self.viewer.add_labels(restored.labels, name=f"{image.name} objects", scale=image.scale,

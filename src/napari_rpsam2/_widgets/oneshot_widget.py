@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 from ..app.oneshot import merge_results, propagate_from_slice
 from ..app.oneshot_options import OneShotSettings, parse_counts
 from ..app.oneshot_rerun import RunHistory, rerun_slice, slice_masks
+from ..io.label_volume import is_chunked, new_label_volume
 from ..jobs import CancelFlag
 from . import _oneshot_clicks as clicks_ui
 from ._job_dock import JobDock
@@ -306,7 +307,7 @@ class OneShotWidget(JobDock):
         """The chosen Labels layer, or a new one on the image's grid (the real layer, chosen in the picker)."""
         target = self.target_picker.layer()
         if target is None:
-            target = unwrap(self.viewer.add_labels(np.zeros(layer_shape(image), np.int32),
+            target = unwrap(self.viewer.add_labels(new_label_volume(layer_shape(image)),
                                                    name=f"{image.name} one-shot", scale=image.scale,
                                                    translate=image.translate, metadata=objects_metadata(image)))
             self.target_picker.set_layer(target)
@@ -322,7 +323,7 @@ class OneShotWidget(JobDock):
             self.status.error("The image was removed while it was being segmented; nothing written.")
             return
         target = self._target(image)
-        if not isinstance(target.data, np.ndarray):
+        if not isinstance(target.data, np.ndarray) and not is_chunked(target.data):
             self.status.error(f"'{target.name}' is not held in memory; pick another Labels layer.")
             return
         edit = merge_results(target.data, outcome.results)

@@ -42,6 +42,7 @@ from ..app.propagation import (
     replace_objects,
     write_new_labels,
 )
+from ..io.label_volume import label_max
 from ..jobs import CancelFlag
 from ..model.prompts import FramePrompt
 from ..model.propagation import DIRECTIONS
@@ -203,7 +204,7 @@ class PropagateWidget(JobDock):
                                  "pick the labels of this stack.")
         index = image_slice(self.viewer, image).index[0]
         prompts = [] if source is None else mask_prompts(np.asarray(full_resolution(source)[index]), index)
-        next_id = 1 + max([0, *(int(np.max(full_resolution(ly))) for ly in (source, target) if ly is not None)])
+        next_id = 1 + max([0, *(label_max(full_resolution(ly)) for ly in (source, target) if ly is not None)])
         parts = [f"{len(prompts)} object(s) of '{source.name}' on slice {index}"] if prompts else []
         session = self.workspace.click_sessions.get(image.unique_id)
         clicked = (None if session is None else
@@ -287,7 +288,7 @@ class PropagateWidget(JobDock):
         obj = int(self.options.correct.value) or int(plane[r, c])
         new = obj == 0 or obj not in kept.run.object_ids
         if obj == 0:
-            obj = max([int(np.max(volume)), *kept.run.object_ids]) + 1
+            obj = max([label_max(volume), *kept.run.object_ids]) + 1
         prompt = click_prompt(clicks, index, obj)
         if prompt is None:
             prompt = FramePrompt(index, obj, points=[(c.row, c.col) for c in clicks],

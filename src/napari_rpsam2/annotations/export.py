@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_write
+from ..io.label_volume import is_chunked, label_ids, label_max, planes_in_use
 
 __all__ = ["write_labels", "prompt_rows", "write_prompts_csv", "coco_json", "write_coco", "PROMPT_COLUMNS"]
 
@@ -26,6 +27,14 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
     """Write the label volume as a TIFF stack (one page per slice; 16-bit when the ids fit, else 32-bit)."""
     import tifffile
 
+    if is_chunked(labels) and labels.ndim > 2:  # a chunked volume: read and written one slice at a time
+        hi = label_max(labels)
+        lo = min([0, *(int(np.asarray(labels[ix]).min()) for ix in planes_in_use(labels))])
+        dtype = np.int32 if lo < 0 else (np.uint16 if hi < 1 << 16 else np.uint32)
+        shape = tuple(labels.shape)
+        planes = (np.asarray(labels[ix]).astype(dtype) for ix in np.ndindex(*shape[:-2]))
+        return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, planes, shape=shape, dtype=dtype,
+                                                              compression="zlib", photometric="minisblack"))
     labels = np.asarray(labels)
     hi = int(labels.max()) if labels.size else 0
     lo = int(labels.min()) if labels.size else 0
@@ -92,8 +101,8 @@ def coco_json(labels: np.ndarray, *, frame_names: Sequence[str] | None = None,
     """
     from pycocotools import mask as mask_utils
 
-    labels = np.asarray(labels)
-    stack = labels[None] if labels.ndim == 2 else labels
+    labels = labels if is_chunked(labels) else np.asarray(labels)  # chunked: read one frame at a time
+    stack = np.asarray(labels)[None] if labels.ndim == 2 else labels
     if stack.ndim != 3:
         raise ValueError(f"labels of shape {labels.shape} cannot be exported as COCO; give (H, W) or (N, H, W)")
     n, height, width = stack.shape
@@ -101,17 +110,18 @@ def coco_json(labels: np.ndarray, *, frame_names: Sequence[str] | None = None,
     if len(names) != n:
         raise ValueError(f"{len(names)} frame names for {n} frames; give one name per frame")
     class_names = {int(k): str(v) for k, v in (class_names or {}).items()}
-    ids = [int(i) for i in np.unique(stack) if i != 0]
+    ids = [int(i) for i in label_ids(stack)]
     categories = sorted({class_names.get(i, "object") for i in ids}) or ["object"]
     category_id = {name: k + 1 for k, name in enumerate(categories)}
     images, annotations = [], []
     for f in range(n):
         images.append({"id": f + 1, "file_name": names[f], "width": int(width), "height": int(height),
                        "frame_index": f})
-        present = [int(i) for i in np.unique(stack[f]) if i != 0]
+        frame = np.asarray(stack[f])
+        present = [int(i) for i in np.unique(frame) if i != 0]
         if not present:
             continue
-        masks = np.asfortranarray(np.stack([stack[f] == i for i in present], axis=-1).astype(np.uint8))
+        masks = np.asfortranarray(np.stack([frame == i for i in present], axis=-1).astype(np.uint8))
         for i, rle in zip(present, mask_utils.encode(masks)):
             x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
             annotations.append({"id": len(annotations) + 1, "image_id": f + 1,

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_write
+from ..io.label_volume import new_label_volume
 from .journal import append_event, read_events
 
 __all__ = ["WorkFolder", "WorkFolderError", "Restored", "image_signature", "mask_digest", "plugin_version",
@@ -261,7 +262,7 @@ class WorkFolder:
         """The label volume from ``labels/`` (int32; 0 on slices no write reached)."""
         import tifffile
 
-        out = np.zeros(self.shape, dtype=np.int32)
+        out = new_label_volume(self.shape, np.int32)  # chunked and compressed when large
         lead = len(self.shape) - 2
         folder = self.path / self.LABELS
         for file in sorted(folder.glob("*.tif")) if folder.is_dir() else ():

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..io.label_volume import label_max
 from .label_changes import LabelChange
 
 __all__ = ["CommitError", "CommitRecord", "plan_commit", "plan_undo"]
@@ -66,8 +67,7 @@ def plan_commit(target: np.ndarray, index: tuple[int, ...], mask: np.ndarray) ->
             f"the target Labels layer has shape {tuple(target.shape)} but the image slice is "
             f"{mask.shape}; choose a Labels layer made for this image (or let the widget create one)"
         )
-    current = np.asarray(target.max()) if target.size else np.asarray(0)
-    label_id = int(current) + 1
+    label_id = label_max(target) + 1  # one stored slice at a time on a chunked volume
     if np.issubdtype(target.dtype, np.integer) and label_id > np.iinfo(target.dtype).max:
         raise CommitError(f"no free label id left in the target's dtype {target.dtype}; "
                           "convert the Labels layer to a wider integer type")
@@ -86,6 +86,9 @@ def plan_undo(target: np.ndarray, record: CommitRecord) -> tuple[np.ndarray, ...
     Only pixels that still hold the committed id are returned, so edits made
     after the commit (e.g. painting another object there) are kept.
     """
-    values = np.asarray(target[record.indices])
-    still = values == record.label_id
-    return tuple(ix[still] for ix in record.indices)
+    change = record.change.slices[0]
+    top, left, bottom, right = change.box
+    crop = np.asarray(target[tuple(change.index) + (slice(top, bottom), slice(left, right))])
+    rows, cols = np.nonzero(change.mask() & (crop == record.label_id))
+    lead = tuple(np.full(rows.size, i, dtype=np.intp) for i in change.index)
+    return lead + (rows + top, cols + left)

@@ -99,8 +99,9 @@ class ClickSessionEvents(SignalGroup):
     """``(level, text)`` for the person: level ``"info"`` or ``"error"``."""
 
 
-def _label_array(target: Any) -> np.ndarray:
-    return np.asarray(getattr(target, "data", target))
+def _label_array(target: Any) -> Any:
+    """The layer's array as it is (a chunked volume is never made dense); an array is itself."""
+    return target if isinstance(target, np.ndarray) or not hasattr(target, "data_setitem") else target.data
 
 
 def _own_history(target: Any) -> LabelHistory:

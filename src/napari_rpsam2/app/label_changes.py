@@ -96,11 +96,13 @@ class SliceChange:
     def apply(self, target, frm: str, to: str) -> bool:
         """Set pixels that still hold their ``frm`` values to their ``to`` values; True if any changed.
 
-        Pixels edited since (holding something else) are left alone.
+        Pixels edited since (holding something else) are left alone.  Only the
+        box is read and written, with basic indexing, so a chunked (zarr)
+        volume is touched in that box alone.
         """
         top, left, bottom, right = self.box
-        plane = np.array(target[self.index]) if self.index else np.array(target)
-        crop = plane[top:bottom, left:right]
+        region = tuple(self.index) + (slice(top, bottom), slice(left, right))  # basic indexing: any array
+        crop = np.array(target[region])
         mask = self.mask()
         current = crop[mask]
         still = current == self.values(frm)
@@ -108,10 +110,7 @@ class SliceChange:
             return False
         current[still] = self.values(to)[still]
         crop[mask] = current
-        if self.index:
-            target[self.index] = plane
-        else:
-            target[...] = plane
+        target[region] = crop
         return True
 
 

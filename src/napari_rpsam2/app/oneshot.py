@@ -87,12 +87,12 @@ def clicks_of(results: Mapping[int, SliceResult]) -> OneShotClicks:
 
 def merge_results(labels: np.ndarray, results: Mapping[int, SliceResult]) -> LabelEdit:
     """Write every mask into ``labels`` (N, H, W) where it is 0, in place; returns the undo record."""
-    planes = []
-    for index in sorted(results):
-        old = np.asarray(labels[index])
-        plane = results[index].label_plane(labels.shape[1:])
-        planes.append(((int(index),), old, np.where((plane != 0) & (old == 0), plane, old).astype(labels.dtype)))
-    edit = LabelChange.of_planes(planes)
+    def planes():  # one slice at a time: a chunked volume is read slice by slice
+        for index in sorted(results):
+            old = np.asarray(labels[index])
+            plane = results[index].label_plane(labels.shape[1:])
+            yield (int(index),), old, np.where((plane != 0) & (old == 0), plane, old).astype(labels.dtype)
+    edit = LabelChange.of_planes(planes())
     edit.redo(labels)
     return edit
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .. import jobs
+from ..io.label_volume import label_max, planes_in_use
 from ..model.label_planes import LabelPlanes
 from ..model.prompts import FramePrompt, PromptError
 from ..model.propagation import PropagationResult, PropagationSession, slice_range
@@ -158,7 +159,7 @@ def renumber_taken_ids(result: PropagationResult, target: np.ndarray,
     taken = sorted(_ids_in(target, wanted)) if wanted else []
     if not taken:
         return result, {}
-    top = max(int(np.max(target)), *result.object_ids)
+    top = max(label_max(target), *result.object_ids)
     renamed = {old: top + 1 + k for k, old in enumerate(taken)}
     if isinstance(result.labels, LabelPlanes):
         labels = result.labels.relabel(renamed)
@@ -173,9 +174,9 @@ def renumber_taken_ids(result: PropagationResult, target: np.ndarray,
 
 
 def _ids_in(target, ids: Iterable[int]) -> set[int]:
-    """Which of ``ids`` the label volume ``target`` holds (read one slice at a time)."""
+    """Which of ``ids`` the label volume ``target`` holds (read one slice in use at a time)."""
     left, found = set(ids), set()
-    for index in range(np.shape(target)[0]):
+    for index in planes_in_use(target):
         plane = np.asarray(target[index])
         found.update(i for i in left if (plane == i).any())
         left -= found

@@ -22,6 +22,7 @@ import numpy as np
 
 from .._atomic import OutputError, atomic_write, check_writable
 from .contrast import contrast_record
+from .label_volume import label_max, planes_in_use
 from .source import ImageSource, InputError
 
 __all__ = ["output_form", "default_form", "check_output", "write_labels", "write_tiff", "write_png_folder",
@@ -67,21 +68,45 @@ def check_output(path: str | os.PathLike, what: str = "output") -> tuple[Path, s
     return p, form
 
 
+def _by_slice(labels) -> bool:
+    """Whether ``labels`` is a stack to read one slice at a time (a chunked or compact volume, not numpy)."""
+    return not isinstance(labels, np.ndarray) and hasattr(labels, "shape") and len(labels.shape) > 2
+
+
+def _planes(labels) -> tuple[tuple[int, ...], object]:
+    """``(shape, iterator of 2D planes)`` of a label stack, read one slice at a time (basic indexing)."""
+    shape = tuple(np.shape(labels))
+    return shape, (np.asarray(labels[ix]) for ix in np.ndindex(*shape[:-2]))
+
+
 def label_dtype(labels: np.ndarray):
     """The smallest unsigned type holding the label ids (uint8, uint16 or uint32)."""
-    top = int(np.max(labels, initial=0))
-    if int(np.min(labels, initial=0)) < 0:
+    if _by_slice(labels):  # read one slice at a time (a chunked volume: only the slices holding labels)
+        top = label_max(labels)
+        low = min([0, *(int(np.asarray(labels[ix]).min()) for ix in planes_in_use(labels))])
+    else:
+        top, low = int(np.max(labels, initial=0)), int(np.min(labels, initial=0))
+    if low < 0:
         raise InputError("labels hold negative ids; use 0 for background and 1, 2, … for objects")
     return np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
 
 
 def write_tiff(labels: np.ndarray, out: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """A zlib-compressed TIFF stack; ``metadata`` as JSON in its description."""
+    """A zlib-compressed TIFF stack; ``metadata`` as JSON in its description.
+
+    A chunked or compact label volume is written one slice at a time (never made dense).
+    """
     import tifffile
 
+    text = json.dumps(metadata or {}, default=str)
+    if _by_slice(labels):
+        dtype = label_dtype(labels)
+        shape, planes = _planes(labels)
+        return atomic_write(out, lambda tmp: tifffile.imwrite(
+            tmp, (p.astype(dtype, copy=False) for p in planes), shape=shape, dtype=dtype, compression="zlib",
+            photometric="minisblack", description=text, metadata=None))
     arr = np.asarray(labels)
     arr = arr.astype(label_dtype(arr), copy=False)
-    text = json.dumps(metadata or {}, default=str)
     return atomic_write(out, lambda tmp: tifffile.imwrite(tmp, arr, compression="zlib", description=text,
                                                           metadata=None))
 
@@ -105,16 +130,17 @@ def write_png_folder(labels: np.ndarray, out: str | os.PathLike, names: list[str
                      metadata: dict | None = None) -> Path:
     """One PNG per slice, ``<name>.png``, in a folder written beside ``out`` and renamed into place."""
     out = Path(out)
-    arr = np.asarray(labels)
-    names = list(names) if names is not None else [f"frame_{i:06d}" for i in range(len(arr))]
-    if len(names) != len(arr):
-        raise InputError(f"{len(names)} slice names for {len(arr)} label slices")
+    arr = labels if _by_slice(labels) else np.asarray(labels)  # chunked or compact: one slice at a time
+    n = arr.shape[0]
+    names = list(names) if names is not None else [f"frame_{i:06d}" for i in range(n)]
+    if len(names) != n:
+        raise InputError(f"{len(names)} slice names for {n} label slices")
     if not out.parent.is_dir():
         raise OutputError(f"cannot write {out}: folder {out.parent} does not exist; create it first")
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        for name, plane in zip(names, arr):
-            write_plane(plane, tmp / f"{name}.png")
+        for i, name in enumerate(names):
+            write_plane(np.asarray(arr[i]), tmp / f"{name}.png")
         (tmp / METADATA_FILE).write_text(json.dumps(metadata or {}, indent=1, default=str), encoding="utf-8")
         old = None
         if out.exists():
