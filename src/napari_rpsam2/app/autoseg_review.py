@@ -59,6 +59,7 @@ class RefinedBox:
     left: int
     mask: np.ndarray
     score: float
+    box: np.ndarray | None = None  # the reviewed box it came from, (top, left, bottom, right)
 
 
 def _stack(data, rgb: bool | None) -> tuple[object, bool]:
@@ -229,17 +230,20 @@ def refine_boxes(model, generator: PromptGenerator, stack: np.ndarray, boxes: Se
                 continue
             top, left = int(rows.min()), int(cols.min())
             out.append(RefinedBox(z, b.class_index, top, left,
-                                  mask[top:int(rows.max()) + 1, left:int(cols.max()) + 1].copy(), score))
+                                  mask[top:int(rows.max()) + 1, left:int(cols.max()) + 1].copy(), score,
+                                  np.asarray(b.box, float)))
     jobs.report(progress, "slices", len(by_slice), len(by_slice))
     return out
 
 
-def write_objects(labels, classes, objects: Sequence[RefinedBox]) -> tuple[LabelChange, LabelChange, int]:
+def write_objects(labels, classes, objects: Sequence[RefinedBox],
+                  ids: list | None = None) -> tuple[LabelChange, LabelChange, int]:
     """Write each object into ``labels`` where it is 0 (a fresh id each) and its class into ``classes``.
 
     ``labels`` and ``classes`` are ``(Z, H, W)`` (or ``(H, W)``) arrays changed in
     place; an object with no empty pixel left is skipped.  Returns one undo record
-    per array and the number of objects written.
+    per array and the number of objects written; ``ids``, when given, gets
+    ``(label id, object)`` of each object written.
     """
     two_d = np.ndim(labels) == 2
     shape = np.shape(labels)
@@ -263,6 +267,8 @@ def write_objects(labels, classes, objects: Sequence[RefinedBox]) -> tuple[Label
                 continue
             view[free] = next_id
             new_c[o.top:o.top + h, o.left:o.left + w][free] = o.class_index
+            if ids is not None:
+                ids.append((next_id, o))
             next_id, written = next_id + 1, written + 1
         planes_l.append((index, old_l, new_l))
         planes_c.append((index, old_c, new_c))
