@@ -13,7 +13,7 @@ pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
 import tifffile  # noqa: E402
-from gui_forms import choose, click, type_into  # noqa: E402
+from gui_forms import choose, click, tick, type_into  # noqa: E402
 from gui_input import click_button, drag_canvas, press_key, show_viewer  # noqa: E402
 from napari.layers import Labels, Shapes  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
@@ -155,3 +155,57 @@ def test_a_run_into_a_file_backed_stack_is_saved_and_comes_back_after_closing_na
         assert table.loc[oid, "class"] == run["classes"][str(oid)]
     (boxes,) = [ly for ly in viewer.layers if isinstance(ly, Shapes)]  # each object's reviewed box
     assert len(boxes.data) == n_objects
+
+
+def test_follow_through_the_stack_gives_one_id_per_object_on_every_slice_and_keeps_the_targets_labels(
+        make_napari_viewer, qtbot, generator_file, model):
+    from napari_rpsam2 import RPSAM2
+    from napari_rpsam2._widgets._autoseg_boxes import reviewed_boxes
+    from napari_rpsam2._widgets._workspace import workspace_for
+    from napari_rpsam2.app.autoseg_review import follow_boxes, write_followed
+    from napari_rpsam2.autoseg.refine import RefineOptions
+
+    images, _ = discs_and_squares(1, seed=11)
+    stack = np.repeat(images, 4, axis=0)  # the same shapes on four slices
+    stack += np.random.default_rng(2).normal(0, 0.02, stack.shape).astype(stack.dtype)
+    viewer = make_napari_viewer(show=True)
+    img = viewer.add_image(stack, name="shapes")
+    painted = np.zeros(stack.shape, np.int32)
+    painted[3, :, :20] = 7  # the person's own labels on the last slice
+    target = viewer.add_labels(painted.copy(), name="target")
+    workspace_for(viewer).set_model(RPSAM2(model.backbone))
+    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", WIDGET)
+    viewer.window._qt_window.resize(1280, 800)
+    show_viewer(qtbot, viewer)
+    viewer.reset_view()
+    viewer.dims.set_current_step(0, 0)
+    qtbot.waitUntil(dock.isVisible, timeout=5_000)  # the dock is on screen
+    choose(qtbot, dock.target_picker, "target")
+    choose(qtbot, dock.segment_picker, "shapes")
+    assert dock.segment_form.follow.native.isVisible() and not dock.segment_form.follow.value  # off by default
+    tick(qtbot, dock.segment_form.follow)  # the person ticks it
+    assert dock.segment_form.follow.value
+    type_into(qtbot, dock.file, str(generator_file))
+    click(qtbot, dock.load_button)
+    click(qtbot, dock.propose_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    boxes = reviewed_boxes(boxes_layer(viewer, img), dock.generator.classes)
+    assert boxes and {b.slice_index for b in boxes} == {0}
+    choose(qtbot, dock.segment_form.stages, "Generator only (no SAM2)")
+    click(qtbot, dock.refine_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=120_000)
+    assert "written into 'target'" in dock.status.text(), dock.status.text()
+
+    new = target.data != painted
+    assert (target.data[painted != 0] == 7).all()  # nothing written where the target held labels
+    ids = sorted(set(np.unique(target.data[new]).tolist()))
+    assert 1 <= len(ids) <= len(boxes)  # one id per object, never one per slice
+    # the dock wrote what the use case gives for these boxes
+    expected, classes = painted.copy(), np.zeros_like(painted)
+    run = follow_boxes(model, dock.generator, img.data, boxes, painted != 0,
+                       options=RefineOptions(stages=0, follow=True), rgb=False,
+                       contrast_limits=list(img.contrast_limits))
+    write_followed(expected, classes, run)
+    np.testing.assert_array_equal(target.data, expected)
+    spans = {i: int(np.any(target.data == i, axis=(1, 2)).sum()) for i in ids}
+    assert max(spans.values()) > 1, spans  # followed beyond its key slice

@@ -23,10 +23,12 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPush
 
 from ..app.autoseg import class_table
 from ..app.autoseg_review import (
+    follow_boxes,
     propose_boxes,
     refine_boxes,
     slice_choice,
     train_generator_on_arrays,
+    write_followed,
     write_objects,
 )
 from ..app.label_changes import LabelChange
@@ -118,6 +120,7 @@ class AutosegWidget(JobDock):
                              (self.refine_button, self.refine), (self.undo_button, self.undo)):
             button.clicked.connect(slot)
         self.segment_form.slices.changed.connect(self._slices_changed)
+        self.segment_picker.currentIndexChanged.connect(self._slices_changed)
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.undo_control = UndoControl(v, self.undo_button, self._undo_layer,
                                         lambda level, text: getattr(self.status, level)(text),
@@ -173,6 +176,8 @@ class AutosegWidget(JobDock):
         ranged = self.segment_form.slices.value == "range"
         self.segment_form.first.visible = ranged
         self.segment_form.last.visible = ranged
+        image = self.segment_picker.layer()
+        self.segment_form.follow.visible = image is not None and len(layer_shape(image)) == 3
 
     def _buttons(self) -> None:
         idle, has = not self.running, self.generator is not None
@@ -356,11 +361,13 @@ class AutosegWidget(JobDock):
 
     def refine(self) -> None:
         """Masks for the reviewed boxes (SAM2, or the generator alone), in a worker; written in :meth:`_refined`."""
-        stages = int(self.segment_form.stages.value)
+        stages, follow = int(self.segment_form.stages.value), bool(self.segment_form.follow.value)
         if self.running or self.generator is None:
             return
+        image = self.segment_picker.layer()
+        follow = follow and image is not None and len(layer_shape(image)) == 3
         model = self.workspace.model
-        if stages and self._model_or_complain() is None:
+        if (stages or follow) and self._model_or_complain() is None:
             return
         try:
             image = self._segment_image()
@@ -379,16 +386,21 @@ class AutosegWidget(JobDock):
             return
         from ..autoseg.refine import RefineOptions
 
-        options = RefineOptions(stages=stages)
+        options = RefineOptions(stages=stages, follow=follow)
         key = slice_cache_key(image, (0,))[0]  # the stack's part of every slice's key, as in the other docks
-        how = f"SAM2 ({stages} stage(s))" if stages else "the generator alone"
+        how = (f"SAM2 ({stages} stage(s))" if stages else "the generator alone") + \
+            (", each followed through the stack" if follow else "")
         self.status.info(f"Segmenting {len(boxes)} box(es) with {how}…")
-        self._job(refine_boxes, model, self.generator, image.data, boxes, options=options, rgb=bool(image.rgb),
-                  contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
-                  key=key,
-                  done=lambda objects: self._refined(image, target, key, objects, len(boxes), options, model),
-                  what="refinement",
-                  layers=(image, target))
+        mapping = dict(rgb=bool(image.rgb), contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
+                       key=key)
+        if follow:  # the reviewed boxes are the key slices; the worker follows them into a copy
+            occupied = None if target is None else np.asarray(target.data) != 0
+            job, args, write = follow_boxes, (occupied,), lambda run: lambda lab, cls: write_followed(lab, cls, run)
+        else:
+            job, args, write = refine_boxes, (), lambda objects: lambda lab, cls: _write_boxes(lab, cls, objects)
+        self._job(job, model, self.generator, image.data, boxes, *args, options=options, **mapping,
+                  done=lambda out: self._refined(image, target, key, write(out), len(boxes), options, model),
+                  what="refinement", layers=(image, target))
 
     # ------------------------------------------------------------------ writing and undo
     def _outputs(self, image: Any, target: Any) -> tuple[Any, Any]:
@@ -408,8 +420,9 @@ class AutosegWidget(JobDock):
         classes.features = {"index": list(range(len(names))), "class": names}
         return target, classes
 
-    def _refined(self, image: Any, target: Any, key: Any, objects: list, n_boxes: int, options: Any,
+    def _refined(self, image: Any, target: Any, key: Any, write: Any, n_boxes: int, options: Any,
                  model: Any) -> None:
+        """Write a run's objects (``write(labels, classes)`` gives the two changes and the objects written)."""
         if image not in self.viewer.layers or slice_cache_key(image, (0,))[0] != key:
             self.status.error("The image was removed or changed during the refinement; nothing written.")
             return
@@ -417,15 +430,15 @@ class AutosegWidget(JobDock):
         if not isinstance(target.data, np.ndarray):
             self.status.error(f"'{target.name}' is not held in memory; pick another Labels layer.")
             return
-        ids: list = []
-        change, class_change, written = write_objects(target.data, classes.data, objects, ids)
+        change, class_change, ids = write(target.data, classes.data)
         target.refresh()
         classes.refresh()
         step = self._record_run([(target, change), (classes, class_change)])
-        run = {"written": ids, "boxes": n_boxes, "options": options, "model": model if options.stages else None,
+        sam2 = options.stages or options.follow
+        run = {"written": ids, "boxes": n_boxes, "options": options, "model": model if sam2 else None,
                "generator": self.generator, "generator_file": self._generator_file}
         saved = autoseg_saved(self.viewer, image, target, change, run, step, self._report)
-        self.status.info(f"{written} object(s) from {n_boxes} box(es) written into '{target.name}' "
+        self.status.info(f"{len(ids)} object(s) from {n_boxes} box(es) written into '{target.name}' "
                          f"({change.size} pixels, only where it was empty); classes in '{classes.name}'. "
                          f"Undo (or Ctrl-Z on either layer) reverts this run.{saved}")
 
@@ -457,3 +470,10 @@ class AutosegWidget(JobDock):
         """Undo the newest change of the 'Write into' layer (a run: its objects and classes), as Ctrl-Z on it."""
         if not self.running:
             self.undo_control.undo()
+
+
+def _write_boxes(labels: Any, classes: Any, objects: list) -> tuple[LabelChange, LabelChange, list]:
+    """:func:`write_objects` with the ``(label id, object)`` of each object written."""
+    ids: list = []
+    change, class_change, _ = write_objects(labels, classes, objects, ids)
+    return change, class_change, ids
