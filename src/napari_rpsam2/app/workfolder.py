@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import jobs
 from ..annotations import Restored, WorkFolder, WorkFolderError, image_signature, mask_digest
+from .workfolder_adapters import adapter_refusal, recorded_adapters, use_adapters_of
 
 if TYPE_CHECKING:
     from ..model import RPSAM2, FramePrompt, SegmentResult
@@ -340,53 +341,6 @@ def _not_rerun(event: Mapping, why: str) -> list[RerunOutcome]:
             for oid in event.get("objects", ())]
 
 
-def recorded_adapters(folder: WorkFolder) -> dict[str, list[int]]:
-    """The SAM2 adapter digests the events in effect were made with: ``digest -> [event seq, ...]``."""
-    found: dict[str, list[int]] = {}
-    for event in folder.live_events()[0]:
-        digest = (event.get("model") or {}).get("adapter")
-        if digest:
-            found.setdefault(str(digest), []).append(int(event["seq"]))
-    return found
-
-
-def adapter_refusal(folder: WorkFolder, model: RPSAM2) -> str | None:
-    """Why ``model``'s adapters (or their absence) cannot re-run ``folder``'s events, or ``None``.
-
-    Events made with adapters need the model to carry adapters of the same
-    digest (``rpsam2 rerun --adapters FILE``); adapters that no event used are
-    refused too.  Events made without adapters are re-run on plain SAM2.
-    """
-    recorded = recorded_adapters(folder)
-    loaded = getattr(model.backbone, "adapters", None)
-    digest = None if loaded is None else loaded.digest()
-    if digest is not None and digest not in recorded:
-        saved = ", ".join(d[:12] for d in recorded) or "none"
-        return (f"the adapters given have digest {digest[:12]}, but the saved events used {saved}: "
-                "give the adapter file the objects were made with")
-    missing = {d: seqs for d, seqs in recorded.items() if d != digest}
-    if digest is None and missing:
-        d, seqs = next(iter(missing.items()))
-        return (f"event(s) {', '.join(f'#{s}' for s in seqs)} were made with SAM2 adapters (digest {d[:12]}): "
-                "give that adapter file with --adapters")
-    return None
-
-
-def _use_adapters_of(event: Mapping, model: RPSAM2, loaded, header: dict) -> str:
-    """Hook the adapters ``event`` was made with on (or off) ``model``; returns why it cannot be re-run, or ""."""
-    wanted = (event.get("model") or {}).get("adapter")
-    backbone = model.backbone
-    if wanted is None:
-        if getattr(backbone, "adapters", None) is not None:
-            backbone.use_adapters(None)
-        return ""
-    if loaded is None or loaded.digest() != wanted:
-        return f"made with other SAM2 adapters ({str(wanted)[:12]}): give that file with --adapters"
-    if backbone.adapters is not loaded:
-        backbone.use_adapters(loaded, header)
-    return ""
-
-
 def rerun(folder: WorkFolder, model: RPSAM2, image, *, progress: jobs.Progress | None = None,
           cancel: jobs.Cancel | None = None) -> list[RerunOutcome]:
     """Segment every saved commit, propagation and one-shot run again from its saved prompts; compare exactly.
@@ -418,7 +372,7 @@ def _rerun_event(folder: WorkFolder, event: Mapping, model: RPSAM2, image, cance
     """One saved event segmented again (or listed as not re-run, with why)."""
     kind = event.get("kind")
     if kind in ("commit", "propagation", "oneshot"):
-        why = _use_adapters_of(event, model, loaded, header) if hasattr(model.backbone, "use_adapters") else ""
+        why = use_adapters_of(event, model, loaded, header) if hasattr(model.backbone, "use_adapters") else ""
         if why:
             return _not_rerun(event, why)
     if kind == "commit":
