@@ -148,3 +148,52 @@ def test_export_writes_a_video_as_pngs_named_after_its_frames_and_a_volume_as_ni
             back = nib.load(out)
             np.testing.assert_allclose(back.affine, AFFINE)
             np.testing.assert_array_equal(np.transpose(np.asarray(back.dataobj), (2, 1, 0)), labels)
+
+
+def _adapters(model, seed: int):
+    """Adapters with non-zero weights everywhere (so they change SAM2's masks)."""
+    import torch
+
+    from napari_rpsam2.model.adapters import SAM2Adapters
+
+    adapters = SAM2Adapters(model.backbone.model)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for p in adapters.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return adapters
+
+
+def test_rerun_loads_the_adapters_the_events_were_made_with_and_refuses_other_ones(capsys, model,
+                                                                                   instrument_stack, tmp_path):
+    from napari_rpsam2 import RPSAM2
+    from napari_rpsam2.cli.support import _own_backbone
+    from napari_rpsam2.model.adapters import save_adapters
+
+    image = instrument_stack[0][:2]
+    tifffile.imwrite(tmp_path / "clip.tif", image)
+    good = save_adapters(tmp_path / "good.safetensors", _adapters(model, 5), model.backbone.name)
+    other = save_adapters(tmp_path / "other.safetensors", _adapters(model, 6), model.backbone.name)
+    tuned = RPSAM2(_own_backbone(model.backbone), cache=model.cache)
+    tuned.backbone.load_adapters(good)
+    labels = np.zeros(image.shape[:-1], np.int32)
+    folder = wf.open_for_image(image, labels.shape, image_path=tmp_path / "clip.tif")
+    session = ClickSession(labels.shape)
+    session.target = labels
+    for made_with, (row, col) in ((tuned, (60, 80)), (model, (200, 250))):  # with the adapters, then without
+        session.add_click((1,), row, col)
+        preview = session.segment(made_with, image[1], (1,))
+        record = session.commit()
+        wf.record_commit(folder, record.label_id, record.change, preview.result, labels, model=made_with,
+                         refine=False)
+    assert list(wf.recorded_adapters(folder).values()) == [[1]]
+    base = ["rerun", str(folder.path), "--sam2-weights", "random", "--quiet"]
+
+    code, _, err = run(capsys, base, model=model)  # not given: refused before anything runs
+    assert_one_line_error(code, err, "#1", "--adapters")
+    code, _, err = run(capsys, [*base, "--adapters", str(other)], model=model)  # other adapters: refused
+    assert_one_line_error(code, err, "digest")
+    code, out, err = run(capsys, [*base, "--adapters", str(good)], model=model)
+    assert code == 0, out + err
+    assert "2 of 2 objects reproduced" in out  # object 1 with the adapters, object 2 on plain SAM2
+    assert model.backbone.adapters is None  # the lent backbone was not touched

@@ -81,3 +81,37 @@ def test_loaded_adapters_change_the_click_docks_mask_and_a_wrong_file_is_refused
     message = dock.settings.status.text()
     assert "sam2.1_hiera_small" in message and "sam2.1_hiera_tiny" in message and "\n" not in message
     assert workspace.model.backbone is backbone
+
+
+def test_adapters_hooked_onto_the_model_in_use_reach_every_dock_and_the_load_model_form(
+        make_napari_viewer, qtbot, model, adapter_files):
+    """What the training dock's *Use the adapters* does: ``Workspace.load_adapters`` on the model in use."""
+    from napari_rpsam2.model.checkpoint import CheckpointError
+
+    good, other = adapter_files
+    image, labels = make_instrument_stack(1)
+    plane = image[0].mean(-1).astype(np.uint8)
+    viewer, dock = open_click_dock(qtbot, make_napari_viewer, model, plane, name="frame")
+    layer = viewer.layers["frame"]
+    click_canvas(qtbot, viewer, clicks_layer(viewer), inside(labels[0], 1))
+    plain = _mask_after(qtbot, dock)
+    clicks = np.asarray(clicks_layer(viewer).data)
+    workspace = workspace_for(viewer)
+    heard = []
+    workspace.events.model_changed.connect(heard.append)
+    plain_signature = workspace.model.backbone.weights_signature
+    try:
+        with pytest.raises(CheckpointError, match="sam2.1_hiera_small"):
+            workspace.load_adapters(other)  # made for another backbone: refused, nothing changes
+        assert workspace.model.backbone.adapters is None and not heard and dock.settings.adapters.text() == ""
+        workspace.load_adapters(good)
+        assert heard == [workspace.model]  # every dock hears of the new model
+        assert dock.settings.adapters.text() == str(good) and "with adapters" in dock.settings.status.text()
+        assert workspace.model.backbone.weights_signature != plain_signature  # the cache keys change
+        tuned = _mask_after(qtbot, dock, replacing=plain)  # the click dock segments again, with the adapters
+        assert not np.array_equal(tuned.mask, plain.mask)
+        mapping = dict(contrast_limits=layer.contrast_limits, gamma=layer.gamma)
+        np.testing.assert_array_equal(
+            tuned.mask, _fresh(workspace.model.backbone).segment(plane, clicks, [1], True, **mapping).mask)
+    finally:
+        model.backbone.use_adapters(None)  # the session's backbone is shared with other tests

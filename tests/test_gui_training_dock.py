@@ -248,8 +248,12 @@ def test_adapter_fine_tuning_writes_a_file_stops_on_cancel_and_is_used_when_aske
     assert len(dock.plot.logs) == 2 and dock.plot.ax.lines  # the loss per epoch
     assert workspace.model.backbone.adapters is None  # the viewer's SAM2 is unchanged until asked
     try:
+        heard = []
+        workspace.events.model_changed.connect(heard.append)
         click(qtbot, section.use_button)
         assert workspace.model.backbone.adapters is not None, dock.status.text()
+        assert heard == [workspace.model]  # through the workspace: every dock (and the Load model form) hears
+        assert workspace.model.backbone.adapter_header["file"] == str(out)
         assert "now uses the adapters" in dock.status.text()
     finally:
         model.backbone.use_adapters(None)  # the session's backbone is shared with other tests

@@ -134,3 +134,32 @@ def test_click_session_commits_are_steps_of_the_targets_shared_history(model, fr
     session.events.undone.connect(undone.append)
     history.undo()  # as Ctrl-Z would: the session hears of it
     assert undone == [record] and not target.any() and not session.can_undo
+
+
+def test_steps_tied_together_are_undone_and_redone_together_from_either_history_but_never_past_a_newer_step():
+    from napari_rpsam2.app.label_history import undo_together
+
+    labels, classes = np.zeros((2, 8, 8), np.int32), np.zeros((2, 8, 8), np.int32)
+    h_labels, h_classes = LabelHistory(lambda: labels), LabelHistory(lambda: classes)
+
+    def write(array, history, value):
+        old = array[1].copy()
+        new = old.copy()
+        new[2:5, 2:5] = value
+        change = LabelChange.of_planes([((1,), old, new)])
+        return history.apply(change, f"write {value}")
+
+    undo_together([(h_labels, write(labels, h_labels, 4)), (h_classes, write(classes, h_classes, 2))])
+    run_labels, run_classes = labels.copy(), classes.copy()
+    h_labels.undo()  # from the target: both go back
+    assert not labels.any() and not classes.any()
+    h_classes.redo()  # redo from the class map: both come back
+    np.testing.assert_array_equal(labels, run_labels)
+    np.testing.assert_array_equal(classes, run_classes)
+    h_classes.undo()  # and undo from the class map
+    assert not labels.any() and not classes.any()
+    h_labels.redo()
+    write(labels, h_labels, 9)  # a newer step on the target only
+    h_classes.undo()  # the class map's run step goes; the target's newer step is not skipped over
+    assert (labels[1, 2:5, 2:5] == 9).all() and not classes.any()
+    assert h_labels.latest.description == "write 9"

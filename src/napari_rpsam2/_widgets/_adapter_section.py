@@ -145,7 +145,7 @@ class AdapterSection(QWidget):
             self.dock.status.error("Nothing to use yet: fine-tune adapters first (with a model loaded).")
             return
         try:
-            model.backbone.load_adapters(self.outcome.path)
+            self.dock.workspace.load_adapters(self.outcome.path)  # every dock hears of the new model
         except (OSError, ValueError) as err:
             self.dock.status.error(f"Could not use the adapters: {error_text(err)}")
             return

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 __all__ = ["ClassTable", "generator_settings", "segment_settings", "plot_log", "save_generator_file",
@@ -87,6 +87,9 @@ def segment_settings() -> Container:
         ComboBox(name="stages", label="Refinement", choices=STAGE_CHOICES, value=2,
                  tooltip="Generator only: its own region inside each box; stage 1: SAM2 from each box and the "
                          "generator's mask;\nstage 2: again from the box and logits of stage 1"),
+        CheckBox(name="follow", text="Follow through the stack (SAM2 memory)", value=False,
+                 tooltip="Stacks: each reviewed box is refined on its slice, then followed through the whole\n"
+                         "stack with SAM2's memory (one id per object on every slice); needs a model"),
     ])
 
 

@@ -171,5 +171,8 @@ class ModelSettings(QGroupBox):
         note = "  ⚠ random weights: for trying things out only." if "random" in model.backbone.weights_signature else ""
         adapters = model.backbone.adapters
         fine_tuned = "" if adapters is None else f" with adapters ({adapters.parameter_count():,} parameters)"
+        file = None if adapters is None else (getattr(model.backbone, "adapter_header", None) or {}).get("file")
+        if file:  # adapters hooked on after loading (e.g. the training dock's Use the adapters)
+            self.adapters.setText(str(file))
         self.status.info(f"Loaded {model.backbone.name}{fine_tuned} on {model.device}{note}")
         self.status.setToolTip(model.summary())

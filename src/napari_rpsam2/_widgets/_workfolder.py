@@ -392,7 +392,7 @@ def _object_prompts(restored: wf.Restored):
 
 def _object_table(restored: wf.Restored) -> dict:
     """Features of the restored Labels layer: per object, what made it, with which method, from which slices."""
-    index, made_by, method, slices = [0], ["background"], [""], [""]
+    index, made_by, method, slices, names = [0], ["background"], [""], [""], ["background"]
     for oid, events in sorted(restored.objects.items()):
         index.append(oid)
         made_by.append(" + ".join(e["kind"] for e in events))
@@ -401,4 +401,9 @@ def _object_table(restored: wf.Restored) -> dict:
         where = sorted({tuple(p["slice"]) for e in events for p in e.get("prompts", ())
                         if int(p.get("object", -1)) == oid})
         slices.append(", ".join(":".join(str(v) for v in w) for w in where))
-    return {"index": index, "made_by": made_by, "method": method, "prompt_slices": slices}
+        names.append(next((e["classes"][str(oid)] for e in reversed(events) if str(oid) in e.get("classes", {})),
+                          ""))
+    table = {"index": index, "made_by": made_by, "method": method, "prompt_slices": slices}
+    if any(names[1:]):  # an automatic run named the objects' classes
+        table["class"] = names
+    return table

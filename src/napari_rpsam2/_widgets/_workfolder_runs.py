@@ -1,4 +1,4 @@
-"""What the Propagate and one-shot docks save to the image's work folder after a run or a re-run.
+"""What the Propagate, one-shot and automatic-segmentation docks save to the image's work folder after a run or a re-run.
 
 Each function records one finished write through :func:`._workfolder.save_run`
 (nothing when saving is off or the folder keeps another Labels layer) and
@@ -16,7 +16,7 @@ from typing import Any
 from ..app import workfolder as wf
 from ._workfolder import save_run
 
-__all__ = ["propagation_saved", "oneshot_saved", "slice_rerun_saved"]
+__all__ = ["propagation_saved", "oneshot_saved", "slice_rerun_saved", "autoseg_saved"]
 
 
 def propagation_saved(viewer: Any, job: Any, target: Any, result: Any, record: Any, renamed: dict, step: Any,
@@ -63,3 +63,18 @@ def slice_rerun_saved(viewer: Any, image: Any, target: Any, index: int, clicks: 
                                      model=model, method=method)
 
     return save_run(viewer, image, target, edit, write, step=step, report=report)
+
+
+def autoseg_saved(viewer: Any, image: Any, target: Any, change: Any, run: dict, step: Any, report: Any) -> str:
+    """Save one automatic run: ``run`` holds ``written`` (label id, object), ``boxes``, ``options``, ``model``
+    (``None`` without SAM2), ``generator`` and ``generator_file``."""
+    generator = run["generator"]
+
+    def write(folder: wf.WorkFolder, labels: Any) -> dict:
+        return wf.record_autoseg(folder, run["written"], generator.classes, change, labels, model=run["model"],
+                                 options=run["options"],
+                                 generator=wf.generator_provenance(generator, run["generator_file"]),
+                                 boxes=run["boxes"], contrast_limits=list(image.contrast_limits),
+                                 gamma=float(image.gamma), rgb=bool(image.rgb))
+
+    return save_run(viewer, image, target, change, write, step=step, report=report)

@@ -5,7 +5,10 @@ loss / validation Dice plot, Cancel), save or load it, let it propose one box
 per region on the slice on screen, a range or the whole stack (a Shapes layer
 a person reviews with napari's own tools), then refine only the reviewed
 boxes with SAM2 (stage 1 or 1 + 2).  Objects go into the target Labels layer
-where it is empty, their classes into a class-map layer; Undo reverts a run.
+where it is empty (by default the image's objects layer, as in the other docks),
+their classes into a class-map layer.  A run is one step of each layer's undo
+history, tied together: Undo, or Ctrl-Z on either layer, reverts the whole run.
+A run into the layer the image's work folder keeps is saved there.
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPush
 
 from ..app.autoseg import class_table
 from ..app.autoseg_review import (
+    follow_boxes,
     propose_boxes,
     refine_boxes,
     slice_choice,
     train_generator_on_arrays,
+    write_followed,
     write_objects,
 )
 from ..app.label_changes import LabelChange
+from ..app.label_history import undo_together
 from ..jobs import CancelFlag, Cancelled
 from ..training.data import DataError
 from . import _autoseg_boxes as boxes_ui
@@ -40,12 +46,15 @@ from ._autoseg_form import (
     segment_settings,
 )
 from ._job_dock import JobDock
+from ._label_history import UndoControl, history_for
 from ._layer_picker import LayerPicker
+from ._objects_layer import DefaultTarget, objects_metadata
 from ._plot import TrainingPlot
 from ._slicing import SliceError, image_slice, layer_shape, slice_cache_key
 from ._torch_import import import_torch_compiler
 from ._views import StatusLabel, scrolling_dock
 from ._workers import error_text, start_worker
+from ._workfolder_runs import autoseg_saved
 from ._workspace import unwrap
 
 if TYPE_CHECKING:
@@ -68,7 +77,8 @@ class AutosegWidget(JobDock):
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
         super().__init__(napari_viewer)
         self.generator: Any = None
-        self.history: list[list[tuple[Any, LabelChange]]] = []  # one entry per run, newest last
+        self._written: Any = None  # the Labels layer the last run wrote into
+        self._generator_file: str | None = None  # where the generator was loaded from or saved to
         self._class_layers: dict[str, Any] = {}
         self._watched: tuple = ()  # the layers the running job reads or writes
         self._stop_reason = ""
@@ -100,7 +110,8 @@ class AutosegWidget(JobDock):
         self.refine_button.setToolTip("Segment each box on the boxes layer (SAM2, or the generator alone); "
                                        "objects are written only where the target is empty")
         self.undo_button = QPushButton("Undo")
-        self.undo_button.setToolTip("Revert the last Segment boxes run (its objects and classes)")
+        self.default_target = DefaultTarget(v, self.target_picker, self.segment_picker.layer)
+        self.segment_picker.currentIndexChanged.connect(self.default_target.update)
         self.status = StatusLabel("Pick an annotated image and its labels, then press Train generator "
                                   "(or load a generator).")
         for button, slot in ((self.classes_button, self.fill_classes), (self.train_button, self.train),
@@ -109,7 +120,12 @@ class AutosegWidget(JobDock):
                              (self.refine_button, self.refine), (self.undo_button, self.undo)):
             button.clicked.connect(slot)
         self.segment_form.slices.changed.connect(self._slices_changed)
+        self.segment_picker.currentIndexChanged.connect(self._slices_changed)
         self.viewer.layers.events.removed.connect(self._layer_removed)
+        self.undo_control = UndoControl(v, self.undo_button, self._undo_layer,
+                                        lambda level, text: getattr(self.status, level)(text),
+                                        enabled=lambda: not self.running)
+        self.target_picker.currentIndexChanged.connect(self.undo_control.update)
         scrolling_dock(self, self._panel())
         self._slices_changed()
         self._buttons()
@@ -160,6 +176,8 @@ class AutosegWidget(JobDock):
         ranged = self.segment_form.slices.value == "range"
         self.segment_form.first.visible = ranged
         self.segment_form.last.visible = ranged
+        image = self.segment_picker.layer()
+        self.segment_form.follow.visible = image is not None and len(layer_shape(image)) == 3
 
     def _buttons(self) -> None:
         idle, has = not self.running, self.generator is not None
@@ -169,13 +187,16 @@ class AutosegWidget(JobDock):
             b.setEnabled(idle)
         for b in (self.save_button, self.propose_button, self.refine_button):
             b.setEnabled(idle and has)
-        self.undo_button.setEnabled(idle and bool(self.history))
+        if hasattr(self, "undo_control"):
+            self.undo_control.update()
 
     def cleanup(self) -> None:
         """Stop a running job and stop following the viewer (the dock closed)."""
         self.cancel()
         for picker in (self.image_picker, self.labels_picker, self.segment_picker, self.target_picker):
             picker.disconnect_viewer()
+        self.default_target.disconnect()
+        self.undo_control.disconnect()
         self.viewer.layers.events.removed.disconnect(self._layer_removed)
 
     def _layer_removed(self, event: Any) -> None:
@@ -263,6 +284,7 @@ class AutosegWidget(JobDock):
 
     def _trained(self, result: Any) -> None:
         self._use_generator(result.generator)
+        self._generator_file = None
         val = "no validation split" if result.best_val_dice != result.best_val_dice else \
             f"validation Dice {100 * result.best_val_dice:.1f} %"
         self.status.info(f"Trained: best epoch {result.best_epoch} ({val}). Save the generator to keep it, "
@@ -281,6 +303,7 @@ class AutosegWidget(JobDock):
         except (OSError, ValueError) as err:
             self.status.error(error_text(err))
             return
+        self._generator_file = str(path)
         self.status.info(f"Generator saved to {path}.")
 
     def load_generator(self) -> None:
@@ -291,6 +314,7 @@ class AutosegWidget(JobDock):
             self.status.error(error_text(err))
             return
         self._use_generator(generator)
+        self._generator_file = str(Path(str(self.file.value)).expanduser())
         self.status.info(f"Generator loaded from {self.file.value}. Press Propose boxes.")
 
     # ------------------------------------------------------------------ boxes
@@ -337,11 +361,13 @@ class AutosegWidget(JobDock):
 
     def refine(self) -> None:
         """Masks for the reviewed boxes (SAM2, or the generator alone), in a worker; written in :meth:`_refined`."""
-        stages = int(self.segment_form.stages.value)
+        stages, follow = int(self.segment_form.stages.value), bool(self.segment_form.follow.value)
         if self.running or self.generator is None:
             return
+        image = self.segment_picker.layer()
+        follow = follow and image is not None and len(layer_shape(image)) == 3
         model = self.workspace.model
-        if stages and self._model_or_complain() is None:
+        if (stages or follow) and self._model_or_complain() is None:
             return
         try:
             image = self._segment_image()
@@ -360,23 +386,30 @@ class AutosegWidget(JobDock):
             return
         from ..autoseg.refine import RefineOptions
 
-        options = RefineOptions(stages=stages)
+        options = RefineOptions(stages=stages, follow=follow)
         key = slice_cache_key(image, (0,))[0]  # the stack's part of every slice's key, as in the other docks
-        how = f"SAM2 ({stages} stage(s))" if stages else "the generator alone"
+        how = (f"SAM2 ({stages} stage(s))" if stages else "the generator alone") + \
+            (", each followed through the stack" if follow else "")
         self.status.info(f"Segmenting {len(boxes)} box(es) with {how}…")
-        self._job(refine_boxes, model, self.generator, image.data, boxes, options=options, rgb=bool(image.rgb),
-                  contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
-                  key=key,
-                  done=lambda objects: self._refined(image, target, key, objects, len(boxes)), what="refinement",
-                  layers=(image, target))
+        mapping = dict(rgb=bool(image.rgb), contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
+                       key=key)
+        if follow:  # the reviewed boxes are the key slices; the worker follows them into a copy
+            occupied = None if target is None else np.asarray(target.data) != 0
+            job, args, write = follow_boxes, (occupied,), lambda run: lambda lab, cls: write_followed(lab, cls, run)
+        else:
+            job, args, write = refine_boxes, (), lambda objects: lambda lab, cls: _write_boxes(lab, cls, objects)
+        self._job(job, model, self.generator, image.data, boxes, *args, options=options, **mapping,
+                  done=lambda out: self._refined(image, target, key, write(out), len(boxes), options, model),
+                  what="refinement", layers=(image, target))
 
     # ------------------------------------------------------------------ writing and undo
     def _outputs(self, image: Any, target: Any) -> tuple[Any, Any]:
         """The target chosen when the run started (a new Labels layer for ``None``) and its class-map layer."""
         shape = layer_shape(image)
         if target is None:
-            target = unwrap(self.viewer.add_labels(np.zeros(shape, np.int32), name=f"{image.name} automatic",
-                                                   scale=image.scale, translate=image.translate))
+            target = unwrap(self.viewer.add_labels(np.zeros(shape, np.int32), name=f"{image.name} objects",
+                                                   scale=image.scale, translate=image.translate,
+                                                   metadata=objects_metadata(image)))
             self.target_picker.set_layer(target)
         classes = self._class_layers.get(str(target.unique_id))
         if classes is None or classes not in self.viewer.layers:
@@ -387,7 +420,9 @@ class AutosegWidget(JobDock):
         classes.features = {"index": list(range(len(names))), "class": names}
         return target, classes
 
-    def _refined(self, image: Any, target: Any, key: Any, objects: list, n_boxes: int) -> None:
+    def _refined(self, image: Any, target: Any, key: Any, write: Any, n_boxes: int, options: Any,
+                 model: Any) -> None:
+        """Write a run's objects (``write(labels, classes)`` gives the two changes and the objects written)."""
         if image not in self.viewer.layers or slice_cache_key(image, (0,))[0] != key:
             self.status.error("The image was removed or changed during the refinement; nothing written.")
             return
@@ -395,31 +430,50 @@ class AutosegWidget(JobDock):
         if not isinstance(target.data, np.ndarray):
             self.status.error(f"'{target.name}' is not held in memory; pick another Labels layer.")
             return
-        change, class_change, written = write_objects(target.data, classes.data, objects)
-        self._record_run([(target, change), (classes, class_change)])
+        change, class_change, ids = write(target.data, classes.data)
         target.refresh()
         classes.refresh()
-        self.status.info(f"{written} object(s) from {n_boxes} box(es) written into '{target.name}' "
+        step = self._record_run([(target, change), (classes, class_change)])
+        sam2 = options.stages or options.follow
+        run = {"written": ids, "boxes": n_boxes, "options": options, "model": model if sam2 else None,
+               "generator": self.generator, "generator_file": self._generator_file}
+        saved = autoseg_saved(self.viewer, image, target, change, run, step, self._report)
+        self.status.info(f"{len(ids)} object(s) from {n_boxes} box(es) written into '{target.name}' "
                          f"({change.size} pixels, only where it was empty); classes in '{classes.name}'. "
-                         "Undo reverts this run.")
+                         f"Undo (or Ctrl-Z on either layer) reverts this run.{saved}")
 
-    def _record_run(self, writes: list[tuple[Any, LabelChange]]) -> None:
-        """Keep one run's writes (a compact change per Labels layer) as one undo step.
+    def _report(self, text: str, level: str = "error") -> None:
+        getattr(self.status, level)(text)
 
-        The one place this dock's writes become undoable: a shared per-layer undo
-        history takes them here.
+    def _record_run(self, writes: list[tuple[Any, LabelChange]]) -> Any:
+        """One run's writes become one step in each layer's undo history, tied together; returns the first step.
+
+        Undoing either (the dock's Undo, Ctrl-Z on the target or on its class
+        map) undoes both; redoing either redoes both.
         """
-        self.history.append(writes)
+        steps = []
+        for layer, change in writes:
+            history = history_for(self.viewer, layer)
+            steps.append((history, history.push(change, f"automatic run ({change.size} px)", owner="autoseg")))
+        undo_together(steps)
+        self._written = writes[0][0]
         self._buttons()
+        return steps[0][1]
+
+    def _undo_layer(self) -> Any:
+        target = self.target_picker.layer()
+        if target is None and self._written is not None and self._written in self.viewer.layers:
+            target = self._written
+        return target
 
     def undo(self) -> None:
-        """Revert the newest run in every layer it wrote (pixels edited since keep their value)."""
-        if self.running or not self.history:
-            return
-        writes = self.history.pop()
-        for layer, change in writes:
-            if layer in self.viewer.layers:
-                change.undo(layer.data)
-                layer.refresh()
-        self._buttons()
-        self.status.info(f"Undone; {len(self.history)} more run(s) can be undone.")
+        """Undo the newest change of the 'Write into' layer (a run: its objects and classes), as Ctrl-Z on it."""
+        if not self.running:
+            self.undo_control.undo()
+
+
+def _write_boxes(labels: Any, classes: Any, objects: list) -> tuple[LabelChange, LabelChange, list]:
+    """:func:`write_objects` with the ``(label id, object)`` of each object written."""
+    ids: list = []
+    change, class_change, _ = write_objects(labels, classes, objects, ids)
+    return change, class_change, ids

@@ -30,8 +30,8 @@ from ..training.data import DataError
 from .autoseg import _class_ids, class_table
 from .label_changes import LabelChange
 
-__all__ = ["BoxProposal", "RefinedBox", "generator_data_from_arrays", "train_generator_on_arrays",
-           "propose_boxes", "refine_boxes", "write_objects", "slice_choice"]
+__all__ = ["BoxProposal", "RefinedBox", "FollowedRun", "follow_boxes", "write_followed", "generator_data_from_arrays",
+           "train_generator_on_arrays", "propose_boxes", "refine_boxes", "write_objects", "slice_choice"]
 
 
 @dataclass
@@ -59,6 +59,7 @@ class RefinedBox:
     left: int
     mask: np.ndarray
     score: float
+    box: np.ndarray | None = None  # the reviewed box it came from, (top, left, bottom, right)
 
 
 def _stack(data, rgb: bool | None) -> tuple[object, bool]:
@@ -229,17 +230,20 @@ def refine_boxes(model, generator: PromptGenerator, stack: np.ndarray, boxes: Se
                 continue
             top, left = int(rows.min()), int(cols.min())
             out.append(RefinedBox(z, b.class_index, top, left,
-                                  mask[top:int(rows.max()) + 1, left:int(cols.max()) + 1].copy(), score))
+                                  mask[top:int(rows.max()) + 1, left:int(cols.max()) + 1].copy(), score,
+                                  np.asarray(b.box, float)))
     jobs.report(progress, "slices", len(by_slice), len(by_slice))
     return out
 
 
-def write_objects(labels, classes, objects: Sequence[RefinedBox]) -> tuple[LabelChange, LabelChange, int]:
+def write_objects(labels, classes, objects: Sequence[RefinedBox],
+                  ids: list | None = None) -> tuple[LabelChange, LabelChange, int]:
     """Write each object into ``labels`` where it is 0 (a fresh id each) and its class into ``classes``.
 
     ``labels`` and ``classes`` are ``(Z, H, W)`` (or ``(H, W)``) arrays changed in
     place; an object with no empty pixel left is skipped.  Returns one undo record
-    per array and the number of objects written.
+    per array and the number of objects written; ``ids``, when given, gets
+    ``(label id, object)`` of each object written.
     """
     two_d = np.ndim(labels) == 2
     shape = np.shape(labels)
@@ -263,6 +267,8 @@ def write_objects(labels, classes, objects: Sequence[RefinedBox]) -> tuple[Label
                 continue
             view[free] = next_id
             new_c[o.top:o.top + h, o.left:o.left + w][free] = o.class_index
+            if ids is not None:
+                ids.append((next_id, o))
             next_id, written = next_id + 1, written + 1
         planes_l.append((index, old_l, new_l))
         planes_c.append((index, old_c, new_c))
@@ -270,3 +276,86 @@ def write_objects(labels, classes, objects: Sequence[RefinedBox]) -> tuple[Label
     change_l.redo(labels)
     change_c.redo(classes)
     return change_l, change_c, written
+
+
+@dataclass
+class FollowedRun:
+    """Reviewed boxes followed through a stack (nothing written yet): per object its id in ``labels``.
+
+    ``labels`` / ``classes`` hold only the followed objects (0 elsewhere), ids
+    ``1..``; ``objects`` are ``(id, RefinedBox)`` with the key slice, class, box
+    and score of each (the box's mask is left empty).
+    """
+
+    labels: np.ndarray
+    classes: np.ndarray
+    objects: list
+
+
+def follow_boxes(model, generator: PromptGenerator, stack, boxes: Sequence[BoxProposal], occupied=None, *,
+                 options: RefineOptions = RefineOptions(), follow=None, rgb: bool | None = None,
+                 contrast_limits: Sequence[float] | None = None, gamma: float = 1.0, key=None,
+                 progress: jobs.Progress | None = None, cancel: jobs.Cancel | None = None) -> FollowedRun:
+    """Each reviewed box is a key slice: refined there, then followed through the stack with SAM2's memory.
+
+    The reviewed boxes replace :func:`~napari_rpsam2.autoseg.follow.find_key_slices`
+    (each box on its slice is one object; stage 0 takes the generator's region
+    of the box's class inside the box).  ``occupied`` ``(Z, H, W)`` (or ``None``):
+    where the target already holds labels; nothing is followed into those pixels, and
+    an object whose key-slice mask is mostly there is skipped.
+    """
+    from ..autoseg.follow import FollowOptions, KeySlice, follow_key_slices
+
+    if model is None:
+        raise ValueError("following objects through the stack needs a SAM2 model: load one first")
+    stack, rgb = _stack(stack, rgb)
+    if np.ndim(stack) != (4 if rgb else 3):
+        raise ValueError("following objects needs a stack of slices, not a single image")
+    occupied = np.zeros(np.shape(stack)[:3], bool) if occupied is None else occupied
+    n, hw = np.shape(stack)[0], tuple(np.shape(stack)[1:3])
+    predict = _SlicePredictor(generator, stack, rgb)
+    keys = []
+    for b in boxes:
+        comp = _box_component(b, hw)
+        if not options.stages:
+            comp.mask &= predict(int(b.slice_index)).class_map() == b.class_index
+        if comp.mask.any():
+            keys.append((b, KeySlice(b.class_index, int(b.slice_index), float(b.score), (0, n - 1), comp)))
+    norm = normalise_with(np.asarray(stack), predict.limits, rgb)
+    labels = np.where(np.asarray(occupied) != 0, -1, 0).astype(np.int32)  # -1: the target's own labels
+    classes = np.zeros(labels.shape, np.int32)
+    written = follow_key_slices(model, generator, stack, norm, [k for _, k in keys], labels, classes, range(n),
+                                options, follow or FollowOptions(), rgb=rgb, contrast_limits=contrast_limits,
+                                gamma=gamma, key=key, progress=progress, cancel=cancel)
+    labels[labels < 0] = 0
+    by_key = {id(k): b for b, k in keys}
+    objects = [(o.label, RefinedBox(o.key.slice_index, o.key.class_index, 0, 0, np.zeros((0, 0), bool), o.score,
+                                    np.asarray(by_key[id(o.key)].box, float))) for o in written]
+    return FollowedRun(labels, classes, objects)
+
+
+def write_followed(labels, classes, run: FollowedRun) -> tuple[LabelChange, LabelChange, list]:
+    """Write a :class:`FollowedRun` into ``labels`` / ``classes`` where ``labels`` is still 0 (fresh ids).
+
+    Returns one undo record per array and ``(label id, RefinedBox)`` of each object written.
+    """
+    next_id = int(np.max(labels, initial=0)) + 1
+    ids, written = {}, []
+    for oid, obj in run.objects:
+        ids[oid] = next_id
+        written.append((next_id, obj))
+        next_id += 1
+    planes_l, planes_c = [], []
+    for z in np.flatnonzero(run.labels.reshape(len(run.labels), -1).any(axis=1)):
+        old_l, old_c = np.array(labels[z]), np.array(classes[z])
+        new_l, new_c = old_l.copy(), old_c.copy()
+        for oid, new in ids.items():
+            free = (run.labels[z] == oid) & (new_l == 0)
+            new_l[free], new_c[free] = new, run.classes[z][free]
+        planes_l.append(((int(z),), old_l, new_l))
+        planes_c.append(((int(z),), old_c, new_c))
+    change_l, change_c = LabelChange.of_planes(planes_l), LabelChange.of_planes(planes_c)
+    change_l.redo(labels)
+    change_c.redo(classes)
+    present = {int(v) for v in np.unique([p[2] for p in planes_l]) if v} if planes_l else set()
+    return change_l, change_c, [(i, o) for i, o in written if i in present]

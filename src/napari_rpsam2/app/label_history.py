@@ -26,7 +26,7 @@ from psygnal import Signal, SignalGroup
 
 from .label_changes import LabelChange
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_STEPS", "LabelHistory", "LabelHistoryEvents", "Step"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_STEPS", "LabelHistory", "LabelHistoryEvents", "Step", "undo_together"]
 
 DEFAULT_MAX_BYTES = 256 * 2**20
 """Records kept per label image (undo and redo together); the oldest steps go first past it."""
@@ -224,3 +224,27 @@ class LabelHistory:
         self.events.redone.emit(step)
         self.events.changed.emit()
         return step
+
+
+def undo_together(steps: list[tuple[LabelHistory, Step]]) -> None:
+    """Tie steps of several label images (one run's writes) so undoing or redoing one does all of them.
+
+    Each step's ``on_undo`` undoes the others that are still the newest of their
+    history, and ``on_redo`` redoes the others that are next to be redone; a step
+    edited over since (another step came after it) is left alone.
+    """
+    for history, step in steps:
+        others = [(h, s) for h, s in steps if s is not step]
+
+        def undo_others(_step: Step, others=others) -> None:
+            for h, s in others:
+                if h.latest is s:
+                    h.undo()
+
+        def redo_others(_step: Step, others=others) -> None:
+            for h, s in others:
+                if h.next_redo is s:
+                    h.redo()
+
+        step.on_undo.append(undo_others)
+        step.on_redo.append(redo_others)

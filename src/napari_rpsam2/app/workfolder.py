@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import jobs
 from ..annotations import Restored, WorkFolder, WorkFolderError, image_signature, mask_digest
+from .workfolder_adapters import adapter_refusal, recorded_adapters, use_adapters_of
 
 if TYPE_CHECKING:
     from ..model import RPSAM2, FramePrompt, SegmentResult
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WorkFolder", "WorkFolderError", "Restored", "default_location", "open_for_image", "model_provenance",
            "record_commit", "record_propagation", "record_oneshot", "record_undo", "undo_object", "restore",
-           "record_slice_rerun", "RerunOutcome", "rerun", "export", "open_source", "input_form_name", "frame_names",
+           "record_slice_rerun", "record_autoseg", "recorded_adapters", "adapter_refusal", "generator_provenance", "RerunOutcome", "rerun", "export", "open_source", "input_form_name", "frame_names",
            "SUFFIX"]
 
 SUFFIX = ".rpsam2"
@@ -176,6 +177,52 @@ def record_slice_rerun(folder: WorkFolder, index: int, points, point_labels, obj
     return folder.record("oneshot-slice", payload, labels=labels, slices=change.slice_indices)
 
 
+def generator_provenance(generator, path: str | os.PathLike | None = None) -> dict:
+    """What identifies a prompt generator: its weights digest, its classes and, when read from one, its file."""
+    import hashlib
+
+    from ..model.shift_block import weights_digest
+
+    file_digest = None
+    if path is not None and Path(path).is_file():
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        file_digest = digest.hexdigest()
+    return {"weights": weights_digest(generator.network), "classes": list(generator.classes),
+            "input_size": int(generator.config.input_size), "context": int(generator.config.context),
+            "file": None if path is None else str(path), "file_digest": file_digest}
+
+
+def record_autoseg(folder: WorkFolder, written: Sequence[tuple[int, Any]], class_names: Sequence[str],
+                   change: LabelChange, labels, *, model: RPSAM2 | None, options: Any,
+                   generator: Mapping[str, Any], boxes: int, contrast_limits=None, gamma: float = 1.0,
+                   rgb: bool | None = None) -> dict:
+    """Record one automatic run: per object its reviewed box, slice and class; the settings, generator and model.
+
+    ``written`` is ``(label id, RefinedBox)`` of each object written (see
+    :func:`~napari_rpsam2.app.autoseg_review.write_objects`); ``class_names``
+    the generator's classes (class index 1 is the first); ``options`` the
+    refinement settings (a RefineOptions or a mapping); ``generator``
+    :func:`generator_provenance`; ``model`` ``None`` when SAM2 was not used.
+    """
+    prompts, classes = [], {}
+    for oid, obj in written:
+        name = class_names[int(obj.class_index) - 1]
+        classes[str(int(oid))] = name
+        box = None if getattr(obj, "box", None) is None else [float(v) for v in obj.box]
+        prompts.append({"slice": [] if np.ndim(labels) == 2 else [int(obj.slice_index)], "object": int(oid),
+                        "clicks": [], "labels": [], "box": box, "mask": None, "class": name,
+                        "score": float(obj.score)})
+    provenance = {"method": "generator"} if model is None else model_provenance(model, True)
+    payload = {"objects": [int(oid) for oid, _ in written], "prompts": prompts, "classes": classes,
+               "model": provenance, "generator": dict(generator), "options": _plain(options),
+               "reviewed_boxes": int(boxes), "mapping": _mapping(contrast_limits, gamma, rgb),
+               "written_pixels": int(change.size)}
+    return folder.record("autoseg", payload, labels=labels, slices=change.slice_indices)
+
+
 def record_undo(folder: WorkFolder, seq: int, labels, slices: Iterable[Sequence[int]]) -> dict:
     """Record that event ``seq`` was undone, with the slices as they are after the undo."""
     return folder.record("undo", {"undoes": int(seq)}, labels=labels, slices=[tuple(s) for s in slices])
@@ -301,27 +348,44 @@ def rerun(folder: WorkFolder, model: RPSAM2, image, *, progress: jobs.Progress |
     ``image`` is the folder's image (checked against its signature first).
     For a propagation or one-shot run, ``saved_pixels`` / ``new_pixels``
     count the slices holding the object.  Corrections of a propagation and
-    one-shot slice re-runs are listed with ``note`` saying they are not re-run.
+    one-shot slice re-runs and automatic runs are listed with ``note`` saying they are not re-run.
     """
     folder.check_image(folder.shape, image_signature(image))
     events = folder.live_events()[0]
-    outcomes = []
-    for done, event in enumerate(events):
-        jobs.check(cancel, "re-run")
-        kind = event.get("kind")
-        if kind == "commit":
-            outcomes += _rerun_commit(event, model, image)
-        elif kind == "propagation" and (event.get("options") or {}).get("correction"):
-            outcomes += _not_rerun(event, "corrections of a propagation are not re-run yet")
-        elif kind == "propagation":
-            outcomes += _rerun_propagation(folder, event, model, image, cancel)
-        elif kind == "oneshot":
-            outcomes += _rerun_oneshot(folder, event, model, image, cancel)
-        else:
-            outcomes += _not_rerun(event, f"{kind} runs are not re-run yet")
-        if progress is not None:
-            progress("re-run", done + 1, len(events))
+    outcomes: list[RerunOutcome] = []
+    loaded = getattr(model.backbone, "adapters", None)
+    header = dict(getattr(model.backbone, "adapter_header", None) or {})
+    try:
+        for done, event in enumerate(events):
+            jobs.check(cancel, "re-run")
+            outcomes += _rerun_event(folder, event, model, image, cancel, loaded, header)
+            if progress is not None:
+                progress("re-run", done + 1, len(events))
+    finally:  # the model leaves as it came
+        if loaded is not None and model.backbone.adapters is not loaded:
+            model.backbone.use_adapters(loaded, header)
     return outcomes
+
+
+def _rerun_event(folder: WorkFolder, event: Mapping, model: RPSAM2, image, cancel, loaded,
+                 header: dict) -> list[RerunOutcome]:
+    """One saved event segmented again (or listed as not re-run, with why)."""
+    kind = event.get("kind")
+    if kind in ("commit", "propagation", "oneshot"):
+        why = use_adapters_of(event, model, loaded, header) if hasattr(model.backbone, "use_adapters") else ""
+        if why:
+            return _not_rerun(event, why)
+    if kind == "commit":
+        return _rerun_commit(event, model, image)
+    if kind == "propagation" and (event.get("options") or {}).get("correction"):
+        return _not_rerun(event, "corrections of a propagation are not re-run yet")
+    if kind == "propagation":
+        return _rerun_propagation(folder, event, model, image, cancel)
+    if kind == "oneshot":
+        return _rerun_oneshot(folder, event, model, image, cancel)
+    if kind == "autoseg":
+        return _not_rerun(event, "automatic runs are not re-run (they need the prompt generator)")
+    return _not_rerun(event, f"{kind} runs are not re-run yet")
 
 
 def frame_names(folder: WorkFolder) -> list[str]:

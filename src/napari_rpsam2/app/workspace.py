@@ -126,6 +126,8 @@ class Workspace:
         if adapters is not None:
             check_adapter_file(adapters, resolve_backbone(backbone).name)
         model = RPSAM2.load(backbone, sam2_weights, shift_block, device, seed=seed, adapters=adapters)
+        if adapters is not None:
+            model.backbone.adapter_header = {**model.backbone.adapter_header, "file": str(adapters)}
         model.cache = self.cache  # embeddings are keyed by backbone weights and adapters: sharing is safe
         return model
 
@@ -141,6 +143,23 @@ class Workspace:
         model = self.require_model()
         header = model.load_shift_block(path)
         self.events.shift_block_changed.emit(model)
+        return header
+
+    def load_adapters(self, path: str | os.PathLike) -> dict:
+        """Hook the SAM2 adapter file ``path`` onto the model in use (replacing any); returns its header.
+
+        A file made for another backbone is refused (:class:`~napari_rpsam2.model.checkpoint.CheckpointError`)
+        and the model stays as it was.  The backbone's weights signature, part
+        of every embedding-cache key, then names the adapters, so embeddings
+        made without them are not reused; cached grid results of the old
+        model are dropped.  ``model_changed`` tells every dock (the Load model
+        box shows the file in its Adapters field).
+        """
+        model = self.require_model()
+        header = model.backbone.load_adapters(path)
+        model.backbone.adapter_header = {**(model.backbone.adapter_header or {}), "file": str(path)}
+        self.candidates.clear()
+        self.events.model_changed.emit(model)
         return header
 
     def use_shift_block(self, block, header: dict | None = None) -> None:

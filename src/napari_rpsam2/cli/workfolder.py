@@ -2,7 +2,8 @@
 
 ``rerun`` segments every saved object again from its saved prompts and says
 whether the mask is the same, pixel for pixel (exit status 1 when one is
-not).  ``export`` writes the labels in the input's form (TIFF stack, NIfTI with the
+not).  Objects made with SAM2 adapters are re-run with them: ``--adapters``
+must name a file whose digest the events recorded (refused otherwise).  ``export`` writes the labels in the input's form (TIFF stack, NIfTI with the
 volume's affine, per-frame PNGs named after the frames), the prompts CSV that
 ``rpsam2 propagate --prompts`` reads and COCO-style JSON.
 """
@@ -52,7 +53,7 @@ def _image(folder, given: str | None) -> np.ndarray:
 
 def cmd_rerun(args: argparse.Namespace, base=None) -> int:
     """Run ``rpsam2 rerun``."""
-    from ..app.workfolder import rerun
+    from ..app.workfolder import adapter_refusal, rerun
 
     folder = _open(args.workfolder)
     image = _image(folder, args.images)
@@ -61,6 +62,9 @@ def cmd_rerun(args: argparse.Namespace, base=None) -> int:
         raise UsageError(f"the image has shape {image.shape}, the work folder's labels {folder.shape}; "
                          "give the image the work folder was made for with --images")
     model = make_model(args, base)
+    refused = adapter_refusal(folder, model)  # adapters recorded with the events: the same file, or none
+    if refused:
+        raise UsageError(refused)
     outcomes = run_job(lambda progress, cancel: rerun(folder, model, image, progress=progress, cancel=cancel),
                        quiet=args.quiet, stage="objects", what="re-run")
     failed = 0
