@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import Container, FileEdit
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..app.autoseg import class_table
 from ..app.autoseg_review import (
@@ -33,6 +41,7 @@ from ..app.autoseg_review import (
 )
 from ..app.label_changes import LabelChange
 from ..app.label_history import undo_together
+from ..io.label_volume import new_label_volume
 from ..jobs import CancelFlag, Cancelled
 from ..training.data import DataError
 from . import _autoseg_boxes as boxes_ui
@@ -407,13 +416,13 @@ class AutosegWidget(JobDock):
         """The target chosen when the run started (a new Labels layer for ``None``) and its class-map layer."""
         shape = layer_shape(image)
         if target is None:
-            target = unwrap(self.viewer.add_labels(np.zeros(shape, np.int32), name=f"{image.name} objects",
+            target = unwrap(self.viewer.add_labels(new_label_volume(shape), name=f"{image.name} objects",
                                                    scale=image.scale, translate=image.translate,
                                                    metadata=objects_metadata(image)))
             self.target_picker.set_layer(target)
         classes = self._class_layers.get(str(target.unique_id))
         if classes is None or classes not in self.viewer.layers:
-            classes = unwrap(self.viewer.add_labels(np.zeros(shape, np.int32), name=f"{target.name} classes",
+            classes = unwrap(self.viewer.add_labels(new_label_volume(shape), name=f"{target.name} classes",
                                                     scale=image.scale, translate=image.translate))
             self._class_layers[str(target.unique_id)] = classes
         names = ["background", *self.generator.classes]

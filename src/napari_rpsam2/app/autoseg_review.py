@@ -26,6 +26,7 @@ from ..autoseg import (
 from ..autoseg.components import Component, components
 from ..autoseg.generator import SlicePrediction, as_stack, normalise_with, stack_limits
 from ..autoseg.refine import RefineOptions, refine_component
+from ..io.label_volume import label_max
 from ..training.data import DataError
 from .autoseg import _class_ids, class_table
 from .label_changes import LabelChange
@@ -249,7 +250,7 @@ def write_objects(labels, classes, objects: Sequence[RefinedBox],
     shape = np.shape(labels)
     if np.shape(classes) != shape:
         raise DataError(f"the class map is {np.shape(classes)} but the labels are {shape}; they must match")
-    next_id = int(np.max(labels, initial=0)) + 1
+    next_id = label_max(labels) + 1
     by_slice: dict[int, list[RefinedBox]] = {}
     for o in objects:
         by_slice.setdefault(o.slice_index, []).append(o)
@@ -339,7 +340,7 @@ def write_followed(labels, classes, run: FollowedRun) -> tuple[LabelChange, Labe
 
     Returns one undo record per array and ``(label id, RefinedBox)`` of each object written.
     """
-    next_id = int(np.max(labels, initial=0)) + 1
+    next_id = label_max(labels) + 1
     ids, written = {}, []
     for oid, obj in run.objects:
         ids[oid] = next_id
