@@ -58,7 +58,7 @@ def test_ctrl_z_and_every_docks_undo_take_back_the_newest_change_only(make_napar
 
     _commit(qtbot, viewer, clicks, inside(truth[0], 1))
     (target,) = [ly for ly in viewer.layers if isinstance(ly, Labels) and "preview" not in ly.name]
-    states = [np.zeros_like(target.data), target.data.copy()]
+    states = [np.zeros(target.data.shape, target.data.dtype), np.array(target.data[:])]
 
     _, prop = viewer.window.add_plugin_dock_widget("napari-rpsam2", "Propagate through stack")
     qtbot.wait(10)
@@ -68,19 +68,19 @@ def test_ctrl_z_and_every_docks_undo_take_back_the_newest_change_only(make_napar
     click_button(qtbot, prop.run_button)
     qtbot.waitUntil(lambda: not prop.running, timeout=TIMEOUT)
     assert "Propagated" in prop.status.text(), prop.status.text()
-    states.append(target.data.copy())
+    states.append(np.array(target.data[:]))
     assert (states[2][1:] == 1).any()
 
     viewer.dims.set_current_step(0, 1)
     r, c = inside(truth[1], 1)
     _paint(qtbot, viewer, target, (r, c - 8), (r, c + 8), 9)
-    states.append(target.data.copy())
+    states.append(np.array(target.data[:]))
     assert (states[3][1] == 9).any() and np.array_equal(states[3][[0, 2]], states[2][[0, 2]])
     assert "painting" in prop.undo_button.toolTip()  # the dock names what its Undo would take back
 
     viewer.dims.set_current_step(0, 2)
     _commit(qtbot, viewer, clicks, inside(truth[2], 2))
-    states.append(target.data.copy())
+    states.append(np.array(target.data[:]))
     assert not np.array_equal(states[4], states[3])
     history = history_for(viewer, target)
     assert [s.owner for s in history.steps()] == ["click", "propagate", "painting", "click"]
@@ -122,7 +122,7 @@ def test_ctrl_z_after_a_one_shot_run_undoes_the_run_then_the_painting_before_it(
     viewer.reset_view()
     viewer.dims.set_current_step(0, 1)
     _paint(qtbot, viewer, lab, (5, 5), (5, 30), 7)  # before the plugin ever wrote into this layer
-    painted_state = lab.data.copy()
+    painted_state = np.array(lab.data[:])
     assert (painted_state[1] == 7).any()
     viewer.dims.set_current_step(0, 0)
     dock.image_picker.set_layer(img)

@@ -117,15 +117,17 @@ class DepthwiseAdapter(nn.Module):
         """``x + delta(x)`` for ``(B, H, W, C)`` tokens, as one matrix product added onto ``x``.
 
         The output convolution's bias rides along as an extra row of its weight (a column of
-        ones on the features), so ``x`` is read and the result written once.  Zero output
-        weights give back ``x`` exactly.
+        ones on the features).  Zero output weights give back ``x`` exactly, in its own layout.
         """
         maps = self._maps()
         h = self.hidden(x, maps)
         flat = h.reshape(-1, h.shape[-1])
         features = torch.cat([flat, flat.new_ones(flat.shape[0], 1)], dim=1).to(x.dtype)
-        with _in_own_dtype(x):  # under CUDA autocast, addmm would round a float32 x to bfloat16
-            return torch.addmm(x.reshape(-1, x.shape[-1]), features, maps[2].to(x.dtype)).view(x.shape)
+        with _in_own_dtype(x):  # under CUDA autocast, the product would be rounded to bfloat16
+            delta = (features @ maps[2].to(x.dtype)).view(x.shape)
+        # added elementwise, so the sum keeps x's memory layout: what SAM2 computes next
+        # reads the same layout as without adapters (bit-identical when the adapter is zero)
+        return x + delta
 
     def on_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         """The adapter on ``(B, H·W, C)`` tokens of a square grid."""
