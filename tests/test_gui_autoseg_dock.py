@@ -289,3 +289,25 @@ def test_a_2d_image_gets_boxes_and_objects_without_sam2(make_napari_viewer, qtbo
     target = dock.target_picker.layer()
     assert target is not None and target.data.shape == images[0].shape and target.data.max() >= 1, \
         dock.status.text()
+
+
+def test_a_long_stack_segments_into_chunked_label_layers(make_napari_viewer, qtbot, generator_file, monkeypatch):
+    """Layers past the dense limit are chunked in memory (long videos): the run is written there, not refused."""
+    from napari_rpsam2.io.label_volume import DENSE_LIMIT_ENV, is_chunked, label_max
+
+    monkeypatch.setenv(DENSE_LIMIT_ENV, "0")  # every new label layer chunked, as for a long video
+    images, _ = discs_and_squares(1, seed=53)
+    viewer = make_napari_viewer()
+    img = viewer.add_image(images[0], name="one picture")
+    _, dock = viewer.window.add_plugin_dock_widget("napari-rpsam2", WIDGET)
+    type_into(qtbot, dock.file, str(generator_file))
+    click(qtbot, dock.load_button)
+    click(qtbot, dock.propose_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    assert boxes_layer(viewer, img) is not None, dock.status.text()
+    choose(qtbot, dock.segment_form.stages, "Generator only (no SAM2)")
+    click(qtbot, dock.refine_button)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    target = dock.target_picker.layer()
+    assert target is not None and is_chunked(target.data), dock.status.text()
+    assert label_max(target.data) >= 1 and "written into" in dock.status.text(), dock.status.text()

@@ -140,3 +140,16 @@ def test_label_planes_read_like_a_volume():
     assert planes.indices == [0, 2] and planes.stored(2).nbytes < 16  # one pixel: one run
     with pytest.raises(ValueError, match="shape"):
         planes[0] = np.zeros((4, 5))
+
+
+def test_label_planes_read_across_slices_build_only_the_planes_asked_for(monkeypatch):
+    """napari with the slice axis rolled asks ``volume[:, row, :]``: that must not build the whole volume."""
+    dense = np.zeros((6, 5, 7), np.int32)
+    dense[1, 1:4, 2:6], dense[4, 0, 0] = 3, 9
+    volume = LabelPlanes(dense.shape)
+    for i, plane in enumerate(dense):
+        volume[i] = plane
+    monkeypatch.setattr(LabelPlanes, "__array__", lambda *a, **k: pytest.fail("the whole volume was built"))
+    for key in [(slice(None), 2, slice(None)), (slice(1, 5),), slice(None, None, 2), (slice(None), slice(None), 3),
+                (slice(4, 1),)]:
+        assert np.array_equal(volume[key], dense[key]), key

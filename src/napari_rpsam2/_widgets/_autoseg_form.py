@@ -6,9 +6,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+
+from ..io.label_volume import label_ids as stored_label_ids
 
 __all__ = ["ClassTable", "generator_settings", "segment_settings", "plot_log", "save_generator_file",
            "load_generator_file", "SLICE_CHOICES", "STAGE_CHOICES"]
@@ -56,8 +57,8 @@ class ClassTable(QTableWidget):
 
 
 def label_ids(data: Any) -> list[int]:
-    """The non-zero ids of a label array."""
-    return [int(v) for v in np.unique(np.asarray(data)) if v != 0]
+    """The non-zero ids of a label array (a chunked one is read a stored chunk at a time)."""
+    return [int(v) for v in stored_label_ids(data)]
 
 
 def generator_settings() -> Container:

@@ -58,6 +58,7 @@ class JobDock(DockView):
     def _begin_job(self) -> CancelFlag:
         """A new current job: its cancel flag, the progress bar at 0, the buttons of a running dock."""
         flag = self._cancel = CancelFlag()
+        self.workspace.running_jobs.add(flag)  # e.g. adapters are not swapped under a running job
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self._buttons()
@@ -73,6 +74,7 @@ class JobDock(DockView):
     def _end_job(self, flag: CancelFlag) -> bool:
         """A worker ended; ``True`` when it was the current job (the dock is idle again)."""
         current = flag is self._cancel
+        self.workspace.running_jobs.discard(flag)
         if current:
             self._cancel = None
         self._buttons()

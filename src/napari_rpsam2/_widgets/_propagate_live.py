@@ -48,6 +48,7 @@ class LiveLayer:
         layer = self.viewer.add_labels(empty, name=f"{image.name} propagating", scale=image.scale,
                                        translate=image.translate, opacity=0.5)
         layer = mark_plugin_layer(unwrap(layer), ROLE, image=image.unique_id)
+        layer.editable = False  # it shows a run as it goes: painting there would change nothing the run writes
         if active is not None:
             self.viewer.layers.selection.active = active
         return layer

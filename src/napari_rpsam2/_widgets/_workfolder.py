@@ -75,7 +75,7 @@ class ImageWorkFolder:
         return self.folder
 
     def refusal(self, viewer: Any, target: Any) -> str | None:
-        """Why a write into ``target`` is not saved, or ``None``: the folder keeps ``target`` (from now on, if none).
+        """Why a write into ``target`` is not saved, or ``None`` (:func:`save_run` then tags it as the kept layer).
 
         Refused: a write into another Labels layer than the one the folder
         keeps, and the first write of a viewer that has not restored the
@@ -94,7 +94,6 @@ class ImageWorkFolder:
             if earlier:
                 return ("it holds objects not restored in this viewer; open the click dock on this image to "
                         "restore them, then write into the restored layer")
-        target.metadata[RESTORED_KEY] = str(self.location)
         return None
 
 
@@ -126,6 +125,7 @@ def save_run(viewer: Any, image: Any, target: Any, change: Any, record: Callable
         return f" Not saved to the work folder: {refused}."
     try:
         folder = state.open(image)
+        target.metadata[RESTORED_KEY] = str(state.location)  # the folder keeps this layer from now on
         event = record(folder, full_resolution(target))
     except (wf.WorkFolderError, OSError, ValueError) as err:
         return f" Not saved to the work folder: {err}"

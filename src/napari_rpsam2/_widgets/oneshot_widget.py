@@ -276,7 +276,7 @@ class OneShotWidget(JobDock):
         except (SliceError, ValueError) as err:
             self.status.error(str(err))
             return
-        image = got["image"]
+        image, chosen = got["image"], self.target_picker.layer()  # the target is fixed when Run is pressed
         flag = self._begin_job()
         n_targets = got["n"] - 1
         self.status.info(f"Segmenting {n_targets} slice(s) from slice {got['ref']} with "
@@ -290,7 +290,7 @@ class OneShotWidget(JobDock):
                      key=image_slice(self.viewer, image, (got["ref"],)).key[0], rgb=bool(image.rgb),
                      contrast_limits=list(image.contrast_limits), gamma=float(image.gamma),
                      progress=lambda stage, done, total: None if flag() else send((stage, done, total)),
-                     cancel=flag, on_return=lambda out: self._ran(flag, image, got["ref"], out),
+                     cancel=flag, on_return=lambda out: self._ran(flag, image, got["ref"], out, chosen),
                      on_error=lambda err: self._failed(flag, err), on_finish=lambda: self._end_job(flag))
 
     def _progress(self, msg: tuple) -> None:
@@ -303,9 +303,8 @@ class OneShotWidget(JobDock):
         else:
             self.status.error(f"Segmentation failed: {error_text(err)}")
 
-    def _target(self, image: Any) -> Any:
-        """The chosen Labels layer, or a new one on the image's grid (the real layer, chosen in the picker)."""
-        target = self.target_picker.layer()
+    def _target(self, image: Any, target: Any) -> Any:
+        """``target`` (chosen at Run), or for ``None`` a new layer on the image's grid, then chosen in the picker."""
         if target is None:
             target = unwrap(self.viewer.add_labels(new_label_volume(layer_shape(image)),
                                                    name=f"{image.name} one-shot", scale=image.scale,
@@ -315,14 +314,14 @@ class OneShotWidget(JobDock):
             self.history, self.history_target = RunHistory(), target
         return target
 
-    def _ran(self, flag: CancelFlag, image: Any, ref: int, outcome: OneShotOutcome) -> None:
+    def _ran(self, flag: CancelFlag, image: Any, ref: int, outcome: OneShotOutcome, chosen: Any = None) -> None:
         if flag():
             self.status.info("Cancelled: no labels were written.")
             return
-        if image not in self.viewer.layers:
-            self.status.error("The image was removed while it was being segmented; nothing written.")
+        if image not in self.viewer.layers or (chosen is not None and chosen not in self.viewer.layers):
+            self.status.error("A layer of the run was removed while it was being segmented; nothing written.")
             return
-        target = self._target(image)
+        target = self._target(image, chosen)
         if not isinstance(target.data, np.ndarray) and not is_chunked(target.data):
             self.status.error(f"'{target.name}' is not held in memory; pick another Labels layer.")
             return

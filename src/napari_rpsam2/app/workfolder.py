@@ -415,7 +415,7 @@ def _write_labels_in_form(folder: WorkFolder, labels: np.ndarray, out: str | os.
     from ..io import output_form, write_labels
     from ..io.writers import write_png_folder
 
-    stack = labels[None] if labels.ndim == 2 else labels
+    stack = np.asarray(labels)[None] if labels.ndim == 2 else labels  # a 2D chunked array takes no None index
     meta = {"work_folder": str(folder.path)}
     if output_form(out) == "png" and (source is None or len(source.names) != len(stack)):
         names = [Path(n).stem for n in frame_names(folder)]

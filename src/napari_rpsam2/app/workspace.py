@@ -94,6 +94,8 @@ class Workspace:
         """Click session of each image (by the image layer's id), kept while a dock is closed and reopened."""
         self.work_folders: dict = {}
         """Work-folder state of each image (by the image layer's id), one for all docks of the viewer."""
+        self.running_jobs: set = set()
+        """The cancel flags of the docks' jobs that are running (they use the model)."""
         self._model: RPSAM2 | None = None
         self._lock = threading.Lock()
 
@@ -152,10 +154,13 @@ class Workspace:
         and the model stays as it was.  The backbone's weights signature, part
         of every embedding-cache key, then names the adapters, so embeddings
         made without them are not reused; cached grid results of the old
-        model are dropped.  ``model_changed`` tells every dock (the Load model
+        model are dropped.  Refused (``ValueError``) while a dock's job runs.  ``model_changed`` tells every dock (the Load model
         box shows the file in its Adapters field).
         """
         model = self.require_model()
+        if self.running_jobs:
+            raise ValueError("a job is running in a dock and uses SAM2: wait for it or cancel it, then use the "
+                             "adapters")
         header = model.backbone.load_adapters(path)
         model.backbone.adapter_header = {**(model.backbone.adapter_header or {}), "file": str(path)}
         self.candidates.clear()

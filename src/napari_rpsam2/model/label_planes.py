@@ -135,6 +135,12 @@ class LabelPlanes:
             return self.plane(key[0])[key[1:]]
         if _is_int(key):
             return self.plane(key)
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) and key else (key, ())
+        if isinstance(first, slice):  # e.g. napari with the slice axis rolled: build only the planes asked for
+            picked = [self.plane(i)[rest] for i in range(*first.indices(self.shape[0]))]
+            if picked:
+                return np.stack(picked)
+            return np.zeros((0, *np.empty(self.shape[1:], bool)[rest].shape), self.dtype)
         return np.asarray(self)[key]
 
     def __setitem__(self, key, plane) -> None:
