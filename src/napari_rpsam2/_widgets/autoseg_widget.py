@@ -41,7 +41,7 @@ from ..app.autoseg_review import (
 )
 from ..app.label_changes import LabelChange
 from ..app.label_history import undo_together
-from ..io.label_volume import dense_limit_bytes, is_chunked, new_label_volume
+from ..io.label_volume import dense_limit_bytes, held_in_memory, new_label_volume
 from ..jobs import CancelFlag, Cancelled
 from ..training.data import DataError
 from . import _autoseg_boxes as boxes_ui
@@ -390,7 +390,7 @@ class AutosegWidget(JobDock):
             if target is not None and layer_shape(target) != layer_shape(image):
                 raise SliceError(f"'{target.name}' is {layer_shape(target)} but the image is "
                                  f"{layer_shape(image)}: pick labels made for it, or '(new Labels layer)'.")
-            if target is not None and not (isinstance(target.data, np.ndarray) or is_chunked(target.data)):
+            if target is not None and not held_in_memory(target.data):
                 raise SliceError(f"'{target.name}' is not held in memory (e.g. a lazily read file): "
                                  "pick another Labels layer, or '(new Labels layer)'.")
             if follow and 4 * int(np.prod(layer_shape(image))) > dense_limit_bytes():

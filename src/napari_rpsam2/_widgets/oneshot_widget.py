@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 from ..app.oneshot import merge_results, propagate_from_slice
 from ..app.oneshot_options import OneShotSettings, parse_counts
 from ..app.oneshot_rerun import RunHistory, rerun_slice, slice_masks
-from ..io.label_volume import is_chunked, new_label_volume
+from ..io.label_volume import held_in_memory, new_label_volume
 from ..jobs import CancelFlag
 from . import _oneshot_clicks as clicks_ui
 from ._job_dock import JobDock
@@ -263,6 +263,8 @@ class OneShotWidget(JobDock):
         if target is not None and layer_shape(target) != (n, h, w):
             raise SliceError(f"'{target.name}' is {layer_shape(target)} but the stack is {(n, h, w)}: "
                              "pick labels made for this stack, or '(new Labels layer)'.")
+        if target is not None and not held_in_memory(target.data):
+            raise SliceError(f"'{target.name}' is not held in memory; pick another Labels layer.")
         return {"image": image, "ref": ref, "plane": plane, "ids": ids, "n": n}
 
     def run(self) -> None:
@@ -322,9 +324,6 @@ class OneShotWidget(JobDock):
             self.status.error("A layer of the run was removed while it was being segmented; nothing written.")
             return
         target = self._target(image, chosen)
-        if not isinstance(target.data, np.ndarray) and not is_chunked(target.data):
-            self.status.error(f"'{target.name}' is not held in memory; pick another Labels layer.")
-            return
         edit = merge_results(target.data, outcome.results)
         layer = clicks_ui.clicks_layer(self.viewer, image)
         step = self._push(target, edit, f"one-shot run from slice {ref} ({edit.size} px)", layer)

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DENSE_LIMIT_ENV", "new_label_volume", "dense_limit_bytes", "is_chunked", "planes_in_use",
-           "has_labels", "label_max", "label_ids", "copy_label_volume"]
+__all__ = ["DENSE_LIMIT_ENV", "new_label_volume", "dense_limit_bytes", "is_chunked", "held_in_memory",
+           "planes_in_use", "has_labels", "label_max", "label_ids", "copy_label_volume"]
 
 DENSE_LIMIT_ENV = "NAPARI_RPSAM2_DENSE_LABELS_MIB"
 DEFAULT_DENSE_LIMIT_MIB = 256
@@ -79,6 +79,11 @@ def new_label_volume(shape: tuple[int, ...], dtype: Any = np.int32, *, dense_lim
 def is_chunked(volume: Any) -> bool:
     """Whether ``volume`` is a chunked (zarr) array rather than an in-memory numpy one."""
     return not isinstance(volume, np.ndarray) and hasattr(volume, "chunks") and hasattr(volume, "store")
+
+
+def held_in_memory(volume: Any) -> bool:
+    """Whether the plugin can write ``volume`` in place: a numpy array or a chunked (zarr) one."""
+    return isinstance(volume, np.ndarray) or is_chunked(volume)
 
 
 def _stored_chunks(volume: Any) -> tuple[dict, dict] | None:
