@@ -133,3 +133,19 @@ def press_key(qtbot: Any, viewer: Any, key: Any, modifiers: Any = Qt.KeyboardMod
 def click_button(qtbot: Any, button: Any) -> None:
     """Left-click a Qt button as a person would (it must be enabled to react)."""
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def pick_paint_brush(qtbot: Any, viewer: Any, layer: Any, label: int, size: int | None = None) -> None:
+    """Select Labels ``layer``, press its paint button and pick ``label`` (and brush ``size``)."""
+    viewer.layers.selection.active = layer
+    click_button(qtbot, viewer.window._qt_viewer.controls.widgets[layer].paint_button)
+    layer.selected_label = label
+    if size is not None:
+        layer.brush_size = size
+
+
+def paint_stroke(qtbot: Any, viewer: Any, layer: Any, start_rc: Sequence[float], end_rc: Sequence[float],
+                 label: int, size: int = 5) -> None:
+    """A brush stroke with napari's own paint tool: its paint button, then a drag on the canvas."""
+    pick_paint_brush(qtbot, viewer, layer, label, size)
+    drag_canvas(qtbot, viewer, layer, start_rc, end_rc)

@@ -18,12 +18,10 @@ import torch
 SMALL_OVERRIDES = ("++model.image_size=256",)
 
 
-@lru_cache(maxsize=2)
-def small_model(*overrides: str):
-    """A small :class:`~napari_rpsam2.RPSAM2` (built once per set of extra hydra ``overrides``)."""
+def small_backbone(*overrides: str):
+    """A new small :class:`~napari_rpsam2.model.backbone.SAM2Backbone` (seed 0), for tests that change it."""
     from sam2.build_sam import build_sam2
 
-    from napari_rpsam2 import RPSAM2
     from napari_rpsam2.model.backbone import SAM2Backbone, resolve_backbone
 
     spec = resolve_backbone("sam2.1_hiera_tiny")
@@ -31,7 +29,15 @@ def small_model(*overrides: str):
         torch.manual_seed(0)
         sam2 = build_sam2(spec.config, ckpt_path=None, device="cpu", mode="eval",
                           hydra_overrides_extra=[*SMALL_OVERRIDES, *overrides])
-    return RPSAM2(SAM2Backbone(sam2, spec, "|".join([spec.name, "random:0", *SMALL_OVERRIDES, *overrides])))
+    return SAM2Backbone(sam2, spec, "|".join([spec.name, "random:0", *SMALL_OVERRIDES, *overrides]))
+
+
+@lru_cache(maxsize=2)
+def small_model(*overrides: str):
+    """A small :class:`~napari_rpsam2.RPSAM2` (built once per set of extra hydra ``overrides``)."""
+    from napari_rpsam2 import RPSAM2
+
+    return RPSAM2(small_backbone(*overrides))
 
 
 def drifting_discs(n: int, size: int = 64, seed: int = 3) -> np.ndarray:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from small_sam2 import small_backbone
 
 from napari_rpsam2.model import CheckpointError
 from napari_rpsam2.model.adapters import AdapterConfig, SAM2Adapters, load_adapters, save_adapters
-from napari_rpsam2.model.backbone import SAM2Backbone
 from napari_rpsam2.model.coords import pixels_to_normalized
 from napari_rpsam2.sample_data import make_instrument_stack
 from napari_rpsam2.training.adapters import FinetuneConfig, adapter_loss, finetune_adapters, object_prompts
@@ -100,17 +100,8 @@ def test_adapters_change_the_embedding_cache_key(model, attached):
 
 @pytest.fixture(scope="module")
 def small_sam2():
-    """SAM2.1-tiny built for a 256² input (16× cheaper encoder: fine for a training-loss test)."""
-    from sam2.build_sam import build_sam2
-
-    from napari_rpsam2.model.weights import resolve_backbone
-
-    spec = resolve_backbone("sam2.1_hiera_tiny")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        sam2 = build_sam2(spec.config, ckpt_path=None, device="cpu", mode="eval",
-                          hydra_overrides_extra=["++model.image_size=256"])
-    return SAM2Backbone(sam2, spec, "small:random:0")
+    """SAM2.1-tiny built for a 256² input (16× cheaper encoder: fine for a training-loss test).  A module's own copy: its tests train adapters on it."""
+    return small_backbone()
 
 
 def test_fine_tuning_lowers_the_loss_on_a_fixed_batch(small_sam2):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.gui
 
 import tifffile  # noqa: E402
 from gui_forms import choose, click, tick, type_into  # noqa: E402
-from gui_input import click_button, drag_canvas, press_key, show_viewer  # noqa: E402
+from gui_input import paint_stroke, press_key, show_viewer  # noqa: E402
 from napari.layers import Labels, Shapes  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 from shapes_data import discs_and_squares  # noqa: E402
@@ -54,15 +54,6 @@ def _segment_current_slice(qtbot, viewer, dock, image, generator_file):
     assert "written into" in dock.status.text(), dock.status.text()
 
 
-def _paint(qtbot, viewer, target, start, end, label):
-    """A brush stroke with napari's own paint tool: its paint button, then a drag on the canvas."""
-    viewer.layers.selection.active = target
-    click_button(qtbot, viewer.window._qt_viewer.controls.widgets[target].paint_button)
-    target.selected_label = label
-    target.brush_size = 5
-    drag_canvas(qtbot, viewer, target, start, end)
-
-
 def test_ctrl_z_undoes_the_run_in_both_layers_then_the_stroke_and_ctrl_shift_z_redoes(make_napari_viewer, qtbot,
                                                                                        generator_file):
     images, _ = discs_and_squares(3, seed=11)
@@ -74,7 +65,7 @@ def test_ctrl_z_undoes_the_run_in_both_layers_then_the_stroke_and_ctrl_shift_z_r
     show_viewer(qtbot, viewer)
     viewer.reset_view()
     viewer.dims.set_current_step(0, 1)
-    _paint(qtbot, viewer, target, (2, 2), (2, 40), 9)  # the person's own stroke, before any run
+    paint_stroke(qtbot, viewer, target, (2, 2), (2, 40), 9)  # the person's own stroke, before any run
     stroke = target.data.copy()
     assert (stroke[1] == 9).any()
     choose(qtbot, dock.target_picker, "target")

@@ -16,7 +16,7 @@ pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
 from gui_forms import choose  # noqa: E402
-from gui_input import click_button, click_canvas, drag_canvas, press_key  # noqa: E402
+from gui_input import click_button, click_canvas, drag_canvas, paint_stroke, press_key  # noqa: E402
 from gui_scenes import clicks_layer, inside  # noqa: E402
 from napari.layers import Labels  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
@@ -96,10 +96,7 @@ def test_painting_a_chunked_layer_and_ctrl_z(make_napari_viewer, qtbot, model, s
     committed = np.array(target.data[:])
     # the person paints object 7 with the brush on slice 1, then takes the stroke back with Ctrl-Z
     viewer.dims.set_current_step(0, 1)
-    viewer.layers.selection.active = target
-    click_button(qtbot, viewer.window._qt_viewer.controls.widgets[target].paint_button)
-    target.selected_label, target.brush_size = 7, 5
-    drag_canvas(qtbot, viewer, target, (20.0, 20.0), (20.0, 60.0))
+    paint_stroke(qtbot, viewer, target, (20.0, 20.0), (20.0, 60.0), 7)
     painted = np.asarray(target.data[1]) == 7
     assert painted[20, 20:61].all() and painted.sum() >= 5 * 41
     assert np.array_equal(target.data[0], committed[0])

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.gui
 from napari.layers import Labels  # noqa: E402
 
 from gui_forms import choose, tick, type_into  # noqa: E402
-from gui_input import click_button, click_canvas, drag_canvas  # noqa: E402
+from gui_input import click_button, click_canvas, drag_canvas, pick_paint_brush  # noqa: E402
 from gui_scenes import clicks_layer, inside  # noqa: E402
 from napari_rpsam2 import RPSAM2  # noqa: E402
 from napari_rpsam2._widgets._views import plugin_layers  # noqa: E402
@@ -77,10 +77,7 @@ def test_propagate_adds_the_committed_object_to_every_slice_and_undo_takes_it_ba
     assert set(np.unique(target.data[0])) == {0, 1} and not target.data[1:].any()
     # the person paints an object of their own on slice 1, over where object 1 lies there
     viewer.dims.set_current_step(0, 1)
-    controls = viewer.window._qt_viewer.controls.widgets[target]
-    viewer.layers.selection.active = target
-    click_button(qtbot, controls.paint_button)
-    target.selected_label = 9
+    pick_paint_brush(qtbot, viewer, target, 9)
     click_canvas(qtbot, viewer, target, inside(truth[1], 1))
     painted = target.data[1] == 9
     assert painted.any()
@@ -199,9 +196,7 @@ def test_a_box_dragged_on_the_canvas_and_the_click_docks_clicks_are_propagated(
     # while it runs, the person paints an object of their own on slice 2 with id 1: the id the dock
     # picked for the clicked object when the run started
     viewer.dims.set_current_step(0, 2)
-    viewer.layers.selection.active = target
-    click_button(qtbot, viewer.window._qt_viewer.controls.widgets[target].paint_button)
-    target.selected_label = 1
+    pick_paint_brush(qtbot, viewer, target, 1)
     click_canvas(qtbot, viewer, target, inside(truth[2], 1))
     mine = target.data[2] == 1
     assert mine.any() and dock.running, "the paint stroke must land during the run"

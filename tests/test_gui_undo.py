@@ -13,7 +13,7 @@ pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
 from gui_forms import choose
-from gui_input import click_button, click_canvas, drag_canvas, press_key, show_viewer
+from gui_input import click_button, click_canvas, paint_stroke, press_key, show_viewer
 from gui_scenes import clicks_layer, inside
 from napari.layers import Labels
 from qtpy.QtCore import Qt
@@ -33,15 +33,6 @@ def _commit(qtbot, viewer, dock, where):
     qtbot.waitUntil(lambda: not dock.busy and "mask of" in dock.status.text(), timeout=TIMEOUT)
     click_button(qtbot, dock.commit_button)
     assert "Committed" in dock.status.text(), dock.status.text()
-
-
-def _paint(qtbot, viewer, target, start, end, label):
-    """A brush stroke with napari's own paint tool: its paint button, then a drag on the canvas."""
-    viewer.layers.selection.active = target
-    click_button(qtbot, viewer.window._qt_viewer.controls.widgets[target].paint_button)
-    target.selected_label = label
-    target.brush_size = 5
-    drag_canvas(qtbot, viewer, target, start, end)
 
 
 def test_ctrl_z_and_every_docks_undo_take_back_the_newest_change_only(make_napari_viewer, qtbot, model,
@@ -73,7 +64,7 @@ def test_ctrl_z_and_every_docks_undo_take_back_the_newest_change_only(make_napar
 
     viewer.dims.set_current_step(0, 1)
     r, c = inside(truth[1], 1)
-    _paint(qtbot, viewer, target, (r, c - 8), (r, c + 8), 9)
+    paint_stroke(qtbot, viewer, target, (r, c - 8), (r, c + 8), 9)
     states.append(np.array(target.data[:]))
     assert (states[3][1] == 9).any() and np.array_equal(states[3][[0, 2]], states[2][[0, 2]])
     assert "painting" in prop.undo_button.toolTip()  # the dock names what its Undo would take back
@@ -121,7 +112,7 @@ def test_ctrl_z_after_a_one_shot_run_undoes_the_run_then_the_painting_before_it(
     show_viewer(qtbot, viewer)
     viewer.reset_view()
     viewer.dims.set_current_step(0, 1)
-    _paint(qtbot, viewer, lab, (5, 5), (5, 30), 7)  # before the plugin ever wrote into this layer
+    paint_stroke(qtbot, viewer, lab, (5, 5), (5, 30), 7)  # before the plugin ever wrote into this layer
     painted_state = np.array(lab.data[:])
     assert (painted_state[1] == 7).any()
     viewer.dims.set_current_step(0, 0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from small_sam2 import small_backbone
 
 from napari_rpsam2.model.adapters import AdapterConfig, SAM2Adapters
-from napari_rpsam2.model.backbone import SAM2Backbone
 from napari_rpsam2.model.prompts import FramePrompt
 from napari_rpsam2.sample_data import make_instrument_stack
 from napari_rpsam2.training.adapters import FinetuneConfig, finetune_adapters, object_prompts
@@ -63,17 +63,8 @@ def test_clips_follow_each_annotated_object_forward():
 
 @pytest.fixture(scope="module")
 def small_sam2():
-    """SAM2.1-tiny built for a 256² input (a training-loss test)."""
-    from sam2.build_sam import build_sam2
-
-    from napari_rpsam2.model.weights import resolve_backbone
-
-    spec = resolve_backbone("sam2.1_hiera_tiny")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        sam2 = build_sam2(spec.config, ckpt_path=None, device="cpu", mode="eval",
-                          hydra_overrides_extra=["++model.image_size=256"])
-    return SAM2Backbone(sam2, spec, "small:random:0")
+    """SAM2.1-tiny built for a 256² input (a training-loss test).  A module's own copy: its tests train adapters on it."""
+    return small_backbone()
 
 
 def test_memory_adapters_learn_on_clips_of_a_fixed_batch(small_sam2):
